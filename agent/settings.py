@@ -1,0 +1,98 @@
+"""Typed settings: what a validated configuration turns into.
+
+`agent.config` builds these from TOML (or from the `tailship tail` command line) after checking
+every key; the rest of the agent reads only these objects, never raw config. Field metadata drives
+validation: `choices`, `min`/`max`, `help`. Option names carry their units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def opt(default: Any = None, *, help: str, factory: Any = None, **rules: Any) -> Any:  # noqa: A002
+    meta = {"help": help, **rules}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(slots=True)
+class SourceSettings:
+    include: list[str] = opt(factory=lambda: ["/var/log/containers/*.log"],
+                             help="glob patterns of files to tail (symlinks are followed)")
+    exclude: list[str] = opt(factory=list, help="glob patterns of files never to tail")
+    read_from: str = opt("head", choices=("head", "tail"),
+                         help="where to start in files present at start without a checkpoint")
+    ignore_older_secs: float = opt(0.0, min=0, help="skip files not modified for this long (0 = off)")
+    scan_interval_secs: float = opt(1.0, min=0.05, help="how often to look for new files")
+    poll_interval_ms: int = opt(250, min=1, help="how often an idle file is checked for new data")
+    read_chunk_bytes: int = opt(1 << 20, min=4096, help="bytes read from a file at once")
+    read_budget_bytes: int = opt(4 << 20, min=4096,
+                                 help="bytes one file may read before yielding to others")
+    max_line_bytes: int = opt(1 << 20, min=1024,
+                              help="longest record kept; longer ones are truncated and flagged")
+    partial_line_timeout_secs: float = opt(5.0, min=0,
+                                           help="emit a last line without newline after this long")
+    fingerprint_bytes: int = opt(256, min=16, max=65536,
+                                 help="bytes at the head of a file that make up its fingerprint")
+    format: str = opt("auto", choices=("auto", "docker", "cri", "text"),
+                      help="container log format; auto detects it per file")
+
+
+@dataclass(slots=True)
+class ParseSettings:
+    json: bool = opt(True, help="turn a JSON-object payload into record fields")
+    target: str = opt("", help="key to put parsed fields under; empty merges them at top level")
+
+
+@dataclass(slots=True)
+class TraceSettings:
+    enabled: bool = opt(True, help="find and normalize trace_id / span_id")
+    inherit_window_ms: int = opt(1000, min=0,
+                                 help="continuation lines within this window inherit the trace context")
+
+
+@dataclass(slots=True)
+class MultilineSettings:
+    preset: str = opt("none", choices=("none", "java", "python", "go", "auto"),
+                      help="merge stack-trace lines into the record before them")
+    max_lines: int = opt(500, min=1, help="most lines merged into one record")
+    max_bytes: int = opt(1 << 20, min=1024, help="most bytes merged into one record")
+    timeout_ms: int = opt(1000, min=1, help="emit a merged record after waiting this long")
+
+
+@dataclass(slots=True)
+class BatchSettings:
+    max_records: int = opt(2000, min=1, help="a batch closes at this many records")
+    max_bytes: int = opt(2 << 20, min=1024, help="a batch closes at this many bytes")
+    linger_ms: int = opt(200, min=0, help="a batch closes this long after its first record")
+    memory_limit_bytes: int = opt(64 << 20, min=1 << 20,
+                                  help="in-flight bytes before tailers stop reading")
+
+
+@dataclass(slots=True)
+class SinkSettings:
+    type: str = opt("file", choices=("file", "stdout", "null"), help="which sink")
+    path: str = opt("", help="file sink: output directory (default <data_dir>/out)")
+    compression_level: int = opt(3, min=1, max=19, help="file sink: zstd level")
+    rotate_bytes: int = opt(64 << 20, min=1024,
+                            help="file sink: start a new file after this many uncompressed bytes")
+    max_in_flight: int = opt(2, min=1, max=64, help="batches sent concurrently")
+    retry_initial_ms: int = opt(100, min=1, help="first retry delay; doubles up to retry_max_ms")
+    retry_max_ms: int = opt(10000, min=1, help="longest retry delay")
+
+
+@dataclass(slots=True)
+class Settings:
+    data_dir: str = opt("/var/lib/tailship", help="checkpoints and dead letters live here")
+    host_name: str = opt("", help="host.name of every record (default: $NODE_NAME or the hostname)")
+    shutdown_timeout_secs: float = opt(30.0, min=0, help="how long a stop waits for acknowledgements")
+    checkpoint_interval_secs: float = opt(1.0, min=0.01, help="how often checkpoints are persisted")
+    source: SourceSettings = field(default_factory=SourceSettings)
+    parse: ParseSettings = field(default_factory=ParseSettings)
+    trace: TraceSettings = field(default_factory=TraceSettings)
+    multiline: MultilineSettings = field(default_factory=MultilineSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)

@@ -1,0 +1,55 @@
+"""The units that travel between the tailers and the sinks.
+
+A `Segment` is what one file's chunk turned into: encoded records (orjson bytes, one JSON object
+each, no newline) with, for each record, its offset in the file and its trace context. Keeping the
+per-record metadata in parallel lists avoids building one Python object per line.
+
+A `Batch` is a list of segments plus the acknowledgement it carries: for each file identity, the
+offset up to which every line has been turned into records of this or an earlier batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Segment:
+    file_key: str                  # checkpoint key of the source file (identity)
+    path: str                      # path the file was found under
+    meta: dict[str, Any]           # per-file constant fields (kubernetes.*), for routing
+    records: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)      # file offset of each record
+    trace_ids: list[str | None] = field(default_factory=list)
+    span_ids: list[str | None] = field(default_factory=list)
+    nbytes: int = 0                # sum of len(records)
+    safe_offset: int = 0           # all lines before this offset are in this or earlier segments
+    generation: int = 0            # bumped on truncation, so acks of older data are not confused
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+@dataclass(slots=True)
+class Batch:
+    seq: int
+    segments: list[Segment] = field(default_factory=list)
+    nrecords: int = 0
+    nbytes: int = 0
+
+    def add(self, seg: Segment) -> None:
+        self.segments.append(seg)
+        self.nrecords += len(seg.records)
+        self.nbytes += seg.nbytes
+
+    def iter_records(self):  # type: ignore[no-untyped-def]
+        for seg in self.segments:
+            yield from seg.records
+
+    def acks(self) -> dict[str, tuple[int, int]]:
+        """file key → (generation, safe offset) after this batch, last segment of a file wins."""
+        out: dict[str, tuple[int, int]] = {}
+        for seg in self.segments:
+            out[seg.file_key] = (seg.generation, seg.safe_offset)
+        return out

@@ -1,0 +1,1 @@
+"""Sinks: one module each, all implementing `pipelines.sinks.base.Sink`."""
