@@ -10,6 +10,7 @@ offset up to which every line has been turned into records of this or an earlier
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,6 @@ class Segment:
     span_ids: list[str | None] = field(default_factory=list)
     nbytes: int = 0                # sum of len(records)
     safe_offset: int = 0           # all lines before this offset are in this or earlier segments
-    generation: int = 0            # bumped on truncation, so acks of older data are not confused
 
     def __len__(self) -> int:
         return len(self.records)
@@ -43,13 +43,10 @@ class Batch:
         self.nrecords += len(seg.records)
         self.nbytes += seg.nbytes
 
-    def iter_records(self):  # type: ignore[no-untyped-def]
+    def iter_records(self) -> Iterator[bytes]:
         for seg in self.segments:
             yield from seg.records
 
-    def acks(self) -> dict[str, tuple[int, int]]:
-        """file key → (generation, safe offset) after this batch, last segment of a file wins."""
-        out: dict[str, tuple[int, int]] = {}
-        for seg in self.segments:
-            out[seg.file_key] = (seg.generation, seg.safe_offset)
-        return out
+    def acks(self) -> dict[str, int]:
+        """file key → safe offset after this batch (the last segment of a file wins)."""
+        return {seg.file_key: seg.safe_offset for seg in self.segments}

@@ -1,0 +1,96 @@
+"""Persistent read positions, keyed by file identity.
+
+Written atomically: a temp file in the same directory, fsynced, renamed over the old one, and the
+directory fsynced, so a crash leaves either the old or the new version. A checkpoint only holds
+offsets the sink has acknowledged (see `pipelines.batch.AckTracker`). A file that cannot be read or
+parsed is set aside (renamed with a `.corrupt-<time>` suffix), and reading restarts from the head
+of every file: duplicates, never loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("tailship.checkpoints")
+
+FILE_NAME = "checkpoints.json"
+VERSION = 1
+
+
+class CheckpointStore:
+    def __init__(self, data_dir: str | os.PathLike[str], count: Callable[[str, int], None],
+                 retention_secs: float = 7 * 86400) -> None:
+        self.dir = Path(data_dir)
+        self.path = self.dir / FILE_NAME
+        self.count = count
+        self.retention_secs = retention_secs
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.recovered_from_corruption = False
+        self._dirty = False
+
+    def load(self) -> None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            data = orjson.loads(raw)
+            entries = data["files"]
+            if data.get("version") != VERSION or not isinstance(entries, dict) or not all(
+                isinstance(e, dict) and type(e.get("offset")) is int and e["offset"] >= 0
+                for e in entries.values()
+            ):
+                raise ValueError("unexpected structure")
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+            aside = self.path.with_name(f"{FILE_NAME}.corrupt-{int(time.time())}")
+            os.replace(self.path, aside)
+            self.count("checkpoint_corrupt", 1)
+            self.recovered_from_corruption = True
+            log.warning("checkpoint file %s is corrupt (%s); set aside as %s, files are read "
+                        "again from their head", self.path, exc, aside.name)
+            return
+        self.entries = entries
+
+    def get(self, key: str) -> int | None:
+        e = self.entries.get(key)
+        return None if e is None else int(e["offset"])
+
+    def set(self, key: str, offset: int, path: str) -> None:
+        self.entries[key] = {"offset": offset, "path": path, "updated": int(time.time())}
+        self._dirty = True
+
+    def forget_stale(self, active: set[str]) -> None:
+        """Drop entries of files not seen for `retention_secs`."""
+        cutoff = time.time() - self.retention_secs
+        stale = [k for k, e in self.entries.items() if k not in active and e.get("updated", 0) < cutoff]
+        for k in stale:
+            del self.entries[k]
+        self._dirty |= bool(stale)
+
+    def persist(self) -> bool:
+        """Write the store if it changed; returns whether it wrote."""
+        if not self._dirty:
+            return False
+        data = orjson.dumps({"version": VERSION, "files": self.entries})
+        tmp = self.path.with_name(f".{FILE_NAME}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._dirty = False
+        return True

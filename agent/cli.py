@@ -1,0 +1,178 @@
+"""Command line: `tailship run`, `tailship tail`, `tailship validate`, `--version`.
+
+Exit codes: 0 done; 2 configuration or usage error; 3 runtime failure (data directory unusable,
+sink refused for good); 130 a second signal forced the exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from agent import __version__
+from agent.config import load_config, settings_from_dict
+from agent.runtime import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, Agent, Summary, install_signal_handlers
+from agent.settings import Settings
+from pipelines.errors import ConfigError, TailshipError
+from pipelines.sinks.registry import build_sink, parse_sink_url
+
+log = logging.getLogger("tailship")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="tailship %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tailship", description="Trace-aware container log shipper.")
+    p.add_argument("--version", action="version", version=f"tailship {__version__}")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent from a configuration file")
+    run.add_argument("--config", "-c", required=True, help="TOML configuration file")
+    run.add_argument("--once", action="store_true",
+                     help="read the files found at start to their end, ship, wait for acks, exit")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a configuration file and exit")
+    val.add_argument("config", help="TOML configuration file")
+    val.set_defaults(func=cmd_validate)
+
+    tail = sub.add_parser("tail", help="tail files and ship them to a sink")
+    tail.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB",
+                      help="files or glob patterns; a directory means every *.log under it")
+    tail.add_argument("--to", required=True, metavar="SINK_URL",
+                      help="stdout | null | file:DIR")
+    tail.add_argument("--once", action="store_true",
+                      help="read to the end of the files, ship, wait for acknowledgements, exit")
+    tail.add_argument("--data-dir", help="checkpoints directory (default: a temporary one with "
+                      "--once, else ~/.local/state/tailship/<hash of paths and sink>)")
+    tail.add_argument("--format", default="auto", choices=("auto", "docker", "cri", "text"))
+    tail.add_argument("--read-from", default="head", choices=("head", "tail"))
+    tail.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    tail.add_argument("--multiline", default="none", choices=("none", "java", "python", "go", "auto"))
+    tail.add_argument("--no-progress", action="store_true", help="no live progress line")
+    tail.set_defaults(func=cmd_tail)
+    return p
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    load_config(args.config)
+    print(f"{args.config}: ok")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    return _run_agent(settings, once=args.once, progress=False)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    includes = [os.path.join(p, "**", "*.log") if os.path.isdir(p) else p for p in args.paths]
+    sink = parse_sink_url(args.to)
+    tmp = None
+    data_dir = args.data_dir
+    if data_dir is None and args.once:
+        tmp = tempfile.TemporaryDirectory(prefix="tailship-")
+        data_dir = tmp.name
+    elif data_dir is None:
+        digest = hashlib.sha256("\0".join([*includes, args.to]).encode()).hexdigest()[:16]
+        state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        data_dir = os.path.join(state, "tailship", digest)
+    settings = settings_from_dict({
+        "data_dir": data_dir,
+        "source": {"include": includes, "exclude": args.exclude, "format": args.format,
+                   "read_from": args.read_from},
+        "multiline": {"preset": args.multiline},
+        "sink": sink,
+    }, source="command line")
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        return _run_agent(settings, once=args.once, progress=progress)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run_agent(settings: Settings, *, once: bool, progress: bool) -> int:
+    agent = Agent(settings, build_sink(settings.sink, settings.data_dir), once=once)
+
+    async def go() -> int:
+        install_signal_handlers(agent)
+        ticker = asyncio.create_task(_progress(agent)) if progress else None
+        try:
+            return await agent.run()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+
+    try:
+        code = _run_loop(go)
+    except TailshipError as exc:
+        log.error("%s", exc)
+        code = EXIT_RUNTIME
+    _print_summary(agent.summary(), progress)
+    return code
+
+
+def _run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+async def _progress(agent: Agent) -> None:
+    prev = agent.summary()
+    while True:
+        await asyncio.sleep(1.0)
+        cur = agent.summary()
+        dt = max(cur.elapsed_secs - prev.elapsed_secs, 1e-9)
+        errors = sum(v for k, v in cur.events.items() if k in _ERROR_EVENTS)
+        sys.stderr.write(
+            f"\r{(cur.lines_read - prev.lines_read) / dt:>10,.0f} lines/s "
+            f"{(cur.bytes_read - prev.bytes_read) / dt / 1e6:>7.1f} MB/s  "
+            f"sent {cur.records_sent:,}  files {cur.files}  errors {errors}   "
+        )
+        sys.stderr.flush()
+        prev = cur
+
+
+_ERROR_EVENTS = frozenset(("malformed", "invalid_utf8", "truncated", "line_too_long", "sink_retry",
+                           "permission_denied", "tailer_failed", "checkpoint_corrupt"))
+
+
+def _print_summary(s: Summary, progress: bool) -> None:
+    rate = s.lines_read / s.cpu_secs if s.cpu_secs > 0 else 0.0
+    lines = [
+        f"tailship: {s.files} file(s), {s.lines_read:,} lines ({s.bytes_read / 1e6:.1f} MB) read, "
+        f"{s.records_sent:,} records in {s.batches_sent:,} batches acknowledged",
+        f"tailship: {s.elapsed_secs:.2f}s elapsed, {s.cpu_secs:.2f} CPU-s, "
+        f"{rate:,.0f} lines per CPU-second",
+    ]
+    if s.unacked_records:
+        lines.append(f"tailship: {s.unacked_records:,} records not acknowledged (read again next start)")
+    if s.events:
+        lines.append("tailship: events: " + ", ".join(f"{k}={v}" for k, v in sorted(s.events.items())))
+    sys.stderr.write(("\n" if progress else "") + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Finding files: include/exclude globs, symlinks followed, one entry per underlying file."""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+from fnmatch import fnmatch
+
+
+def scan(include: list[str], exclude: list[str]) -> list[tuple[str, os.stat_result]]:
+    """Paths matching `include` and no `exclude` pattern (matched against the path and its target),
+    each regular file once (the first path that reaches it wins: list symlink patterns first)."""
+    seen: set[tuple[int, int]] = set()
+    found: list[tuple[str, os.stat_result]] = []
+    for pattern in include:
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            if exclude and _excluded(path, exclude):
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # dangling symlink, or gone since the glob
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            found.append((path, st))
+    return found
+
+
+def _excluded(path: str, exclude: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(fnmatch(path, p) or fnmatch(real, p) for p in exclude)

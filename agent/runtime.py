@@ -1,0 +1,362 @@
+"""The agent: wires discovery, tailers, the batcher, the sender and checkpoints, and runs them.
+
+Flow: discovery starts a `FileTailer` per file → segments take room from the `ByteBudget` and go
+into the `Batcher` → closed batches are registered with the `AckTracker` and queued → sender tasks
+deliver them (retrying retriable errors with exponential backoff and jitter) → acknowledgements
+move checkpoints and give the budget back.
+
+Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
+lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
+batches get until `shutdown_timeout_secs` to be acknowledged, checkpoints are persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+from agent.checkpoints import CheckpointStore
+from agent.discovery import scan
+from agent.identity import FileId, identify
+from agent.metrics import Metrics
+from agent.settings import Settings
+from agent.tailer import FileTailer
+from pipelines.batch import AckTracker, Batcher, ByteBudget
+from pipelines.chain import ChainSpec, FileProcessor
+from pipelines.enrich import default_host_name, file_meta
+from pipelines.errors import FatalSinkError, RetriableSinkError, TailshipError
+from pipelines.records import Batch, Segment
+from pipelines.sinks.base import Sink
+
+log = logging.getLogger("tailship.agent")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 3
+
+
+class StartupError(TailshipError):
+    """The agent cannot start (data directory unusable, sink unreachable)."""
+
+
+def chain_spec(s: Settings) -> ChainSpec:
+    return ChainSpec(
+        format=s.source.format, max_line_bytes=s.source.max_line_bytes,
+        parse_json=s.parse.json, target=s.parse.target, trace=s.trace.enabled,
+        inherit_window_secs=s.trace.inherit_window_ms / 1000, multiline=s.multiline.preset,
+        multiline_max_lines=s.multiline.max_lines, multiline_max_bytes=s.multiline.max_bytes,
+        multiline_timeout_secs=s.multiline.timeout_ms / 1000,
+        host_name=default_host_name(s.host_name),
+    )
+
+
+def prepare_data_dir(path: str) -> None:
+    """Create the data directory and prove it is writable, or fail with a clear cause."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".probe-{os.getpid()}")
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise StartupError(f"data directory {path!r} is not usable: {exc.strerror or exc}") from exc
+
+
+@dataclass
+class _Tailing:
+    tailer: FileTailer
+    task: asyncio.Task[None]
+    inode: tuple[int, int]
+
+
+@dataclass
+class Summary:
+    lines_read: int = 0
+    bytes_read: int = 0
+    records_sent: int = 0
+    bytes_sent: int = 0
+    batches_sent: int = 0
+    files: int = 0
+    elapsed_secs: float = 0.0
+    cpu_secs: float = 0.0
+    unacked_records: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(self, settings: Settings, sink: Sink, *, once: bool = False,
+                 metrics: Metrics | None = None) -> None:
+        self.s = settings
+        self.sink = sink
+        self.once = once
+        self.metrics = metrics or Metrics()
+        self.spec = chain_spec(settings)
+        self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
+        self.budget = ByteBudget(settings.batch.memory_limit_bytes)
+        self.tracker = AckTracker()
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue()
+        self.batcher = Batcher(settings.batch.max_records, settings.batch.max_bytes,
+                               settings.batch.linger_ms / 1000, self._ship)
+        self.tailing: dict[str, _Tailing] = {}
+        self.files_seen: set[tuple[int, int]] = set()
+        self._warned: set[str] = set()
+        self._stop_reading = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._first_scan = True
+        self._started = 0.0
+        self._cpu0 = 0.0
+        self.unacked = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def run(self) -> int:
+        self._started, self._cpu0 = time.monotonic(), time.process_time()
+        prepare_data_dir(self.s.data_dir)
+        self.checkpoints.load()
+        await self.sink.start()
+        bg = [asyncio.create_task(self._sender(), name=f"sender-{i}")
+              for i in range(self.s.sink.max_in_flight)]
+        bg.append(asyncio.create_task(self.batcher.linger(), name="linger"))
+        bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+        try:
+            if self.once:
+                await self._discover()
+                reading = asyncio.gather(*(t.task for t in list(self.tailing.values())))
+                stop = asyncio.create_task(self._stopped.wait())
+                await asyncio.wait([reading, stop], return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+            else:
+                disc = asyncio.create_task(self._discovery_loop(), name="discovery")
+                await self._stopped.wait()
+                disc.cancel()
+            await self._drain()
+        finally:
+            for t in bg:
+                t.cancel()
+            await asyncio.gather(*bg, return_exceptions=True)
+            await self._stop_tailers()
+            self.checkpoints.persist()
+            await self.sink.close(max(1.0, self.s.shutdown_timeout_secs / 4))
+        if self._fatal is not None:
+            raise self._fatal
+        return EXIT_OK
+
+    async def _drain(self) -> None:
+        """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
+        await self._stop_tailers()
+        await self.batcher.flush()
+        timeout = None if self.once and not self._stopped.is_set() else self.s.shutdown_timeout_secs
+        if self._fatal is None:
+            try:
+                await asyncio.wait_for(self._acked_all(), timeout)
+            except TimeoutError:
+                log.warning("shutdown timeout (%.1fs): %d records not acknowledged; they will be "
+                            "read again on the next start", self.s.shutdown_timeout_secs, self.unacked)
+
+    async def _acked_all(self) -> None:
+        join = asyncio.create_task(self.queue.join())
+        stop = asyncio.create_task(self._stopped.wait()) if self.once else None
+        waits = [join] + ([stop] if stop else [])
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if stop is not None and not join.done():
+            stop.cancel()
+            # a signal during --once: from now on the shutdown timeout applies
+            await asyncio.wait_for(join, self.s.shutdown_timeout_secs)
+        if stop is not None:
+            stop.cancel()
+
+    async def _stop_tailers(self) -> None:
+        self._stop_reading.set()
+        tasks = [t.task for t in self.tailing.values()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._stopped.set()
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            await self._discover()
+            await asyncio.sleep(self.s.source.scan_interval_secs)
+
+    async def _discover(self) -> None:
+        src = self.s.source
+        now = time.time()
+        open_inodes = {t.inode for t in self.tailing.values()}
+        for path, st in scan(src.include, src.exclude):
+            if (st.st_dev, st.st_ino) in open_inodes:
+                continue
+            if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
+                continue
+            self._start_file(path, st)
+        self._first_scan = False
+        active = set(self.tailing)
+        self.checkpoints.forget_stale(active)
+
+    def _start_file(self, path: str, st: os.stat_result) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError as exc:
+            if path not in self._warned:
+                self._warned.add(path)
+                self.metrics.event("permission_denied")
+                log.error("%s: cannot open: %s; other files keep flowing", path, exc.strerror)
+            return
+        except OSError:
+            return  # vanished between the scan and the open
+        fid = identify(fd, self.s.source.fingerprint_bytes)
+        if fid is None or fid.key in self.tailing:
+            os.close(fd)  # not enough data to identify it yet; the next scan retries
+            return
+        offset = self._start_offset(fid, path, os.fstat(fd).st_size)
+        new_processor = functools.partial(self._processor, path=path, real_path=os.path.realpath(path))
+        tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
+                            emit=self._emit, metrics=self.metrics, settings=self.s.source,
+                            once=self.once, stop=self._stop_reading)
+        task = asyncio.create_task(self._tail(tailer), name=f"tail:{path}")
+        self.tailing[fid.key] = _Tailing(tailer, task, (fid.dev, fid.ino))
+        self.files_seen.add((fid.dev, fid.ino))
+        self.metrics.files_open.inc()
+        log.debug("%s: tailing from offset %d (%s)", path, offset, fid.key)
+
+    def _start_offset(self, fid: FileId, path: str, size: int) -> int:
+        saved = self.checkpoints.get(fid.key)
+        if saved is not None:
+            if saved > size:
+                self.metrics.event("file_truncated")
+                log.info("%s: shorter than its checkpoint (%d > %d); reading from offset 0",
+                         path, saved, size)
+                return 0
+            return saved
+        tail = (self._first_scan and self.s.source.read_from == "tail"
+                and not self.checkpoints.recovered_from_corruption and not self.once)
+        return size if tail else 0
+
+    def _processor(self, fid: FileId, path: str, real_path: str) -> FileProcessor:
+        return FileProcessor(self.spec, fid.key, path, file_meta(path, real_path), self.metrics.event)
+
+    async def _tail(self, tailer: FileTailer) -> None:
+        try:
+            await tailer.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an I/O error on one file must not stop the others
+            self.metrics.event("tailer_failed")
+            log.exception("%s: tailer failed: %s", tailer.path, exc)
+        finally:
+            for key, t in list(self.tailing.items()):
+                if t.tailer is tailer:
+                    del self.tailing[key]
+            self.metrics.files_open.dec()
+
+    # -- data path ------------------------------------------------------------------------------
+
+    async def _emit(self, seg: Segment) -> None:
+        await self.budget.acquire(seg.nbytes)
+        self.metrics.inflight_bytes.set(self.budget.used)
+        await self.batcher.add(seg)
+
+    async def _ship(self, batch: Batch) -> None:
+        # no await in here: a cancelled tailer must not leave a batch half-registered
+        self.tracker.register(batch)
+        self.unacked += batch.nrecords
+        self.queue.put_nowait(batch)
+
+    async def _sender(self) -> None:
+        while True:
+            batch = await self.queue.get()
+            try:
+                await self._deliver(batch)
+            finally:
+                self.queue.task_done()
+
+    async def _deliver(self, batch: Batch) -> None:
+        delay = self.s.sink.retry_initial_ms / 1000
+        attempt = 0
+        while True:
+            try:
+                await self.sink.send(batch)
+                break
+            except RetriableSinkError as exc:
+                attempt += 1
+                self.metrics.event("sink_retry")
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning("%s (attempt %d; retrying, files wait on disk)", exc, attempt)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.s.sink.retry_max_ms / 1000)
+            except FatalSinkError as exc:
+                log.error("%s", exc)
+                self._fail(exc)
+                return
+        self._acknowledged(batch)
+
+    def _acknowledged(self, batch: Batch) -> None:
+        paths = {seg.file_key: seg.path for seg in batch.segments}
+        for key, offset in self.tracker.ack(batch).items():
+            self.checkpoints.set(key, offset, paths[key])
+        self.unacked -= batch.nrecords
+        self.budget.release(batch.nbytes)
+        m = self.metrics
+        m.inflight_bytes.set(self.budget.used)
+        m.records_sent.inc(batch.nrecords)
+        m.bytes_sent.inc(batch.nbytes)
+        m.batches_sent.inc()
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.s.checkpoint_interval_secs)
+            try:
+                self.checkpoints.persist()
+            except OSError as exc:
+                self.metrics.event("checkpoint_write_failed")
+                log.error("cannot write checkpoints in %s: %s", self.s.data_dir, exc)
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def summary(self) -> Summary:
+        m = self.metrics
+        return Summary(
+            lines_read=int(m.lines_read._value.get()), bytes_read=int(m.bytes_read._value.get()),
+            records_sent=int(m.records_sent._value.get()), bytes_sent=int(m.bytes_sent._value.get()),
+            batches_sent=int(m.batches_sent._value.get()), files=len(self.files_seen),
+            elapsed_secs=time.monotonic() - self._started,
+            cpu_secs=time.process_time() - self._cpu0, unacked_records=self.unacked,
+            events=dict(m.events),
+        )
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    """First SIGTERM/SIGINT drains; a second one exits at once."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    hits = 0
+
+    def handler(signame: str) -> None:
+        nonlocal hits
+        hits += 1
+        if hits == 1:
+            log.info("%s: stopping (send again to force)", signame)
+            agent.request_stop()
+        else:
+            log.warning("%s again: exiting without draining", signame)
+            os._exit(130)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, handler, sig.name)

@@ -1,0 +1,300 @@
+"""The per-file processing chain: decode → parse → trace context → enrich → encode.
+
+One `FileProcessor` per tailed file turns chunks of complete raw lines into a `Segment` of encoded
+records. Everything configurable is decided when the processor is built (`ChainSpec`); the per-line
+loop only does the work. JSON records take an inlined fast path; plain-text records (rarer) go
+through methods that handle text trace ids, continuation lines and multiline merging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pipelines import trace
+from pipelines.formats import (
+    DECODERS,
+    INHERITED,
+    TRUNCATED,
+    Counter,
+    Decoder,
+    Entry,
+    detect_format,
+    flag_names,
+)
+from pipelines.multiline import Merged, Multiline
+from pipelines.records import Segment
+
+# Keys the agent writes into every record. An app field with the same name is kept: merged when
+# both are objects (the agent's keys win inside), otherwise renamed to `<key>_app`.
+AGENT_KEYS = frozenset(("@timestamp", "stream", "kubernetes", "log", "host"))
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSpec:
+    """What the chain does, fixed once from settings."""
+
+    format: str = "auto"            # auto | docker | cri | text
+    max_line_bytes: int = 1 << 20
+    parse_json: bool = True
+    target: str = ""                # "" merges parsed fields at top level
+    trace: bool = True
+    inherit_window_secs: float = 1.0
+    multiline: str = "none"         # none | java | python | go | auto
+    multiline_max_lines: int = 500
+    multiline_max_bytes: int = 1 << 20
+    multiline_timeout_secs: float = 1.0
+    host_name: str = ""
+
+
+def rfc3339_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def epoch_of(ts: str) -> float | None:
+    """Seconds since the epoch of an RFC 3339 timestamp with up to nanosecond precision."""
+    head, dot, rest = ts.partition(".")
+    if dot:
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            i += 1
+        ts = f"{head}.{rest[:min(i, 6)].ljust(6, '0')}{rest[i:]}"
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _merge_agent_keys(rec: dict[str, Any]) -> None:
+    """Move app fields that collide with agent keys out of the way (see AGENT_KEYS)."""
+    for key in AGENT_KEYS.intersection(rec):
+        if key in ("kubernetes", "log", "host") and type(rec[key]) is dict:
+            continue  # merged when the agent sets its own keys
+        rec[f"{key}_app"] = rec.pop(key)
+
+
+class FileProcessor:
+    """Turns one file's raw lines into encoded records, holding unfinished joins between calls."""
+
+    def __init__(self, spec: ChainSpec, file_key: str, path: str, meta: dict[str, Any],
+                 count: Counter) -> None:
+        self.spec = spec
+        self.file_key = file_key
+        self.path = path
+        self.meta = meta
+        self.count = count
+        self.decoder: Decoder | None = (
+            None if spec.format == "auto" else DECODERS[spec.format](spec.max_line_bytes, count)
+        )
+        self._file = {"path": path}
+        self._k8s = meta.get("kubernetes")
+        self._host = {"name": spec.host_name} if spec.host_name else None
+        # per stream: (trace_id, span_id, epoch) of the last record that was not a continuation
+        self._last: dict[str | None, tuple[str | None, str | None, str]] = {}
+        self._multi: dict[str | None, Multiline] = {}
+        self._multi_flags: dict[int, int] = {}  # held record offset → flags of its lines
+
+    @property
+    def format(self) -> str | None:
+        return self.decoder.name if self.decoder else None
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def process(self, lines: list[bytes], offset: int, now: float) -> Segment:
+        """Decode `lines` (starting at `offset`) into a segment; unfinished joins stay held."""
+        seg = self._segment()
+        if not lines:
+            seg.safe_offset = self.safe(offset)
+            return seg
+        if self.decoder is None:
+            first = next((ln for ln in lines if ln.strip()), None)
+            if first is None:
+                seg.safe_offset = self.safe(offset + sum(len(ln) + 1 for ln in lines))
+                return seg
+            self.decoder = DECODERS[detect_format(first)](self.spec.max_line_bytes, self.count)
+        entries: list[Entry] = []
+        end = self.decoder.decode(lines, offset, rfc3339_now(), entries)
+        self._build(entries, seg, now)
+        seg.safe_offset = self.safe(end)
+        return seg
+
+    def flush(self, end_offset: int, now: float) -> Segment:
+        """Emit everything held (file ended, or the wait for the rest timed out)."""
+        seg = self._segment()
+        entries: list[Entry] = []
+        if self.decoder is not None:
+            self.decoder.flush(entries)
+        self._build(entries, seg, now)
+        for stream in list(self._multi):
+            self._emit_merged(self._multi[stream].flush(), stream, seg)
+        seg.safe_offset = end_offset
+        return seg
+
+    def expired(self, now: float) -> bool:
+        return any(m.expired(now) for m in self._multi.values())
+
+    def flush_multiline(self, end_offset: int) -> Segment:
+        """Emit held multiline records whose wait is over; decoder joins stay held."""
+        seg = self._segment()
+        for stream, m in self._multi.items():
+            self._emit_merged(m.flush(), stream, seg)
+        seg.safe_offset = self.safe(end_offset)
+        return seg
+
+    @property
+    def held_offset(self) -> int | None:
+        held = [o for o in (m.held_offset for m in self._multi.values()) if o is not None]
+        if self.decoder is not None and self.decoder.held_offset is not None:
+            held.append(self.decoder.held_offset)
+        return min(held) if held else None
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _segment(self) -> Segment:
+        return Segment(self.file_key, self.path, self.meta)
+
+    def safe(self, end: int) -> int:
+        held = self.held_offset
+        return end if held is None else min(held, end)
+
+    def _build(self, entries: list[Entry], seg: Segment, now: float) -> None:
+        """The hot loop: JSON payloads inline, everything else through `_text`."""
+        spec = self.spec
+        loads = orjson.loads
+        dumps = orjson.dumps
+        json_error = orjson.JSONDecodeError
+        extract = trace.extract_fields if spec.trace else None
+        parse = spec.parse_json
+        target = spec.target
+        multi = spec.multiline != "none"
+        k8s, host, file_ = self._k8s, self._host, self._file
+        last = self._last
+        records, offsets, tids, sids = seg.records, seg.offsets, seg.trace_ids, seg.span_ids
+        nbytes = 0
+        agent_keys = AGENT_KEYS
+        for off, stream, ts, payload, flags in entries:
+            obj: Any = None
+            if parse and payload[:1] == "{":
+                try:
+                    obj = loads(payload)
+                except json_error:
+                    obj = None
+            if type(obj) is not dict:
+                if multi:
+                    self._to_multiline(off, stream, ts, payload, flags, seg, now)
+                else:
+                    nbytes += self._text(off, stream, ts, payload, flags, seg)
+                continue
+            if multi and stream in self._multi:
+                self._emit_merged(self._multi[stream].flush(), stream, seg)
+            tid = sid = None
+            if target:
+                tid, sid = extract(obj) if extract else (None, None)
+                rec: dict[str, Any] = {target: obj}
+                if tid:
+                    rec["trace_id"] = tid
+                if sid:
+                    rec["span_id"] = sid
+            else:
+                rec = obj
+                if extract is not None:
+                    tid, sid = extract(obj)
+                if not agent_keys.isdisjoint(obj):
+                    _merge_agent_keys(obj)
+            last[stream] = (tid, sid, ts)
+            rec["@timestamp"] = ts
+            if stream is not None:
+                rec["stream"] = stream
+            if k8s is not None:
+                if "kubernetes" in rec:
+                    rec["kubernetes"] = {**rec["kubernetes"], **k8s}
+                else:
+                    rec["kubernetes"] = k8s
+            logd = {"file": file_, "offset": off}
+            if flags:
+                logd["flags"] = flag_names(flags)
+            if "log" in rec:
+                rec["log"] = {**rec["log"], **logd}
+            else:
+                rec["log"] = logd
+            if host is not None:
+                rec["host"] = {**rec["host"], **host} if "host" in rec else host
+            b = dumps(rec)
+            records.append(b)
+            offsets.append(off)
+            tids.append(tid)
+            sids.append(sid)
+            nbytes += len(b)
+        seg.nbytes += nbytes
+
+    def _text(self, off: int, stream: str | None, ts: str, text: str, flags: int,
+              seg: Segment, lines: int = 1) -> int:
+        """Encode one plain-text record; returns its encoded size."""
+        rec: dict[str, Any] = {"message": text}
+        tid = sid = None
+        if self.spec.trace:
+            tid, sid = trace.extract_text(text)
+            if tid is None and sid is None and trace.is_continuation(text):
+                tid, sid = self._inherit(stream, ts)
+                if tid is not None or sid is not None:
+                    flags |= INHERITED
+            else:
+                self._last[stream] = (tid, sid, ts)
+            if tid is not None:
+                rec["trace_id"] = tid
+            if sid is not None:
+                rec["span_id"] = sid
+        rec["@timestamp"] = ts
+        if stream is not None:
+            rec["stream"] = stream
+        if self._k8s is not None:
+            rec["kubernetes"] = self._k8s
+        logd: dict[str, Any] = {"file": self._file, "offset": off}
+        if lines > 1:
+            logd["lines"] = lines
+        if flags:
+            logd["flags"] = flag_names(flags)
+        rec["log"] = logd
+        if self._host is not None:
+            rec["host"] = self._host
+        b = orjson.dumps(rec)
+        seg.records.append(b)
+        seg.offsets.append(off)
+        seg.trace_ids.append(tid)
+        seg.span_ids.append(sid)
+        return len(b)
+
+    def _inherit(self, stream: str | None, ts: str) -> tuple[str | None, str | None]:
+        prev = self._last.get(stream)
+        if prev is None or (prev[0] is None and prev[1] is None):
+            return None, None
+        t0, t1 = epoch_of(prev[2]), epoch_of(ts)
+        if t0 is None or t1 is None or not 0 <= t1 - t0 <= self.spec.inherit_window_secs:
+            return None, None
+        self.count("trace_inherited", 1)
+        return prev[0], prev[1]
+
+    def _to_multiline(self, off: int, stream: str | None, ts: str, text: str, flags: int,
+                      seg: Segment, now: float) -> None:
+        m = self._multi.get(stream)
+        if m is None:
+            s = self.spec
+            m = self._multi[stream] = Multiline(s.multiline, s.multiline_max_lines,
+                                                s.multiline_max_bytes, s.multiline_timeout_secs)
+        self._emit_merged(m.push(text, off, ts, now), stream, seg)
+        held = m.held_offset
+        if flags and held is not None:
+            # flags of any line belong to the record it ends up in (bounded: held records only)
+            self._multi_flags[held] = self._multi_flags.get(held, 0) | flags
+
+    def _emit_merged(self, merged: list[Merged], stream: str | None, seg: Segment) -> None:
+        for item in merged:
+            flags = self._multi_flags.pop(item.offset, 0)
+            if item.truncated:
+                flags |= TRUNCATED
+                self.count("multiline_truncated", 1)
+            seg.nbytes += self._text(item.offset, stream, item.ts, item.text, flags, seg,
+                                     lines=item.lines)

@@ -1,0 +1,49 @@
+"""Kubernetes metadata from the kubelet's file layout (no API server needed).
+
+    /var/log/containers/<pod>_<namespace>_<container>-<container id>.log   (symlink)
+    /var/log/pods/<namespace>_<pod>_<pod uid>/<container>/<restart count>.log
+
+The symlink name gives the container id, the pods path gives the pod uid; a file found through
+the symlink is described by both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from typing import Any
+
+_CONTAINERS = re.compile(
+    r"^(?P<pod>[a-z0-9][a-z0-9.-]*)_(?P<namespace>[a-z0-9][a-z0-9-]*)_"
+    r"(?P<container>[a-z0-9][a-z0-9-]*)-(?P<container_id>[0-9a-f]{64})\.log$"
+)
+_PODS = re.compile(
+    r"(?:^|/)(?P<namespace>[a-z0-9][a-z0-9-]*)_(?P<pod>[a-z0-9][a-z0-9.-]*)_"
+    r"(?P<pod_uid>[0-9a-fA-F-]+)/(?P<container>[a-z0-9][a-z0-9-]*)/\d+\.log(?:\.\S*)?$"
+)
+_ORDER = ("namespace", "pod", "pod_uid", "container", "container_id")
+
+
+def kubernetes_from_paths(path: str, real_path: str | None = None) -> dict[str, str]:
+    """Fields of `kubernetes.*` that the file's name and its link target reveal."""
+    found: dict[str, str] = {}
+    for p in (path, real_path or ""):
+        if not p:
+            continue
+        m = _CONTAINERS.match(os.path.basename(p))
+        if m:
+            found.update({k: v for k, v in m.groupdict().items() if k not in found})
+        m = _PODS.search(p)
+        if m:
+            found.update({k: v for k, v in m.groupdict().items() if k not in found})
+    return {k: found[k] for k in _ORDER if k in found}
+
+
+def default_host_name(configured: str = "") -> str:
+    return configured or os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def file_meta(path: str, real_path: str | None) -> dict[str, Any]:
+    k8s = kubernetes_from_paths(path, real_path)
+    return {"kubernetes": k8s} if k8s else {}
