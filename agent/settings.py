@@ -79,7 +79,8 @@ class SinkSettings:
     compression_level: int = opt(3, min=1, max=19, help="file sink: zstd level")
     rotate_bytes: int = opt(64 << 20, min=1024,
                             help="file sink: start a new file after this many uncompressed bytes")
-    max_in_flight: int = opt(2, min=1, max=64, help="batches sent concurrently")
+    max_in_flight: int = opt(1, min=1, max=64,
+                             help="batches sent concurrently (above 1, batches may arrive out of order)")
     retry_initial_ms: int = opt(100, min=1, help="first retry delay; doubles up to retry_max_ms")
     retry_max_ms: int = opt(10000, min=1, help="longest retry delay")
 

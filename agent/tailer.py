@@ -59,6 +59,9 @@ class FileTailer:
         self.last_data = loop.time()
         try:
             while not self.stop.is_set():
+                if self.pos and self._replaced():
+                    await self._truncated()
+                    continue
                 if await self._read_some(loop):
                     await asyncio.sleep(0)  # let other files have their turn
                     continue
@@ -139,9 +142,6 @@ class FileTailer:
             await self._flush_held(now)
             return True
         st = os.fstat(self.fd)
-        if st.st_size < self.pos or self._rewritten(st.st_size):
-            await self._truncated()
-            return False
         if self._gone(st):
             self.gone_polls += 1
             if self.gone_polls > 1:
@@ -156,10 +156,11 @@ class FileTailer:
             await self.emit(self.processor.flush_multiline(self.offset))
         return False
 
-    def _rewritten(self, size: int) -> bool:
-        """The file's first bytes changed: it was truncated and written again past our position."""
-        if size == 0 or self.pos == 0:
-            return False
+    def _replaced(self) -> bool:
+        """Truncated (shorter than our position) or rewritten (its first bytes changed): checked
+        before every read cycle, so a copytruncate followed by fast writes is not read mid-way."""
+        if os.fstat(self.fd).st_size < self.pos:
+            return True
         fid = identify(self.fd, self.s.fingerprint_bytes)
         return fid is not None and fid.fp != self.fid.fp
 

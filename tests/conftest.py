@@ -1,0 +1,79 @@
+"""Shared helpers: an in-memory sink for tailer tests, fast settings, a running agent, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agent.runtime import Agent
+from agent.settings import Settings
+from pipelines.errors import RetriableSinkError
+from pipelines.records import Batch
+
+
+class CollectSink:
+    """Keeps every acknowledged record; `down = True` makes it fail retriably (a sink outage)."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.batches: list[Batch] = []
+        self.down = False
+        self.attempts = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def send(self, batch: Batch) -> None:
+        self.attempts += 1
+        if self.down:
+            raise RetriableSinkError(self.name, "connection refused (test outage)")
+        self.batches.append(batch)
+        self.records.extend(orjson.loads(r) for r in batch.iter_records())
+
+    async def close(self, timeout_secs: float) -> None:
+        pass
+
+    def healthy(self) -> bool:
+        return not self.down
+
+    def messages(self) -> list[str]:
+        return [r.get("message", r.get("msg")) for r in self.records]
+
+
+def fast_settings(tmp_path: Path, include: list[str], **source: Any) -> Settings:
+    s = Settings(data_dir=str(tmp_path / "data"), host_name="testhost", shutdown_timeout_secs=5,
+                 checkpoint_interval_secs=0.05)
+    fast = {"scan_interval_secs": 0.05, "poll_interval_ms": 10, "partial_line_timeout_secs": 0.5}
+    s.source = dataclasses.replace(s.source, include=include, **{**fast, **source})
+    s.batch = dataclasses.replace(s.batch, linger_ms=10)
+    s.sink = dataclasses.replace(s.sink, retry_initial_ms=10, retry_max_ms=50)
+    return s
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `cond` until true; fail with `what` after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(agent: Agent) -> AsyncIterator[Agent]:
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        agent.request_stop()
+        code = await asyncio.wait_for(task, 15)
+        assert code == 0

@@ -1,0 +1,245 @@
+"""Tailing real files: growth, partial lines, rotation, truncation, deletion, symlinks, inode reuse."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.runtime import Agent
+from tests.conftest import CollectSink, fast_settings, running, wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+def lines(prefix: str, a: int, b: int) -> str:
+    return "".join(f"{prefix} {i}\n" for i in range(a, b))
+
+
+def expected(prefix: str, a: int, b: int) -> list[str]:
+    return [f"{prefix} {i}" for i in range(a, b)]
+
+
+async def test_reads_existing_and_appended_lines(tmp_path):
+    """Lines present at start and appended later each arrive once, in order, with offsets."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("line", 0, 50))
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(tmp_path / "*.log")]), sink)):
+        await wait_until(lambda: len(sink.records) == 50, what="initial lines")
+        append(log, lines("line", 50, 80))
+        await wait_until(lambda: len(sink.records) == 80, what="appended lines")
+    assert sink.messages() == expected("line", 0, 80)
+    assert sink.records[1]["log"]["offset"] == len("line 0\n")
+    assert sink.records[0]["log"]["file"]["path"] == str(log)
+    assert sink.records[0]["host"] == {"name": "testhost"}
+
+
+async def test_partial_line_held_until_newline(tmp_path):
+    """A last line without newline waits for its newline and is emitted whole."""
+    log = tmp_path / "app.log"
+    log.write_text("first\nsec")
+    sink = CollectSink()
+    s = fast_settings(tmp_path, [str(log)], partial_line_timeout_secs=30)
+    async with running(Agent(s, sink)):
+        await wait_until(lambda: len(sink.records) == 1, what="first line")
+        append(log, "ond\n")
+        await wait_until(lambda: len(sink.records) == 2, what="completed line")
+    assert sink.messages() == ["first", "second"]
+
+
+async def test_partial_line_emitted_after_timeout(tmp_path):
+    """A last line whose newline never comes is emitted after partial_line_timeout_secs."""
+    log = tmp_path / "app.log"
+    log.write_text("done\nno newline ever")
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(log)], partial_line_timeout_secs=0.2), sink)) as a:
+        await wait_until(lambda: len(sink.records) == 2, what="timed-out partial line")
+    assert sink.messages() == ["done", "no newline ever"]
+    assert a.metrics.events["partial_line_emitted"] == 1
+
+
+async def test_rotation_by_rename_reads_old_file_to_end(tmp_path):
+    """After rename+create, lines written to the old file before the switch are not lost."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("old", 0, 10))
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(log)]), sink)):
+        await wait_until(lambda: len(sink.records) == 10, what="first lines")
+        with open(log, "a") as old:
+            os.rename(log, tmp_path / "app.log.1")
+            log.write_text(lines("new", 0, 5))
+            old.write(lines("old", 10, 20))  # late writes to the renamed file
+        await wait_until(lambda: len(sink.records) == 25, what="both files")
+    msgs = sink.messages()
+    assert sorted(msgs) == sorted(expected("old", 0, 20) + expected("new", 0, 5))
+    assert [m for m in msgs if m.startswith("old")] == expected("old", 0, 20)
+
+
+async def test_copytruncate_restarts_from_zero(tmp_path):
+    """A file truncated in place (copytruncate) is read again from offset 0, counted."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("before", 0, 20))
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(log)]), sink)) as a:
+        await wait_until(lambda: len(sink.records) == 20, what="first lines")
+        with open(log, "r+") as f:
+            f.truncate(0)
+        await wait_until(lambda: a.metrics.events["file_truncated"] == 1, what="truncation seen")
+        append(log, lines("after", 0, 3))
+        await wait_until(lambda: len(sink.records) == 23, what="lines after truncation")
+    assert sink.messages()[20:] == expected("after", 0, 3)
+    assert sink.records[20]["log"]["offset"] == 0
+
+
+async def test_truncate_and_refill_past_offset_detected_by_fingerprint(tmp_path):
+    """Truncation followed by more writes than before is still detected (first bytes changed)."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 3))
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(log)]), sink)):
+        await wait_until(lambda: len(sink.records) == 3, what="first lines")
+        with open(log, "r+") as f:
+            f.truncate(0)
+            f.write(lines("bbbbbbbb", 0, 10))
+        await wait_until(lambda: len(sink.records) == 13, what="rewritten file")
+    assert sink.messages()[3:] == expected("bbbbbbbb", 0, 10)
+
+
+async def test_deleted_file_is_drained_and_closed(tmp_path):
+    """A deleted file's remaining lines are read, then its descriptor is closed."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("x", 0, 5))
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(log)]), sink)) as a:
+        await wait_until(lambda: len(sink.records) == 5, what="first lines")
+        with open(log, "a") as f:
+            os.unlink(log)
+            f.write(lines("x", 5, 8))
+        await wait_until(lambda: len(sink.records) == 8, what="lines written after unlink")
+        await wait_until(lambda: not a.tailing, what="tailer closed")
+        assert not any(os.readlink(f"/proc/self/fd/{fd}").endswith("app.log (deleted)")
+                       for fd in os.listdir("/proc/self/fd") if os.path.islink(f"/proc/self/fd/{fd}"))
+    assert sink.messages() == expected("x", 0, 8)
+
+
+async def test_new_files_discovered_while_running(tmp_path):
+    """A file created after start is found by the rescan and read from its head."""
+    sink = CollectSink()
+    s = fast_settings(tmp_path, [str(tmp_path / "*.log")], read_from="tail")
+    (tmp_path / "old.log").write_text(lines("skipped", 0, 3))
+    async with running(Agent(s, sink)) as a:
+        await wait_until(lambda: len(a.tailing) == 1, what="first scan")
+        (tmp_path / "new.log").write_text(lines("fresh", 0, 4))
+        await wait_until(lambda: len(sink.records) == 4, what="new file")
+    assert sink.messages() == expected("fresh", 0, 4)  # read_from=tail skipped the old file
+
+
+async def test_kubelet_symlink_layout_enriched(tmp_path):
+    """Files behind /var/log/containers symlinks are read once and carry kubernetes metadata."""
+    cid = "c" * 64
+    pod_dir = tmp_path / "pods" / "shop_checkout-7d9f8b6c5-x2x9q_0f1e2d3c-1111-2222-3333-444455556666" / "app"
+    pod_dir.mkdir(parents=True)
+    real = pod_dir / "0.log"
+    real.write_text('2026-11-24T10:00:00.000000001Z stdout F {"msg":"hi","trace_id":"'
+                    + "ab" * 16 + '"}\n')
+    (tmp_path / "containers").mkdir()
+    link = tmp_path / "containers" / f"checkout-7d9f8b6c5-x2x9q_shop_app-{cid}.log"
+    link.symlink_to(real)
+    sink = CollectSink()
+    include = [str(tmp_path / "containers" / "*.log"), str(tmp_path / "pods" / "*" / "*" / "*.log")]
+    async with running(Agent(fast_settings(tmp_path, include), sink)):
+        await wait_until(lambda: len(sink.records) == 1, what="record")
+        await wait_until(lambda: True)
+    rec = sink.records[0]
+    assert rec["kubernetes"] == {"namespace": "shop", "pod": "checkout-7d9f8b6c5-x2x9q",
+                                 "pod_uid": "0f1e2d3c-1111-2222-3333-444455556666",
+                                 "container": "app", "container_id": cid}
+    assert rec["msg"] == "hi" and rec["stream"] == "stdout"
+    assert rec["@timestamp"] == "2026-11-24T10:00:00.000000001Z"
+    assert rec["trace_id"] == "ab" * 16
+    assert len(sink.records) == 1  # the pods path reaches the same file: not read twice
+
+
+async def test_inode_reuse_is_a_new_file(tmp_path):
+    """A new file that got a deleted file's inode is read from its head, not the old offset."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("first-generation", 0, 10))
+    sink = CollectSink()
+    s = fast_settings(tmp_path, [str(log)])
+    async with running(Agent(s, sink)):
+        await wait_until(lambda: len(sink.records) == 10, what="first file")
+    ino = os.stat(log).st_ino
+    # rewrite in place keeps the inode (the strongest form of reuse) with different first bytes
+    with open(log, "r+") as f:
+        f.truncate(0)
+        f.write(lines("second", 0, 3))
+    assert os.stat(log).st_ino == ino
+    sink2 = CollectSink()
+    async with running(Agent(s, sink2)):
+        await wait_until(lambda: len(sink2.records) == 3, what="second file")
+    assert sink2.messages() == expected("second", 0, 3)
+
+
+async def test_resume_from_checkpoint_after_restart(tmp_path):
+    """A restarted agent continues after the last acknowledged line: no loss, no duplicates."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("l", 0, 30))
+    s = fast_settings(tmp_path, [str(log)])
+    sink = CollectSink()
+    async with running(Agent(s, sink)):
+        await wait_until(lambda: len(sink.records) == 30, what="first run")
+    append(log, lines("l", 30, 40))
+    sink2 = CollectSink()
+    async with running(Agent(s, sink2)):
+        await wait_until(lambda: len(sink2.records) == 10, what="second run")
+    assert sink2.messages() == expected("l", 30, 40)
+
+
+async def test_unreadable_file_logged_once_others_flow(tmp_path, monkeypatch, caplog):
+    """Permission denied on one file is logged once and counted; other files keep flowing."""
+    bad, good = tmp_path / "bad.log", tmp_path / "good.log"
+    bad.write_text("secret\n")
+    good.write_text("ok\n")
+    real_open = os.open
+
+    def fake_open(path, flags, *a, **kw):
+        if str(path) == str(bad):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(tmp_path / "*.log")]), sink)) as a:
+        await wait_until(lambda: len(sink.records) == 1, what="good file")
+        await wait_until(lambda: a.metrics.events["permission_denied"] == 1)
+        append(good, "ok2\n")
+        await wait_until(lambda: len(sink.records) == 2, what="more from good file")
+    assert sink.messages() == ["ok", "ok2"]
+    assert sum("bad.log: cannot open" in r.getMessage() for r in caplog.records) == 1
+    assert a.metrics.events["permission_denied"] == 1
+
+
+async def test_sink_outage_backpressure_no_loss(tmp_path):
+    """While the sink is down, reading stops at the memory bound and nothing is lost after recovery."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("p" * 200, 0, 3000))  # ~600 KB
+    s = fast_settings(tmp_path, [str(log)], read_chunk_bytes=16384, read_budget_bytes=16384)
+    s.batch.max_bytes = 16384
+    s.batch.memory_limit_bytes = 64 * 1024  # below the validated minimum on purpose: a tight bound
+    sink = CollectSink()
+    sink.down = True
+    async with running(Agent(s, sink)) as a:
+        await wait_until(lambda: sink.attempts >= 3, what="failing deliveries")
+        read_while_down = a.metrics.bytes_read._value.get()
+        assert a.budget.used <= 64 * 1024 + 16384 * 2
+        assert read_while_down < 600_000 / 2
+        sink.down = False
+        await wait_until(lambda: len(sink.records) == 3000, what="all lines after recovery")
+    assert sink.messages() == expected("p" * 200, 0, 3000)
