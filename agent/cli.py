@@ -84,7 +84,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     includes = [os.path.join(p, "**", "*.log") if os.path.isdir(p) else p for p in args.paths]
-    sink = parse_sink_url(args.to)
+    try:
+        sink = parse_sink_url(args.to)
+    except ValueError as exc:
+        raise ConfigError([f"--to: {exc}"], source="command line") from exc
     tmp = None
     data_dir = args.data_dir
     if data_dir is None and args.once:
