@@ -108,6 +108,7 @@ class Agent:
         self._warned: set[str] = set()
         self._stop_reading = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._acked = asyncio.Event()
         self._fatal: BaseException | None = None
         self._first_scan = True
         self._started = 0.0
@@ -309,6 +310,7 @@ class Agent:
         paths = {seg.file_key: seg.path for seg in batch.segments}
         for key, offset in self.tracker.ack(batch).items():
             self.checkpoints.set(key, offset, paths[key])
+        self._acked.set()
         self.unacked -= batch.nrecords
         self.budget.release(batch.nbytes)
         m = self.metrics
@@ -318,13 +320,17 @@ class Agent:
         m.batches_sent.inc()
 
     async def _persist_loop(self) -> None:
+        # right after acknowledgements, at most once per interval: duplicates after a crash are
+        # bounded by what was in flight plus one interval of acknowledgements
         while True:
-            await asyncio.sleep(self.s.checkpoint_interval_secs)
+            await self._acked.wait()
+            self._acked.clear()
             try:
                 self.checkpoints.persist()
             except OSError as exc:
                 self.metrics.event("checkpoint_write_failed")
                 log.error("cannot write checkpoints in %s: %s", self.s.data_dir, exc)
+            await asyncio.sleep(self.s.checkpoint_interval_secs)
 
     # -- reporting ------------------------------------------------------------------------------
 

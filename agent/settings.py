@@ -90,7 +90,8 @@ class Settings:
     data_dir: str = opt("/var/lib/tailship", help="checkpoints and dead letters live here")
     host_name: str = opt("", help="host.name of every record (default: $NODE_NAME or the hostname)")
     shutdown_timeout_secs: float = opt(30.0, min=0, help="how long a stop waits for acknowledgements")
-    checkpoint_interval_secs: float = opt(1.0, min=0.01, help="how often checkpoints are persisted")
+    checkpoint_interval_secs: float = opt(0.2, min=0.01,
+                                          help="checkpoints are persisted after acks, at most this often")
     source: SourceSettings = field(default_factory=SourceSettings)
     parse: ParseSettings = field(default_factory=ParseSettings)
     trace: TraceSettings = field(default_factory=TraceSettings)

@@ -1,0 +1,176 @@
+"""End to end through the real CLI in separate processes: stdout, file sink, validate, crashes."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench.generate import Manifest, generate_tree
+from pipelines.sinks.file import read_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+TAILSHIP = [sys.executable, "-m", "agent"]
+
+
+def seq_of(rec: dict) -> int:
+    if "seq" in rec:
+        return rec["seq"]
+    return int(re.search(r"seq=(\d+)", rec["message"]).group(1))
+
+
+def check_records(records: list[dict], m: Manifest) -> None:
+    """Every generated record exactly once, with its file's metadata and expected trace context."""
+    by_link = {f.link: f for f in m.files}
+    seqs = Counter(seq_of(r) for r in records)
+    assert sorted(seqs) == list(range(m.total_records))
+    assert max(seqs.values()) == 1
+    for r in records:
+        f = by_link[r["log"]["file"]["path"]]
+        assert f.seq_first <= seq_of(r) <= f.seq_last
+        assert r["kubernetes"] == {"namespace": f.namespace, "pod": f.pod, "pod_uid": f.pod_uid,
+                                   "container": f.container, "container_id": f.container_id}
+        exp_tid, exp_sid, _ = m.expected[seq_of(r)]
+        assert (r.get("trace_id"), r.get("span_id")) == (exp_tid, exp_sid)
+        assert r["stream"] in ("stdout", "stderr") and r["@timestamp"].startswith("2026-11-24T")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> tuple[Path, Manifest]:
+    root = tmp_path_factory.mktemp("tree")
+    return root, generate_tree(root, seed=11, pods=5, lines=4000, fmt="mixed", long_every=300,
+                               stack_every=150, with_expected=True)
+
+
+def test_tail_once_to_stdout(tree):
+    """`tail --once GLOB --to stdout` prints every line exactly once with the right fields."""
+    root, m = tree
+    r = subprocess.run([*TAILSHIP, "tail", "--once", str(root / "containers" / "*.log"), "--to", "stdout"],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    check_records([orjson.loads(x) for x in r.stdout.splitlines()], m)
+    assert f"{m.total_records:,} records" in r.stderr.decode()
+
+
+def test_tail_once_to_file_sink(tree, tmp_path):
+    """`tail --once --to file:DIR` writes zstd NDJSON with every line exactly once."""
+    root, m = tree
+    out = tmp_path / "out"
+    r = subprocess.run([*TAILSHIP, "tail", "--once", str(root / "containers"), "--to", f"file:{out}"],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    check_records([orjson.loads(x) for x in read_dir(out)], m)
+
+
+def test_run_once_with_default_config(tree, tmp_path):
+    """The shipped config/agent.toml, pointed at a tree by env vars, ships everything to files."""
+    root, m = tree
+    env = {**os.environ, "TAILSHIP_LOG_ROOT": str(root), "TAILSHIP_DATA_DIR": str(tmp_path / "data")}
+    cfg = Path(__file__).resolve().parent.parent / "config" / "agent.toml"
+    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], env=env,
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    check_records([orjson.loads(x) for x in read_dir(tmp_path / "data" / "out")], m)
+    assert (tmp_path / "data" / "checkpoints.json").exists()
+
+
+def test_validate_reports_every_problem(tmp_path):
+    """`tailship validate` on a config with five mistakes prints five messages and exits 2."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('data_dir = 3\nshutdown_timeout_secs = -1\n[source]\nread_from = "middle"\n'
+                   'includ = ["x"]\n[batch]\nlinger_ms = "soon"\n')
+    r = subprocess.run([*TAILSHIP, "validate", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    for key in ("data_dir", "shutdown_timeout_secs", "source.read_from", "source.includ",
+                "batch.linger_ms"):
+        assert re.search(rf"^{re.escape(key)}: ", r.stderr, re.M), (key, r.stderr)
+    assert "5 problem(s)" in r.stderr
+
+
+def test_unwritable_data_dir_is_a_clear_startup_error(tmp_path):
+    """A data directory that cannot be created fails at start with exit 3 and names it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    log = tmp_path / "a.log"
+    log.write_text("hello\n")
+    r = subprocess.run([*TAILSHIP, "tail", "--once", str(log), "--to", "null", "--data-dir",
+                        str(blocker / "data")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3
+    assert str(blocker / "data") in r.stderr and "not usable" in r.stderr
+
+
+def test_sigterm_drains_and_exits_zero(tmp_path):
+    """SIGTERM stops a following agent cleanly: exit 0, checkpoints written, lines shipped."""
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    out = tmp_path / "out"
+    p = subprocess.Popen([*TAILSHIP, "tail", str(log), "--to", f"file:{out}", "--data-dir",
+                          str(tmp_path / "d")], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not out.exists() or len(read_dir(out)) < 100):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err.decode()
+    assert len(read_dir(out)) == 100
+    assert (tmp_path / "d" / "checkpoints.json").exists()
+
+
+def _live_writer(path: Path, total: int, per_sec: int, stop: threading.Event) -> None:
+    """Appends `live <n> seq=-1` lines in small bursts at a bounded rate (a container writing)."""
+    n = 0
+    with open(path, "a", buffering=1) as f:
+        while n < total and not stop.is_set():
+            burst = min(per_sec // 50, total - n)
+            f.write("".join(f"live {i}\n" for i in range(n, n + burst)))
+            n += burst
+            time.sleep(0.02)
+
+
+def test_kill_9_repeatedly_loses_nothing(tmp_path):
+    """kill -9 mid-stream several times while a file grows, restart each time: nothing is lost."""
+    root = tmp_path / "tree"
+    m = generate_tree(root, seed=5, pods=3, lines=30000, fmt="mixed", long_every=1000,
+                      stack_every=0, with_expected=False)
+    live = root / "containers" / "live.log"
+    out, data = tmp_path / "out", tmp_path / "data"
+    cmd = [*TAILSHIP, "tail", str(root / "containers" / "*.log"), "--to", f"file:{out}",
+           "--data-dir", str(data)]
+    stop = threading.Event()
+    live_total = 40000
+    writer = threading.Thread(target=_live_writer, args=(live, live_total, 8000, stop), daemon=True)
+    writer.start()
+    rnd = random.Random(42)
+    kills = 0
+    try:
+        while writer.is_alive() or kills < 3:
+            p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+            time.sleep(rnd.uniform(0.5, 1.2))
+            p.kill()
+            p.wait(timeout=30)
+            kills += 1
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    r = subprocess.run([*cmd, "--once"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    recs = [orjson.loads(x) for x in read_dir(out)]
+    counts = Counter(seq_of(x) for x in recs if not x.get("message", "").startswith("live "))
+    live_counts = Counter(int(x["message"].split()[1]) for x in recs
+                          if x.get("message", "").startswith("live "))
+    assert set(counts) == set(range(m.total_records)), "pre-written lines lost"
+    assert set(live_counts) == set(range(live_total)), "live lines lost"
+    dupes = sum(c - 1 for c in counts.values()) + sum(c - 1 for c in live_counts.values())
+    print(f"kill -9 x{kills}: {m.total_records + live_total} lines, {dupes} duplicates")
+    assert max([*counts.values(), *live_counts.values()]) <= kills + 1  # at most once per run
