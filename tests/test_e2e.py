@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -174,3 +175,52 @@ def test_kill_9_repeatedly_loses_nothing(tmp_path):
     dupes = sum(c - 1 for c in counts.values()) + sum(c - 1 for c in live_counts.values())
     print(f"kill -9 x{kills}: {m.total_records + live_total} lines, {dupes} duplicates")
     assert max([*counts.values(), *live_counts.values()]) <= kills + 1  # at most once per run
+
+
+def test_second_signal_forces_exit(tmp_path):
+    """With the sink stuck (nobody reads stdout), SIGTERM waits to drain; a second one exits 130."""
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"{'y' * 500} {i}\n" for i in range(5000)))  # far more than a pipe holds
+    p = subprocess.Popen([*TAILSHIP, "tail", str(log), "--to", "stdout", "--data-dir", str(tmp_path / "d")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 20)  # records reached the pipe (unread)
+        assert ready, "no output within 20s"
+        p.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(timeout=1.0)  # draining: still waiting for the stuck sink
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 130
+    finally:
+        p.kill()
+        _, err = p.communicate()
+    assert b"SIGTERM again: exiting without draining" in err
+
+
+def test_progress_line_on_a_terminal(tmp_path):
+    """On a terminal, `tail` shows a live progress line and the summary."""
+    import pty
+
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"line {i}\n" for i in range(1000)))
+    master, slave = pty.openpty()
+    p = subprocess.Popen([*TAILSHIP, "tail", str(log), "--to", "null", "--data-dir", str(tmp_path / "d")],
+                         stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 20
+    try:
+        while b"lines/s" not in seen and time.monotonic() < deadline:
+            seen += os.read(master, 4096)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=20)
+        os.close(master)
+    assert b"lines/s" in seen and b"MB/s" in seen
+    assert p.returncode == 0
+
+
+def test_version():
+    """--version prints the version."""
+    r = subprocess.run([*TAILSHIP, "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("tailship 0.")

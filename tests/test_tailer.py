@@ -243,3 +243,76 @@ async def test_sink_outage_backpressure_no_loss(tmp_path):
         sink.down = False
         await wait_until(lambda: len(sink.records) == 3000, what="all lines after recovery")
     assert sink.messages() == expected("p" * 200, 0, 3000)
+
+
+async def test_ten_megabyte_line_truncated_and_next_line_intact(tmp_path):
+    """A 10 MB line is emitted truncated and flagged; the lines around it are intact."""
+    log = tmp_path / "app.log"
+    with open(log, "wb") as f:
+        f.write(b"before\n" + b"z" * (10 << 20) + b"\nafter\n")
+    s = fast_settings(tmp_path, [str(log)], max_line_bytes=64 * 1024, read_chunk_bytes=1 << 20)
+    sink = CollectSink()
+    async with running(Agent(s, sink)) as a:
+        await wait_until(lambda: len(sink.records) == 3, what="three records")
+    msgs = sink.messages()
+    assert msgs[0] == "before" and msgs[2] == "after"
+    assert msgs[1] == "z" * (64 * 1024)
+    assert sink.records[1]["log"]["flags"] == ["truncated"]
+    assert a.metrics.events["line_too_long"] == 1
+
+
+async def test_nul_bytes_and_invalid_utf8_pass(tmp_path):
+    """NUL bytes and invalid UTF-8 pass through (replaced, flagged) without stopping the file."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"nul\x00inside\nbad \xff\xfe bytes\n\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\nlast\n")
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(log)]), sink)) as a:
+        await wait_until(lambda: sink.messages()[-1:] == ["last"], what="last line")
+    msgs = sink.messages()
+    assert msgs[0] == "nul\x00inside"
+    assert msgs[1] == "bad \ufffd\ufffd bytes" and sink.records[1]["log"]["flags"] == ["invalid_utf8"]
+    assert a.metrics.events["invalid_utf8"] >= 2
+
+
+async def test_ignore_older_secs_skips_stale_files(tmp_path):
+    """Files not modified within ignore_older_secs are not read."""
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    old.write_text("stale\n")
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    new.write_text("fresh\n")
+    sink = CollectSink()
+    s = fast_settings(tmp_path, [str(tmp_path / "*.log")], ignore_older_secs=3600)
+    async with running(Agent(s, sink)) as a:
+        await wait_until(lambda: len(sink.records) == 1, what="fresh file")
+        await wait_until(lambda: len(a.tailing) == 1, what="one file tailed")
+    assert sink.messages() == ["fresh"]
+
+
+async def test_corrupt_checkpoint_restarts_from_head(tmp_path):
+    """A corrupt checkpoint file is set aside and every file is read again from its head."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("c", 0, 5))
+    s = fast_settings(tmp_path, [str(log)], read_from="tail")
+    os.makedirs(s.data_dir)
+    with open(os.path.join(s.data_dir, "checkpoints.json"), "wb") as f:
+        f.write(b"\x00garbage{")
+    sink = CollectSink()
+    async with running(Agent(s, sink)) as a:
+        await wait_until(lambda: len(sink.records) == 5, what="whole file")
+    assert sink.messages() == expected("c", 0, 5)
+    assert a.metrics.events["checkpoint_corrupt"] == 1
+    assert any(n.startswith("checkpoints.json.corrupt-") for n in os.listdir(s.data_dir))
+
+
+async def test_noisy_file_does_not_starve_others(tmp_path):
+    """With a huge file being read, a small file's lines still arrive before the huge one is done."""
+    big, small = tmp_path / "big.log", tmp_path / "small.log"
+    big.write_text(lines("b" * 300, 0, 40000))  # ~12 MB
+    small.write_text("small line\n")
+    s = fast_settings(tmp_path, [str(big), str(small)], read_chunk_bytes=65536, read_budget_bytes=65536)
+    sink = CollectSink()
+    async with running(Agent(s, sink)):
+        await wait_until(lambda: "small line" in sink.messages(), what="small file")
+        position = sink.messages().index("small line")
+        await wait_until(lambda: len(sink.records) == 40001, timeout=30, what="everything")
+    assert position < 20000

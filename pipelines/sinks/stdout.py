@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import BinaryIO
 
@@ -26,11 +27,16 @@ class StdoutSink:
         if self._closed or self._stream is None:
             raise FatalSinkError(self.name, "send after close")
         try:
-            self._stream.write(encode_ndjson(batch))
-            self._stream.flush()
+            # in a thread: a reader that stops reading must not freeze the event loop (signals!)
+            await asyncio.to_thread(self._write, encode_ndjson(batch))
         except (BrokenPipeError, ValueError, OSError) as exc:
             # a closed pipe will not reopen: stop instead of retrying forever
             raise FatalSinkError(self.name, f"cannot write to standard output: {exc}") from exc
+
+    def _write(self, data: bytes) -> None:
+        assert self._stream is not None
+        self._stream.write(data)
+        self._stream.flush()
 
     async def close(self, timeout_secs: float) -> None:
         self._closed = True
