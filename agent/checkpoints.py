@@ -62,7 +62,7 @@ class CheckpointStore:
         e = self.entries.get(key)
         return None if e is None else int(e["offset"])
 
-    def set(self, key: str, offset: int, path: str) -> None:
+    def put(self, key: str, offset: int, path: str) -> None:
         self.entries[key] = {"offset": offset, "path": path, "updated": int(time.time())}
         self._dirty = True
 

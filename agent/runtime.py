@@ -20,6 +20,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.checkpoints import CheckpointStore
 from agent.discovery import scan
@@ -132,9 +133,11 @@ class Agent:
         try:
             if self.once:
                 await self._discover()
-                reading = asyncio.gather(*(t.task for t in list(self.tailing.values())))
-                stop = asyncio.create_task(self._stopped.wait())
-                await asyncio.wait([reading, stop], return_when=asyncio.FIRST_COMPLETED)
+                waits: list[asyncio.Future[Any]] = [
+                    asyncio.gather(*(t.task for t in list(self.tailing.values()))),
+                    stop := asyncio.create_task(self._stopped.wait()),
+                ]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
             else:
                 disc = asyncio.create_task(self._discovery_loop(), name="discovery")
@@ -309,7 +312,7 @@ class Agent:
     def _acknowledged(self, batch: Batch) -> None:
         paths = {seg.file_key: seg.path for seg in batch.segments}
         for key, offset in self.tracker.ack(batch).items():
-            self.checkpoints.set(key, offset, paths[key])
+            self.checkpoints.put(key, offset, paths[key])
         self._acked.set()
         self.unacked -= batch.nrecords
         self.budget.release(batch.nbytes)

@@ -24,7 +24,7 @@ def test_roundtrip_and_atomic_write(tmp_path):
     _, count = tally()
     s = CheckpointStore(tmp_path, count)
     s.load()
-    s.set("1:2:ab", 123, "/x.log")
+    s.put("1:2:ab", 123, "/x.log")
     assert s.persist() is True
     assert s.persist() is False  # nothing changed
     s2 = CheckpointStore(tmp_path, count)
@@ -56,8 +56,8 @@ def test_forget_stale(tmp_path):
     """Entries of files not seen for the retention time are dropped; active ones stay."""
     _, count = tally()
     s = CheckpointStore(tmp_path, count, retention_secs=0)
-    s.set("gone", 1, "/a")
-    s.set("here", 2, "/b")
+    s.put("gone", 1, "/a")
+    s.put("here", 2, "/b")
     s.entries["gone"]["updated"] -= 10
     s.entries["here"]["updated"] -= 10
     s.forget_stale({"here"})
