@@ -23,17 +23,19 @@ class FileId:
         return f"{self.dev}:{self.ino}:{self.fp}"
 
 
-def fingerprint(fd: int, nbytes: int) -> str | None:
+def fingerprint(fd: int, nbytes: int, allow_short: bool = False) -> str | None:
+    """`allow_short`: a file without a complete first line is fingerprinted as it is (for --once,
+    which reads each file once and never needs to recognise it again)."""
     head = os.pread(fd, nbytes, 0)
     nl = head.find(b"\n")
     if nl >= 0:
         head = head[: nl + 1]
-    elif len(head) < nbytes:
+    elif len(head) < nbytes and not (allow_short and head):
         return None
     return hashlib.blake2b(head, digest_size=8).hexdigest()
 
 
-def identify(fd: int, nbytes: int) -> FileId | None:
+def identify(fd: int, nbytes: int, allow_short: bool = False) -> FileId | None:
     st = os.fstat(fd)
-    fp = fingerprint(fd, nbytes)
+    fp = fingerprint(fd, nbytes, allow_short)
     return None if fp is None else FileId(st.st_dev, st.st_ino, fp)

@@ -223,7 +223,7 @@ class Agent:
             return
         except OSError:
             return  # vanished between the scan and the open
-        fid = identify(fd, self.s.source.fingerprint_bytes)
+        fid = identify(fd, self.s.source.fingerprint_bytes, allow_short=self.once)
         if fid is None or fid.key in self.tailing:
             os.close(fd)  # not enough data to identify it yet; the next scan retries
             return

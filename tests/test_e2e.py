@@ -224,3 +224,14 @@ def test_version():
     """--version prints the version."""
     r = subprocess.run([*TAILSHIP, "--version"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("tailship 0.")
+
+
+def test_once_reads_tiny_file_without_newline(tmp_path):
+    """--once ships a short file whose only line has no newline (no fingerprint wait)."""
+    log = tmp_path / "tiny.log"
+    log.write_text("just this")
+    r = subprocess.run([*TAILSHIP, "tail", "--once", str(log), "--to", "stdout"], capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    [rec] = [orjson.loads(x) for x in r.stdout.splitlines()]
+    assert rec["message"] == "just this"
