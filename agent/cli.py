@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB",
                       help="files or glob patterns; a directory means every *.log under it")
     tail.add_argument("--to", required=True, metavar="SINK_URL",
-                      help="stdout | null | file:DIR")
+                      help="stdout | null | file:DIR | kafka://HOST:PORT/TOPIC")
     tail.add_argument("--once", action="store_true",
                       help="read to the end of the files, ship, wait for acknowledgements, exit")
     tail.add_argument("--data-dir", help="checkpoints directory (default: a temporary one with "

@@ -190,6 +190,8 @@ def _cross_checks(s: Settings) -> list[str]:
     if s.batch.max_bytes > s.batch.memory_limit_bytes:
         out.append(f"batch.max_bytes: {s.batch.max_bytes} exceeds batch.memory_limit_bytes "
                    f"({s.batch.memory_limit_bytes})")
+    if s.sink.kafka.idempotence and s.sink.kafka.acks != "all":
+        out.append(f"sink.kafka.idempotence: needs sink.kafka.acks = 'all' (got {s.sink.kafka.acks!r})")
     if s.source.read_chunk_bytes > s.source.read_budget_bytes:
         out.append(f"source.read_chunk_bytes: {s.source.read_chunk_bytes} exceeds "
                    f"source.read_budget_bytes ({s.source.read_budget_bytes})")

@@ -179,7 +179,7 @@ def test_parse_sink_url(url, expected):
     assert parse_sink_url(url) == expected
 
 
-@pytest.mark.parametrize("url,fragment", [("kafka://h:9092/t", "not available yet"),
+@pytest.mark.parametrize("url,fragment", [("elasticsearch://h:9200/i", "not available yet"),
                                           ("ftp://x", "unsupported sink URL"),
                                           ("file:", "needs a directory")])
 def test_parse_sink_url_errors(url, fragment):

@@ -11,8 +11,8 @@ from pipelines.sinks.file import FileSink
 from pipelines.sinks.null import NullSink
 from pipelines.sinks.stdout import StdoutSink
 
-SUPPORTED = ("stdout", "null", "file:DIR")
-PLANNED = ("kafka", "elasticsearch")
+SUPPORTED = ("stdout", "null", "file:DIR", "kafka://HOST:PORT[,HOST:PORT]/TOPIC")
+PLANNED = ("elasticsearch",)
 
 
 def build_sink(settings: SinkSettings, data_dir: str) -> Sink:
@@ -23,6 +23,10 @@ def build_sink(settings: SinkSettings, data_dir: str) -> Sink:
     if settings.type == "file":
         path = settings.path or os.path.join(data_dir, "out")
         return FileSink(path, settings.compression_level, settings.rotate_bytes)
+    if settings.type == "kafka":
+        from pipelines.sinks.kafka import KafkaSink  # aiokafka is imported only when used
+
+        return KafkaSink(settings.kafka, data_dir)
     raise ValueError(f"unknown sink type {settings.type!r}")
 
 
@@ -38,6 +42,12 @@ def parse_sink_url(url: str) -> dict[str, Any]:
         if not path:
             raise ValueError("file sink URL needs a directory: file:DIR")
         return {"type": "file", "path": path}
+    if sep and scheme == "kafka" and rest.startswith("//"):
+        hosts, _, topic = rest[2:].partition("/")
+        if not hosts or not topic:
+            raise ValueError("kafka sink URL needs brokers and a topic: kafka://HOST:PORT/TOPIC")
+        return {"type": "kafka", "kafka": {"bootstrap_servers": hosts.split(","), "topic": topic,
+                                           "fallback_topic": topic}}
     if sep and scheme in PLANNED:
         raise ValueError(f"sink {scheme!r} is not available yet; supported: {', '.join(SUPPORTED)}")
     raise ValueError(f"unsupported sink URL {url!r}; supported: {', '.join(SUPPORTED)}")

@@ -1,0 +1,270 @@
+"""The Kafka sink: aiokafka's batch API (records appended through its C record builder),
+Kafka-native compression, acks=all + idempotence, trace-id keys with Java-compatible partitioning.
+
+Delivery of one tailship batch: records are grouped by (topic, partition) in order, each group is
+cut into record batches of at most `max_batch_bytes`, all are handed to the producer at once and
+awaited. Groups acknowledged before a retriable failure are remembered, so the sender's retry of
+the batch only re-sends what is missing (no duplicates from partial success). Records larger than
+`max_record_bytes`, and record batches the broker rejects for their content (too large, invalid
+topic), go to the dead-letter file with the reason. An unreachable bootstrap or refused
+credentials at start is a FatalSinkError naming the brokers and the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agent.settings import KafkaSettings
+from pipelines.deadletter import DeadLetter
+from pipelines.errors import FatalSinkError, RetriableSinkError
+from pipelines.records import Batch, Segment
+from pipelines.sinks.kafka.codec import install_zstd_level
+from pipelines.sinks.kafka.partition import KeyPartitioner
+
+log = logging.getLogger("tailship.kafka")
+
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
+# Errors whose records can never be accepted as they are: dead-lettered, not retried.
+_CONTENT_ERRORS = ("MessageSizeTooLargeError", "RecordTooLargeError", "InvalidTopicError",
+                   "RecordBatchTooLargeError", "CorruptRecordException", "InvalidRecordError")
+_AUTH_ERRORS = ("SaslAuthenticationFailedError", "TopicAuthorizationFailedError",
+                "ClusterAuthorizationFailedError", "AuthenticationFailedError",
+                "UnsupportedSaslMechanismError", "IllegalSaslStateError")
+Group = tuple[str, int]  # topic, partition
+Item = tuple[bytes | None, bytes, Segment, int]  # key, record, its segment, index in the segment
+_DEAD = (("", -1), -1)  # marks a batch whose oversized records were already dead-lettered
+
+
+class TopicTemplate:
+    """`logs-{kubernetes.namespace}` resolved per file from its constant metadata."""
+
+    def __init__(self, template: str, fallback: str) -> None:
+        self.template = template
+        self.fallback = fallback
+        self.fields = [f.split(".") for f in _TEMPLATE_FIELD.findall(template)]
+        self._cache: dict[int, str] = {}
+
+    def resolve(self, meta: dict[str, Any]) -> str:
+        if not self.fields:
+            return self.template
+        values = []
+        for path in self.fields:
+            v: Any = meta
+            for part in path:
+                v = v.get(part) if isinstance(v, dict) else None
+            if v is None or v == "":
+                return self.fallback
+            values.append(str(v))
+        it = iter(values)
+        return _TEMPLATE_FIELD.sub(lambda m: next(it), self.template)
+
+
+def _field(record: bytes, path: list[str]) -> bytes | None:
+    v: Any = orjson.loads(record)
+    for part in path:
+        v = v.get(part) if isinstance(v, dict) else None
+    if v is None:
+        return None
+    return v.encode() if isinstance(v, str) else orjson.dumps(v)
+
+
+def _secret(s: KafkaSettings) -> str | None:
+    if s.sasl_password_file:
+        try:
+            return Path(s.sasl_password_file).read_text().strip()
+        except OSError as exc:
+            raise FatalSinkError("kafka", f"cannot read sasl_password_file "
+                                 f"{s.sasl_password_file!r}: {exc.strerror}") from exc
+    return s.sasl_password or None
+
+
+def producer_options(s: KafkaSettings) -> dict[str, Any]:
+    """aiokafka producer arguments from settings (secrets included, never logged)."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": s.bootstrap_servers, "client_id": "tailship",
+        "acks": "all" if s.acks == "all" else int(s.acks),
+        "enable_idempotence": s.idempotence, "linger_ms": s.linger_ms,
+        "max_batch_size": s.max_batch_bytes, "request_timeout_ms": s.request_timeout_ms,
+        "compression_type": None if s.compression == "none" else s.compression,
+        "security_protocol": s.security_protocol,
+        "max_request_size": max(s.max_batch_bytes, s.max_record_bytes) + 65536,
+    }
+    if "SSL" in s.security_protocol:
+        ctx = ssl.create_default_context(cafile=s.tls_ca_file or None)
+        ctx.check_hostname = s.tls_verify_hostname
+        if s.tls_cert_file:
+            ctx.load_cert_chain(s.tls_cert_file, s.tls_key_file or None)
+        opts["ssl_context"] = ctx
+    if s.security_protocol.startswith("SASL"):
+        opts.update(sasl_mechanism=s.sasl_mechanism, sasl_plain_username=s.sasl_username,
+                    sasl_plain_password=_secret(s))
+    return opts
+
+
+class KafkaSink:
+    name = "kafka"
+
+    def __init__(self, settings: KafkaSettings, data_dir: str) -> None:
+        self.s = settings
+        self.topics = TopicTemplate(settings.topic, settings.fallback_topic)
+        self.partitioner = KeyPartitioner()
+        self.dead = DeadLetter(Path(data_dir) / "deadletter" / "kafka.ndjson", "kafka")
+        self.key_path = settings.key[6:].split(".") if settings.key.startswith("field:") else None
+        self._producer: Any = None
+        self._partitions: dict[str, int] = {}
+        self._done: dict[int, set[tuple[Group, int]]] = {}  # batch seq → chunks already acked
+        self._ok = True
+        self.where = ",".join(settings.bootstrap_servers)
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        if self.s.compression == "zstd":
+            install_zstd_level(self.s.compression_level)
+        try:
+            self._producer = AIOKafkaProducer(**producer_options(self.s))
+            await self._producer.start()
+        except (KafkaError, OSError, ssl.SSLError) as exc:
+            await self._stop_quietly()
+            raise FatalSinkError(self.name, f"cannot connect to Kafka at {self.where}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        self._partitions.clear()
+
+    async def _stop_quietly(self) -> None:
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
+                pass
+            self._producer = None
+
+    async def send(self, batch: Batch) -> None:
+        if self._producer is None:
+            raise FatalSinkError(self.name, "send after close")
+        from aiokafka.errors import KafkaError
+
+        done = self._done.setdefault(batch.seq, set())
+        try:
+            groups = await self._group(batch, done)
+            pending = [(chunk_id, fut) async for chunk_id, fut in self._submit(groups, done)]
+            failures = await self._collect(pending, groups, done)
+        except KafkaError as exc:
+            self._ok = False
+            raise self._classify(exc) from exc
+        if failures:
+            self._ok = False
+            raise failures[0]
+        self._done.pop(batch.seq, None)
+        self.partitioner.next_batch()
+        self._ok = True
+
+    async def _topic_partitions(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            parts = await self._producer.partitions_for(topic)
+            if not parts:
+                raise RetriableSinkError(self.name, f"topic {topic!r} has no partitions yet")
+            n = self._partitions[topic] = len(parts)
+        return n
+
+    async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, list[Item]]:
+        groups: dict[Group, list[Item]] = {}
+        too_large = []
+        limit = self.s.max_record_bytes
+        for seg in batch.segments:
+            topic = self.topics.resolve(seg.meta)
+            nparts = await self._topic_partitions(topic)
+            for i, (rec, tid) in enumerate(zip(seg.records, seg.trace_ids, strict=True)):
+                if len(rec) > limit:
+                    too_large.append((f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
+                                      seg.path, seg.offsets[i], rec))
+                    continue
+                if self.key_path is not None:
+                    key = _field(rec, self.key_path)
+                elif self.s.key == "trace_id" and tid is not None:
+                    key = tid.encode()
+                else:
+                    key = None
+                part = self.partitioner(key, nparts)
+                groups.setdefault((topic, part), []).append((key, rec, seg, i))
+        if too_large and _DEAD not in done:
+            self.dead.write(too_large)
+            done.add(_DEAD)
+            log.warning("%d record(s) too large for Kafka written to %s", len(too_large), self.dead.path)
+        return groups
+
+    def _chunks(self, items: list[Item]) -> Iterator[tuple[int, Any, int, int]]:
+        """Record batches of one group: (chunk index, builder, first item, end item)."""
+        start = 0
+        chunk = 0
+        while start < len(items):
+            builder = self._producer.create_batch()
+            end = start
+            while end < len(items):
+                key, rec, seg, i = items[end]
+                headers = [("log.file.path", seg.path.encode())]
+                tid, sid = seg.trace_ids[i], seg.span_ids[i]
+                if tid is not None:
+                    headers.append(("trace_id", tid.encode()))
+                if sid is not None:
+                    headers.append(("span_id", sid.encode()))
+                if builder.append(key=key, value=rec, timestamp=None, headers=headers) is None:
+                    break
+                end += 1
+            builder.close()
+            yield chunk, builder, start, end
+            start = end
+            chunk += 1
+
+    async def _submit(self, groups: dict[Group, list[Item]], done: set[tuple[Group, int]]) -> Any:
+        for group, items in groups.items():
+            for chunk, builder, start, end in self._chunks(items):
+                if (group, chunk) in done:
+                    continue
+                fut = await self._producer.send_batch(builder, group[0], partition=group[1])
+                yield ((group, chunk, start, end), fut)
+
+    async def _collect(self, pending: list[Any], groups: dict[Group, list[Item]],
+                       done: set[tuple[Group, int]]) -> list[Exception]:
+        failures: list[Exception] = []
+        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        for ((group, chunk, start, end), _), res in zip(pending, results, strict=True):
+            if not isinstance(res, BaseException):
+                done.add((group, chunk))
+                continue
+            if type(res).__name__ in _CONTENT_ERRORS:
+                items = groups[group][start:end]
+                self.dead.write((f"{type(res).__name__}: {res}", seg.path, seg.offsets[i], rec)
+                                for _, rec, seg, i in items)
+                log.warning("%d record(s) rejected by Kafka (%s) written to %s",
+                            len(items), type(res).__name__, self.dead.path)
+                done.add((group, chunk))
+                continue
+            failures.append(self._classify(res))
+        return failures
+
+    def _classify(self, exc: BaseException) -> Exception:
+        name = type(exc).__name__
+        if name in _AUTH_ERRORS:
+            return FatalSinkError(self.name, f"Kafka at {self.where} refused: {name}: {exc}")
+        return RetriableSinkError(self.name, f"Kafka at {self.where}: {name}: {exc}")
+
+    async def close(self, timeout_secs: float) -> None:
+        if self._producer is not None:
+            try:
+                await asyncio.wait_for(self._producer.stop(), timeout_secs)
+            except (TimeoutError, Exception) as exc:  # noqa: BLE001
+                log.warning("kafka producer did not stop cleanly: %s", exc)
+            self._producer = None
+
+    def healthy(self) -> bool:
+        return self._ok and self._producer is not None
