@@ -43,6 +43,14 @@ Item = tuple[bytes | None, bytes, Segment, int]  # key, record, its segment, ind
 _DEAD = (("", -1), -1)  # marks a batch whose oversized records were already dead-lettered
 
 
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def valid_topic(name: str) -> bool:
+    """Kafka's rule for topic names."""
+    return bool(_TOPIC.fullmatch(name)) and name not in (".", "..")
+
+
 class TopicTemplate:
     """`logs-{kubernetes.namespace}` resolved per file from its constant metadata."""
 
@@ -170,18 +178,38 @@ class KafkaSink:
     async def _topic_partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)
         if n is None:
-            parts = await self._producer.partitions_for(topic)
+            from aiokafka.errors import UnknownTopicOrPartitionError
+
+            try:
+                parts = await self._producer.partitions_for(topic)
+            except UnknownTopicOrPartitionError as exc:
+                if await self._reachable():
+                    raise FatalSinkError(self.name, f"topic {topic!r} does not exist on Kafka at "
+                                         f"{self.where} and the broker did not create it") from exc
+                raise RetriableSinkError(self.name, f"no metadata for topic {topic!r}: "
+                                         f"Kafka at {self.where} unreachable") from exc
             if not parts:
                 raise RetriableSinkError(self.name, f"topic {topic!r} has no partitions yet")
             n = self._partitions[topic] = len(parts)
         return n
 
+    async def _reachable(self) -> bool:
+        try:
+            await self._producer.client.fetch_all_metadata()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable now"
+            return False
+
     async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, list[Item]]:
         groups: dict[Group, list[Item]] = {}
-        too_large = []
+        too_large: list[tuple[str, str, int, bytes]] = []  # dead letters: reason, file, offset, record
         limit = self.s.max_record_bytes
         for seg in batch.segments:
             topic = self.topics.resolve(seg.meta)
+            if not valid_topic(topic):
+                too_large.extend((f"invalid Kafka topic name {topic!r}", seg.path, off, rec)
+                                 for off, rec in zip(seg.offsets, seg.records, strict=True))
+                continue
             nparts = await self._topic_partitions(topic)
             for i, (rec, tid) in enumerate(zip(seg.records, seg.trace_ids, strict=True)):
                 if len(rec) > limit:
@@ -199,7 +227,8 @@ class KafkaSink:
         if too_large and _DEAD not in done:
             self.dead.write(too_large)
             done.add(_DEAD)
-            log.warning("%d record(s) too large for Kafka written to %s", len(too_large), self.dead.path)
+            log.warning("%d record(s) Kafka cannot take written to %s: %s", len(too_large),
+                        self.dead.path, too_large[0][0])
         return groups
 
     def _chunks(self, items: list[Item]) -> Iterator[tuple[int, Any, int, int]]:
