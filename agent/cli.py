@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agent import __version__
+from agent import __version__, logs
 from agent.config import load_config, settings_from_dict
 from agent.runtime import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, Agent, Summary, install_signal_handlers
 from agent.settings import Settings
@@ -28,8 +28,7 @@ log = logging.getLogger("tailship")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="tailship %(levelname)s %(name)s: %(message)s")
+    logs.setup(args.log_level)
     try:
         return int(args.func(args))
     except ConfigError as exc:
@@ -103,7 +102,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                    "read_from": args.read_from},
         "multiline": {"preset": args.multiline},
         "sink": sink,
-    }, source="command line")
+    }, source="command line", interpolate=False)
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         return _run_agent(settings, once=args.once, progress=progress)

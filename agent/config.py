@@ -1,14 +1,22 @@
-"""TOML → validated `Settings`, reporting every problem at once.
+"""TOML → validated `Settings`, every problem reported at once.
 
-Each problem names its key path, the bad value and what was expected. Unknown keys get a "did you
-mean" suggestion. `${VAR}` and `${VAR:-default}` in strings are replaced from the environment
-before type checks (`$$` is a literal `$`); values of secret-looking keys never appear in messages.
+The dataclasses of `agent.settings` are the schema: their fields and type hints give the keys and
+types, field metadata gives `choices`, `min`, `max` and `help`. Each problem is one line,
+`<key path>: expected <what>, got <value>`; an unknown key gets a "did you mean" suggestion.
+
+`${VAR}` and `${VAR:-default}` in strings (also inside arrays) are replaced from the environment
+before the type checks, so a number may come from a variable; `$$` is a literal `$`. Messages
+never show the value of a secret-looking key (`is_secret`) nor a value that came from the
+environment: variables often carry credentials.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import json
+import math
 import os
 import re
 import tomllib
@@ -19,193 +27,316 @@ from typing import Any
 from agent.settings import Settings
 from pipelines.errors import ConfigError
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_WORDS = ("password", "secret", "token", "sasl", "api_key", "apikey", "credential")
-
-
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
-    src = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError([f"cannot read {src}: {exc.strerror or exc}"], source=src) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"TOML syntax error: {exc}"], source=src) from exc
-    return settings_from_dict(data, env=env, source=src)
-
-
-def settings_from_dict(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
-                       source: str = "config") -> Settings:
-    problems: list[str] = []
-    settings = _build(Settings, data, "", os.environ if env is None else env, problems)
-    if not problems:
-        problems.extend(_cross_checks(settings))
-    if problems:
-        raise ConfigError(problems, source=source)
-    return settings
-
-
-def is_secret(key: str) -> bool:
-    k = key.lower()
-    return any(w in k for w in _SECRET_WORDS) or (k.endswith("key") and not k.endswith("_bytes"))
-
-
-def _show(key: str, value: Any) -> str:
-    if is_secret(key):
-        return "<redacted>"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str, env: Mapping[str, str],
-           problems: list[str]) -> Any:
-    if not isinstance(data, Mapping):
-        problems.append(f"{prefix.rstrip('.') or '(top level)'}: expected a table, got {type(data).__name__}")
-        return cls()
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for key, raw in data.items():
-        path = f"{prefix}{key}"
-        if key not in fields:
-            problems.append(_unknown(path, key, list(fields)))
-            continue
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = _build(typing.cast(type, hint), raw, f"{path}.", env, problems)
-            continue
-        value = _interpolate(raw, path, env, problems)
-        if value is _BAD:
-            continue
-        if value is not raw and isinstance(value, str) and hint in (int, float, bool):
-            value = _coerce(value, hint)  # "${LINGER_MS:-200}" may fill a number
-        checked = _check(path, value, hint, fields[key].metadata, problems)
-        if checked is not _BAD:
-            values[key] = checked
-    return cls(**values)
-
-
-def _unknown(path: str, key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"{path}: unknown key; did you mean `{close[0]}`?"
-    return f"{path}: unknown key; valid keys here: {', '.join(sorted(known))}"
+_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}|\$\{")
+_SECRET_WORDS = ("password", "secret", "token", "sasl", "credential", "api_key")
+_MAX_SHOWN = 60
+_TYPE_NAMES: dict[Any, tuple[str, str]] = {  # (one, many)
+    str: ("a string", "strings"), int: ("an integer", "integers"),
+    float: ("a number", "numbers"), bool: ("true or false", "booleans"),
+}
+# (smaller, larger): the first may not exceed the second.
+_AT_MOST = (("sink.retry_initial_ms", "sink.retry_max_ms"),
+            ("batch.max_bytes", "batch.memory_limit_bytes"),
+            ("source.read_chunk_bytes", "source.read_budget_bytes"))
 
 
 class _Bad:
-    pass
+    """Marks a value that was rejected (its problem is already recorded)."""
 
 
 _BAD: Any = _Bad()
 
 
-def _interpolate(value: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
-    if isinstance(value, list):
-        out = [_interpolate(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
-        return _BAD if any(v is _BAD for v in out) else out
-    if not isinstance(value, str) or "$" not in value:
-        return value
-    missing: list[str] = []
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, default = m.group(1), m.group(2)
-        if name in env and env[name] != "":
-            return env[name]
-        if default is not None:
-            return default
-        missing.append(name)
-        return ""
-
-    result = _VAR.sub(sub, value)
-    for name in missing:
-        problems.append(f"{path}: environment variable ${{{name}}} is not set (and has no default)")
-    return _BAD if missing else result
-
-
-def _coerce(value: str, hint: Any) -> Any:
-    text = value.strip()
-    if hint is bool:
-        return {"true": True, "false": False}.get(text.lower(), value)
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Read a TOML file and validate it; `ConfigError` lists every problem found."""
+    src = os.fspath(path)
     try:
-        return hint(text)
-    except ValueError:
-        return value
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError([f"cannot read {src}: {exc.strerror or exc}"], source=src) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{src}: not UTF-8 text (byte {exc.start})"], source=src) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(str(exc))], source=src) from exc
+    return settings_from_dict(data, env=env, source=src)
 
 
-def _check(path: str, value: Any, hint: Any, meta: Mapping[str, Any], problems: list[str]) -> Any:
-    shown = _show(path.rsplit(".", 1)[-1], value)
-    expected = _type_name(hint)
-    ok = _type_ok(value, hint)
-    if not ok:
-        problems.append(f"{path}: expected {expected}, got {shown} ({type(value).__name__})")
-        return _BAD
-    if hint is float:
-        value = float(value)
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        problems.append(f"{path}: {shown} is not one of {', '.join(map(repr, choices))}")
-        return _BAD
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and value < lo:
-        problems.append(f"{path}: {shown} is below the minimum {lo}")
-        return _BAD
-    if hi is not None and value > hi:
-        problems.append(f"{path}: {shown} is above the maximum {hi}")
-        return _BAD
-    return value
+def settings_from_dict(data: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                       source: str = "config", *, interpolate: bool = True) -> Settings:
+    """Validate an already-parsed config; `interpolate=False` takes strings literally."""
+    walk = _Walk(env=(os.environ if env is None else env) if interpolate else None)
+    settings = walk.table(Settings, data, "")
+    if settings is not _BAD:
+        _cross_checks(settings, walk)
+    if walk.problems:
+        raise ConfigError(walk.problems, source=source)
+    return typing.cast(Settings, settings)
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    if hint is bool:
-        return type(value) is bool
-    if hint is int:
-        return type(value) is int
-    if hint is float:
-        return type(value) in (int, float)
-    if hint is str:
-        return type(value) is str
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+def is_secret(path: str) -> bool:
+    """Whether values under this key (or dotted key path) must never be shown."""
+    for part in re.split(r"[.\[\]]", path.lower()):
+        if any(word in part for word in _SECRET_WORDS):
+            return True
+        if "key" in part and not part.endswith("_bytes"):
+            return True
     return False
 
 
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, str(hint))
-
-
-def _cross_checks(s: Settings) -> list[str]:
-    out = []
-    if not s.source.include:
-        out.append("source.include: expected at least one glob pattern")
-    if s.sink.retry_initial_ms > s.sink.retry_max_ms:
-        out.append(f"sink.retry_initial_ms: {s.sink.retry_initial_ms} exceeds sink.retry_max_ms "
-                   f"({s.sink.retry_max_ms})")
-    if s.batch.max_bytes > s.batch.memory_limit_bytes:
-        out.append(f"batch.max_bytes: {s.batch.max_bytes} exceeds batch.memory_limit_bytes "
-                   f"({s.batch.memory_limit_bytes})")
-    if s.sink.kafka.idempotence and s.sink.kafka.acks != "all":
-        out.append(f"sink.kafka.idempotence: needs sink.kafka.acks = 'all' (got {s.sink.kafka.acks!r})")
-    if s.source.read_chunk_bytes > s.source.read_budget_bytes:
-        out.append(f"source.read_chunk_bytes: {s.source.read_chunk_bytes} exceeds "
-                   f"source.read_budget_bytes ({s.source.read_budget_bytes})")
-    return out
-
-
 def describe_settings(cls: type = Settings, prefix: str = "") -> str:
-    """Every option with its default and help text, one per line."""
+    """Every option as `path = default  # help (rules)`, one per line."""
     lines = []
-    inst = cls()
-    for f in dataclasses.fields(cls):
-        value = getattr(inst, f.name)
-        if dataclasses.is_dataclass(value):
-            lines.append(describe_settings(type(value), f"{prefix}{f.name}."))
-        else:
-            lines.append(f"{prefix}{f.name} = {value!r}  # {f.metadata.get('help', '')}")
+    for name, (f, hint) in _schema(cls).items():
+        if dataclasses.is_dataclass(hint):
+            lines.append(describe_settings(typing.cast(type, hint), f"{prefix}{name}."))
+            continue
+        rules = _rules_text(f.metadata)
+        default = json.dumps(_default(f)) if _has_default(f) else "(required)"
+        lines.append(f"{prefix}{name} = {default}  # {f.metadata.get('help', '')}{rules}")
     return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class _Walk:
+    """One validation pass: the problems found and what the cross-field checks must know."""
+
+    env: Mapping[str, str] | None  # None: no interpolation
+    problems: list[str] = dataclasses.field(default_factory=list)
+    bad: set[str] = dataclasses.field(default_factory=set)  # paths whose value was rejected
+    from_env: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> template
+
+    def fail(self, path: str, message: str) -> Any:
+        self.problems.append(f"{path}: {message}")
+        self.bad.add(path)
+        return _BAD
+
+    def tainted(self, *paths: str) -> bool:
+        """Whether any of these paths, or a table holding one, was rejected."""
+        return any(p == b or p.startswith((b + ".", b + "[")) for p in paths for b in self.bad)
+
+    def show(self, path: str, value: Any, kind: bool = False) -> str:
+        if is_secret(path):
+            return "<redacted>" + (f" ({_kind(value)})" if kind else "")
+        if path in self.from_env:
+            return f"the value of {_truncate(repr(self.from_env[path]))} (not shown)"
+        if isinstance(value, Mapping):
+            return "a table"
+        return _truncate(repr(value)) + (f" ({_kind(value)})" if kind else "")
+
+    def table(self, cls: type, data: Any, path: str) -> Any:
+        if not isinstance(data, Mapping):
+            got = self.show(path, data, kind=True)
+            return self.fail(path or "(top level)", f"expected a table, got {got}")
+        schema = _schema(cls)
+        values = {}
+        for key, raw in data.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in schema:
+                self.problems.append(f"{sub}: {_unknown(str(key), list(schema))}")
+                continue
+            value = self.field(schema[key], raw, sub)
+            if value is not _BAD:
+                values[key] = value
+        for name, (f, _) in schema.items():
+            if name not in data and not _has_default(f):
+                self.fail(f"{path}.{name}" if path else name, "required key is missing")
+        return _construct(cls, values)
+
+    def field(self, entry: tuple[dataclasses.Field[Any], Any], raw: Any, path: str) -> Any:
+        f, hint = entry
+        if dataclasses.is_dataclass(hint):
+            return self.table(typing.cast(type, hint), raw, path)
+        return self.value(hint, raw, path, f.metadata)
+
+    def value(self, hint: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        if typing.get_origin(hint) is list:
+            return self.array(hint, raw, path, meta)
+        value = self.expand(raw, path, hint)
+        if value is _BAD:
+            return _BAD
+        type_ok = _type_ok(value, hint)
+        if not type_ok or not _rules_ok(value, meta):
+            got = self.show(path, value, kind=not type_ok)
+            return self.fail(path, f"expected {_expected(hint, meta)}, got {got}")
+        return float(value) if hint is float else value
+
+    def array(self, hint: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        if not isinstance(raw, list):
+            return self.fail(path, f"expected {_expected(hint, meta)}, got {self.show(path, raw, True)}")
+        (item_hint,) = typing.get_args(hint)
+        items = [self.value(item_hint, v, f"{path}[{i}]", meta) for i, v in enumerate(raw)]
+        if any(v is _BAD for v in items):
+            self.bad.add(path)
+            return _BAD
+        return items
+
+    def expand(self, raw: Any, path: str, hint: Any) -> Any:
+        """Interpolate a string; a whole number or boolean may come from a variable."""
+        if self.env is None or not isinstance(raw, str) or "$" not in raw:
+            return raw
+        value = self.interpolate(raw, path, self.env)
+        if value is not _BAD and path in self.from_env and hint in (int, float, bool):
+            return _coerce(value, hint)
+        return value
+
+    def interpolate(self, text: str, path: str, env: Mapping[str, str]) -> Any:
+        missing: list[str] = []
+        malformed = used_env = False
+
+        def sub(m: re.Match[str]) -> str:
+            nonlocal malformed, used_env
+            name, default = m.group(1), m.group(2)
+            if m.group(0) == "$$":
+                return "$"
+            if name is None:
+                malformed = True
+                return m.group(0)
+            used_env = True
+            value = env.get(name)
+            if default is not None and not value:
+                return default
+            if value is None:
+                missing.append(name)
+                return ""
+            return value
+
+        result = _REF.sub(sub, text)
+        if used_env:
+            self.from_env[path] = text
+        for name in dict.fromkeys(missing):
+            self.fail(path, f"environment variable {name} is not set and ${{{name}}} has no default")
+        if malformed:
+            self.fail(path, "malformed ${...}: write ${NAME} or ${NAME:-default} (not nested), "
+                            "and $$ for a literal $")
+        return _BAD if missing or malformed else result
+
+
+@functools.cache
+def _schema(cls: type) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _has_default(f: dataclasses.Field[Any]) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _construct(cls: type, values: dict[str, Any]) -> Any:
+    """The dataclass, or `_BAD` when a required field is missing (already reported)."""
+    if any(n not in values and not _has_default(f) for n, (f, _) in _schema(cls).items()):
+        return _BAD
+    return cls(**values)
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean `{close[0]}`?"
+    return f"unknown key; valid keys here: {', '.join(sorted(known))}"
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is float:
+        return type(value) is int or (type(value) is float and math.isfinite(value))
+    if hint in (str, int, bool):
+        return type(value) is hint  # `type is`, not isinstance: True is no integer here
+    raise TypeError(f"settings type {hint!r} is not supported by agent.config")
+
+
+def _rules_ok(value: Any, meta: Mapping[str, Any]) -> bool:
+    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if choices is not None and value not in choices:
+        return False
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
+def _expected(hint: Any, meta: Mapping[str, Any]) -> str:
+    if typing.get_origin(hint) is list:
+        return f"an array of {_TYPE_NAMES[typing.get_args(hint)[0]][1]}"
+    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if choices is not None:
+        return "one of " + ", ".join(map(repr, choices))
+    name = _TYPE_NAMES[hint][0]
+    if lo is not None and hi is not None:
+        return f"{name} from {lo} to {hi}"
+    if lo is not None:
+        return f"{name} >= {lo}"
+    return f"{name} <= {hi}" if hi is not None else name
+
+
+def _rules_text(meta: Mapping[str, Any]) -> str:
+    choices, lo, hi = meta.get("choices"), meta.get("min"), meta.get("max")
+    if choices is not None:
+        return f" (one of: {', '.join(map(str, choices))})"
+    if lo is not None and hi is not None:
+        return f" ({lo}..{hi})"
+    if lo is not None:
+        return f" (>= {lo})"
+    return f" (<= {hi})" if hi is not None else ""
+
+
+def _coerce(text: str, hint: Any) -> Any:
+    """"${PORT}" → 9092 for a number option; the text itself when it is no such literal."""
+    stripped = text.strip()
+    if hint is bool:
+        return {"true": True, "false": False}.get(stripped, text)
+    try:
+        return hint(stripped)
+    except ValueError:
+        return text
+
+
+def _kind(value: Any) -> str:
+    for t, name in ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
+                    (list, "array"), (Mapping, "table")):
+        if isinstance(value, t):
+            return name
+    return type(value).__name__
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN - 3] + "..."
+
+
+def _syntax_problem(message: str) -> str:
+    m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if m is None:
+        return f"TOML syntax error: {message}"
+    return f"TOML syntax error at line {m[1]}, column {m[2]}: {message[:m.start()]}"
+
+
+def _get(obj: Any, path: str) -> Any:
+    return functools.reduce(getattr, path.split("."), obj)
+
+
+def _cross_checks(s: Settings, walk: _Walk) -> None:
+    """Options that are valid alone but contradict each other (skipped where one was rejected)."""
+    for small, large in _AT_MOST:
+        a, b = _get(s, small), _get(s, large)
+        if not walk.tainted(small, large) and a > b:
+            walk.fail(small, f"expected at most {large} ({walk.show(large, b)}), got {walk.show(small, a)}")
+    if not walk.tainted("source.include"):
+        _check_include(s.source.include, walk)
+    _check_idempotence(s, walk)
+
+
+def _check_idempotence(s: Settings, walk: _Walk) -> None:
+    """aiokafka refuses an idempotent producer unless every replica acknowledges."""
+    acks, path = s.sink.kafka.acks, "sink.kafka.acks"
+    if s.sink.kafka.idempotence and acks != "all" and not walk.tainted(path, "sink.kafka.idempotence"):
+        walk.fail(path, f"expected 'all' while sink.kafka.idempotence = true (or set that to false), "
+                        f"got {walk.show(path, acks)}")
+
+
+def _check_include(patterns: list[str], walk: _Walk) -> None:
+    if not patterns:
+        walk.fail("source.include", "expected at least one glob pattern, got []")
+    for i, pattern in enumerate(patterns):
+        if not pattern.strip():
+            path = f"source.include[{i}]"
+            walk.fail(path, f"expected a non-empty glob pattern, got {walk.show(path, pattern)}")

@@ -102,8 +102,33 @@ class KafkaSettings:
 
 
 @dataclass(slots=True)
+class ElasticsearchSettings:
+    urls: list[str] = opt(factory=lambda: ["http://127.0.0.1:9200"],
+                          help="node URLs (http:// or https://); requests are spread over them")
+    index: str = opt("logs-{kubernetes.namespace}-%Y.%m.%d",
+                     help="index: a template over kubernetes fields and the event time (strftime codes)")
+    fallback_index: str = opt("logs-unknown-%Y.%m.%d", help="index when a template field is missing")
+    op_type: str = opt("index", choices=("index", "create"),
+                       help='"index" overwrites by _id; "create" (data streams) keeps the first copy')
+    id_mode: str = opt("file_offset", choices=("file_offset", "none"),
+                       help="document _id from (file identity, offset), so a re-send never duplicates")
+    trace_fields: str = opt("both", choices=("plain", "ecs", "both"),
+                            help="trace_id/span_id (plain), trace.id/span.id (ecs), or both")
+    compression: bool = opt(False, help="gzip the bulk request body")
+    request_timeout_secs: float = opt(30.0, min=1, help="bulk and start-up request timeout")
+    username: str = opt("", help="basic auth user")
+    password: str = opt("", help="basic auth password: use ${ENV_VAR}, or password_file")
+    password_file: str = opt("", help="file holding the basic auth password")
+    api_key: str = opt("", help="API key (base64 id:key): use ${ENV_VAR}, or api_key_file")
+    api_key_file: str = opt("", help="file holding the API key")
+    tls_ca_file: str = opt("", help="PEM file of CAs that sign the nodes' certificates")
+    tls_verify: bool = opt(True, help="verify the nodes' certificates and host names")
+
+
+@dataclass(slots=True)
 class SinkSettings:
-    type: str = opt("file", choices=("file", "stdout", "null", "kafka"), help="which sink")
+    type: str = opt("file", choices=("file", "stdout", "null", "kafka", "elasticsearch"),
+                   help="which sink")
     path: str = opt("", help="file sink: output directory (default <data_dir>/out)")
     compression_level: int = opt(3, min=1, max=19, help="file sink: zstd level")
     rotate_bytes: int = opt(64 << 20, min=1024,
@@ -113,6 +138,7 @@ class SinkSettings:
     retry_initial_ms: int = opt(100, min=1, help="first retry delay; doubles up to retry_max_ms")
     retry_max_ms: int = opt(10000, min=1, help="longest retry delay")
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
 
 
 @dataclass(slots=True)

@@ -1,28 +1,36 @@
 """Dead letters: records a sink can never deliver, kept with the reason instead of dropped.
 
-An append-only NDJSON file under the data directory, one object per rejected record:
-`{"time", "sink", "reason", "file", "offset", "record"}`; fsynced after each write.
+An append-only NDJSON file (by default under `<data_dir>/deadletter/`), one object per rejected
+record: `{"time", "sink", "reason", "file", "offset", "record"}`, `time` in RFC 3339 UTC and
+`record` the record as a string. Each `write` is one append followed by fsync: once it returns,
+the entries are durable and the sink may acknowledge their batch.
+
+`write` blocks (fsync); it is for rare rejections. A sink that dead-letters often should call it
+through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+
+# reason, source file path, offset in that file, the record (orjson bytes)
+Entry = tuple[str, str, int, bytes]
 
 
 class DeadLetter:
     def __init__(self, path: str | os.PathLike[str], sink: str) -> None:
         self.path = Path(path)
         self.sink = sink
-        self.count = 0
+        self.count = 0  # entries written by this instance
 
-    def write(self, entries: Iterable[tuple[str, str, int, bytes]]) -> int:
-        """Append (reason, source file, offset, record) entries; returns how many were written."""
-        now = time.time()
+    def write(self, entries: Iterable[Entry]) -> int:
+        """Append the entries durably; returns how many were written."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         lines = [
             orjson.dumps({"time": now, "sink": self.sink, "reason": reason, "file": path,
                           "offset": offset, "record": record.decode("utf-8", "replace")})
@@ -30,12 +38,25 @@ class DeadLetter:
         ]
         if not lines:
             return 0
+        lines.append(b"")  # the trailing newline, in the same join
+        self._append(b"\n".join(lines))
+        self.count += len(lines) - 1
+        return len(lines) - 1
+
+    def _append(self, data: bytes) -> None:
+        created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, b"\n".join(lines) + b"\n")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.count += len(lines)
-        return len(lines)
+        if created:  # the new file's name survives a crash too
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)

@@ -2,27 +2,45 @@
 
 Output: top-level `trace_id` (32 lowercase hex) and `span_id` (16 lowercase hex). Hex is
 lowercased; a 64-bit trace id (16 hex, or decimal as Datadog writes it) is left-padded with zeros
-to 32 hex; all-zero or malformed ids are not attached. Source fields stay as they are, except a
-malformed `trace_id`/`span_id` that a valid id from another convention replaces: the original
-moves to `trace_id_original`/`span_id_original` so nothing is lost.
+to 32 hex; all-zero or malformed ids are never attached.
 
-Priority (first VALID source wins, separately for the trace and the span id):
+Priority (the first VALID source wins, separately for the trace id and the span id):
 
-    trace_id / span_id                       canonical
-    traceId, traceID, TraceId / spanId, ...  camel-case variants
-    trace.id / span.id                       ECS, dotted key or nested object
-    traceparent                              W3C: 00-<32 hex trace>-<16 hex span>-<2 hex flags>
-    X-B3-TraceId / X-B3-SpanId, b3           B3 multi-header (any case) and single-header
-    logging.googleapis.com/trace, /spanId    Google Cloud: projects/<p>/traces/<id>
-    dd.trace_id / dd.span_id                 Datadog: decimal 64-bit, dotted key or nested object
-    X-Amzn-Trace-Id, AWS-XRAY-TRACE-ID,      AWS X-Ray: 1-<8 hex time>-<24 hex>, Root=...;Parent=...
-      xray_trace_id
+ 1. `trace_id` / `span_id`                         canonical: hex of any case, 16-hex trace ids,
+                                                   decimal 64-bit, X-Ray `1-<8 hex>-<24 hex>`
+ 2. `traceId`, `traceID`, `TraceId` /              camel case (OpenTelemetry JSON, Go, .NET);
+    `spanId`, `spanID`, `SpanId`                   same values as the canonical keys
+ 3. `trace.id` / `span.id`                         ECS: dotted key first, then `{"trace": {"id"}}`
+ 4. `traceparent`                                  W3C: `<ver>-<32 hex>-<16 hex>-<2 hex flags>`;
+                                                   version ff, extra fields on 00, zero ids refused
+ 5. `X-B3-TraceId` / `X-B3-SpanId`                 B3 multi-header (also all lowercase), hex only;
+    then `b3`                                      B3 single header `<trace>-<span>[-...]`
+ 6. `logging.googleapis.com/trace` /               Google Cloud: `projects/<p>/traces/<hex>` or
+    `logging.googleapis.com/spanId`                bare hex; span 16 hex or decimal
+ 7. `dd.trace_id` / `dd.span_id`                   Datadog: decimal 64-bit (string or int), or 32 hex
+                                                   when 128-bit logging is on; dotted key first, then
+                                                   `{"dd": {"trace_id", "span_id"}}`
+ 8. `X-Amzn-Trace-Id`, `x-amzn-trace-id`,          AWS X-Ray: `1-<8 hex>-<24 hex>` or the header
+    `AWS-XRAY-TRACE-ID`, `xray_trace_id`           `Root=1-...;Parent=<16 hex>;Sampled=1`
 
-Plain-text lines: `trace_id=<hex>`, `span_id=<hex>` (logfmt; also `:` and quotes, camel-case
-keys, `trace.id`, `dd.trace_id`) and `traceparent=00-...`.
+Ambiguity: a 16- or 32-character string of digits is read as hex (it is valid hex and the length
+says so), except under the Datadog keys, which are always decimal. Other digit strings (up to 20
+digits, 1..2**64-1) are decimal.
 
-The common cases are cheap: a record with none of the known keys costs one set test; a record
-whose `trace_id`/`span_id` are already normalized costs two regex matches.
+What `extract_fields` writes: the normalized ids go to `trace_id`/`span_id`; every source field
+stays as it is. A malformed `trace_id` (or `span_id`) with no valid alternative is left untouched
+and reported as None. A malformed one that a valid id from another convention replaces moves to
+`trace_id_original` (`span_id_original`) so nothing is lost; a null or empty one is simply
+replaced; if the `_original` key is already taken, the record is left as it is for that id and
+None is reported (keeping data beats completing it).
+
+Plain-text lines (`extract_text`): logfmt-style `trace_id=<id>`, `span_id=<id>` (also `key: value`,
+quoted keys or values, the camel-case keys, `trace.id`, `dd.trace_id` decimal) and
+`traceparent=00-...`, with the same priority among keys.
+
+Cost: a record with none of the known top-level keys costs one `isdisjoint`; one whose
+`trace_id`/`span_id` are already normalized costs two precompiled regex matches. Everything else
+(normalizing, priority) only runs for records that carry a candidate key.
 """
 
 from __future__ import annotations
@@ -33,164 +51,275 @@ from typing import Any
 
 ZERO32 = "0" * 32
 ZERO16 = "0" * 16
-_MAX64 = 1 << 64
+_MAX64 = (1 << 64) - 1
+_MAX_DIGITS = len(str(_MAX64))  # 20
+
+Getter = Callable[[Any], "str | None"]
 
 _LHEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
 _LHEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
-_HEX = re.compile(r"[0-9a-fA-F]+").fullmatch
-_DEC = re.compile(r"[0-9]{1,20}").fullmatch
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}").fullmatch
+_HEX16 = re.compile(r"[0-9a-fA-F]{16}").fullmatch
 _XRAY = re.compile(r"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})").fullmatch
 _TRACEPARENT = re.compile(
-    r"([0-9a-fA-F]{2})-([0-9a-fA-F]{32})-([0-9a-fA-F]{16})-([0-9a-fA-F]{2})(-.*)?"
+    r"([0-9a-fA-F]{2})-([0-9a-fA-F]{32})-([0-9a-fA-F]{16})-[0-9a-fA-F]{2}(-.*)?"
 ).fullmatch
 
+# -- normalization -----------------------------------------------------------------------------
 
-def _hex_trace(v: str) -> str | None:
-    n = len(v)
-    if (n == 32 or n == 16) and _HEX(v):
-        h = v.lower() if n == 32 else ZERO16 + v.lower()
-        return None if h == ZERO32 else h
-    m = _XRAY(v)
-    if m:
-        return (m.group(1) + m.group(2)).lower()
+
+def _decimal(value: object, width: int) -> str | None:
+    """A 64-bit unsigned id given as an int or a string of ASCII digits, as `width` hex."""
+    if type(value) is str:
+        # isascii: str.isdigit also accepts superscripts and other scripts' digits
+        if not (len(value) <= _MAX_DIGITS and value.isdigit() and value.isascii()):
+            return None
+        value = int(value)
+    if type(value) is int and 0 < value <= _MAX64:  # `type is` keeps bools out
+        return format(value, f"0{width}x")
     return None
 
 
-def _dec_id(v: object, width: int) -> str | None:
-    if type(v) is str and _DEC(v):
-        v = int(v)
-    if type(v) is int and 0 < v < _MAX64:
-        return f"{v:0{width}x}"
+def _hex_trace(value: object) -> str | None:
+    """32 hex, or 16 hex padded to 32; no other form."""
+    if type(value) is not str:
+        return None
+    n = len(value)
+    if n == 32 and _HEX32(value):
+        h = value.lower()
+    elif n == 16 and _HEX16(value):
+        h = ZERO16 + value.lower()
+    else:
+        return None
+    return None if h == ZERO32 else h
+
+
+def _hex_span(value: object) -> str | None:
+    """16 hex; no other form."""
+    if type(value) is str and len(value) == 16 and _HEX16(value):
+        h = value.lower()
+        return None if h == ZERO16 else h
     return None
+
+
+def _xray_id(value: object) -> str | None:
+    """An X-Ray trace id `1-<8 hex epoch>-<24 hex random>` as 32 hex."""
+    if type(value) is not str or len(value) != 35:
+        return None
+    m = _XRAY(value)
+    if m is None:
+        return None
+    h = (m.group(1) + m.group(2)).lower()
+    return None if h == ZERO32 else h
 
 
 def normalize_trace_id(value: object) -> str | None:
-    """32 lowercase hex from hex (32 or 16 digits), an X-Ray id, or a decimal int; else None."""
+    """32 lowercase hex from 32 or 16 hex (any case), an X-Ray id or a decimal 64-bit id; else None."""
     if type(value) is str:
-        return _hex_trace(value)
-    return _dec_id(value, 32)
+        n = len(value)
+        if n == 32 or n == 16:
+            return _hex_trace(value)
+        if n == 35:
+            return _xray_id(value)
+    return _decimal(value, 32)
 
 
 def normalize_span_id(value: object) -> str | None:
-    """16 lowercase hex from 16 hex digits or a decimal int; else None."""
-    if type(value) is str:
-        if len(value) == 16 and _HEX(value):
-            h = value.lower()
-            return None if h == ZERO16 else h
+    """16 lowercase hex from 16 hex (any case) or a decimal 64-bit id; else None."""
+    if type(value) is str and len(value) == 16:
+        return _hex_span(value)
+    return _decimal(value, 16)
+
+
+# -- conventions -------------------------------------------------------------------------------
+
+
+def _traceparent(value: object) -> tuple[str, str] | None:
+    """W3C traceparent; the whole header is invalid if any part is (spec section 3.2.2)."""
+    if type(value) is not str:
         return None
-    return _dec_id(value, 16)
-
-
-def _decimal_trace(v: object) -> str | None:
-    return _dec_id(v, 32)
-
-
-def _decimal_span(v: object) -> str | None:
-    return _dec_id(v, 16)
-
-
-def _traceparent(v: object) -> tuple[str | None, str | None]:
-    if type(v) is not str:
-        return None, None
-    m = _TRACEPARENT(v.strip())
-    if not m or m.group(1).lower() == "ff" or (m.group(1) == "00" and m.group(5)):
-        return None, None
-    return normalize_trace_id(m.group(2)), normalize_span_id(m.group(3))
-
-
-def _b3_single(v: object) -> tuple[str | None, str | None]:
-    if type(v) is not str:
-        return None, None
-    parts = v.split("-")
-    if len(parts) < 2:
-        return None, None
-    return normalize_trace_id(parts[0]), normalize_span_id(parts[1])
-
-
-def _gcp_trace(v: object) -> str | None:
-    if type(v) is not str:
+    m = _TRACEPARENT(value.strip())
+    if m is None:
         return None
-    _, sep, tail = v.rpartition("/traces/")
-    return normalize_trace_id(tail if sep else v)
+    version = m.group(1).lower()
+    if version == "ff" or (version == "00" and m.group(4) is not None):
+        return None  # ff is forbidden; version 00 has exactly four fields
+    trace, span = m.group(2).lower(), m.group(3).lower()
+    if trace == ZERO32 or span == ZERO16:
+        return None
+    return trace, span
 
 
-def _gcp_span(v: object) -> str | None:
-    if type(v) is str and len(v) != 16 and _DEC(v):
-        return _decimal_span(v)
-    return normalize_span_id(v)
+def _traceparent_trace(value: object) -> str | None:
+    ids = _traceparent(value)
+    return ids[0] if ids else None
 
 
-def _amzn(v: object) -> tuple[str | None, str | None]:
-    if type(v) is not str:
-        return None, None
-    fields = dict(p.strip().partition("=")[::2] for p in v.split(";"))
-    return normalize_trace_id(fields.get("Root", "")), normalize_span_id(fields.get("Parent", ""))
+def _traceparent_span(value: object) -> str | None:
+    ids = _traceparent(value)
+    return ids[1] if ids else None
 
 
-Path = tuple[str, ...]
-Getter = Callable[[Any], "str | None"]
+def _b3_parts(value: object) -> list[str]:
+    # b3: {TraceId}-{SpanId}[-{Sampled}[-{ParentSpanId}]]; a lone "0"/"1"/"d" carries no ids
+    return value.split("-", 2) if type(value) is str else []
 
-_CAMEL_TRACE = ("trace_id", "traceId", "traceID", "TraceId", "trace.id")
-_CAMEL_SPAN = ("span_id", "spanId", "spanID", "SpanId", "span.id")
 
-TRACE_SOURCES: list[tuple[Path, Getter]] = [
-    *(((k,), normalize_trace_id) for k in _CAMEL_TRACE),
-    (("trace", "id"), normalize_trace_id),
-    (("traceparent",), lambda v: _traceparent(v)[0]),
-    (("X-B3-TraceId",), normalize_trace_id),
-    (("x-b3-traceid",), normalize_trace_id),
-    (("b3",), lambda v: _b3_single(v)[0]),
-    (("logging.googleapis.com/trace",), _gcp_trace),
-    (("dd.trace_id",), _decimal_trace),
-    (("dd", "trace_id"), _decimal_trace),
-    (("X-Amzn-Trace-Id",), lambda v: _amzn(v)[0]),
-    (("x-amzn-trace-id",), lambda v: _amzn(v)[0]),
-    (("AWS-XRAY-TRACE-ID",), normalize_trace_id),
-    (("xray_trace_id",), normalize_trace_id),
+def _b3_trace(value: object) -> str | None:
+    parts = _b3_parts(value)
+    return _hex_trace(parts[0]) if len(parts) >= 2 else None
+
+
+def _b3_span(value: object) -> str | None:
+    parts = _b3_parts(value)
+    return _hex_span(parts[1]) if len(parts) >= 2 else None
+
+
+def _gcp_trace(value: object) -> str | None:
+    """`projects/<project>/traces/<hex>` or the bare hex id."""
+    if type(value) is not str:
+        return None
+    _, sep, tail = value.rpartition("/traces/")
+    return _hex_trace(tail if sep else value)
+
+
+def _dd_trace(value: object) -> str | None:
+    """Datadog writes decimal, or 32 hex for a 128-bit id when 128-bit logging is enabled."""
+    found = _decimal(value, 32)
+    if found is None and type(value) is str and len(value) == 32:
+        return _hex_trace(value)
+    return found
+
+
+def _dd_span(value: object) -> str | None:
+    return _decimal(value, 16)
+
+
+def _xray_header(value: str) -> dict[str, str]:
+    fields = {}
+    for part in value.split(";"):
+        key, _, val = part.partition("=")
+        fields[key.strip().lower()] = val.strip()
+    return fields
+
+
+def _xray_trace(value: object) -> str | None:
+    """A bare X-Ray id or the `Root=` field of an X-Amzn-Trace-Id header value."""
+    if type(value) is not str:
+        return None
+    if "=" in value:
+        return _xray_id(_xray_header(value).get("root"))
+    return _xray_id(value)
+
+
+def _xray_span(value: object) -> str | None:
+    """The `Parent=` field of an X-Amzn-Trace-Id header value."""
+    if type(value) is not str or "=" not in value:
+        return None
+    return _hex_span(_xray_header(value).get("parent"))
+
+
+def _nested(key: str, get: Getter) -> Getter:
+    """A getter for `{"<top>": {key: value}}` objects (ECS `trace.id`, Datadog `dd.trace_id`)."""
+    def nested(value: object) -> str | None:
+        return get(value.get(key)) if type(value) is dict else None
+    return nested
+
+
+# Priority order: the position in these tables is the rank.
+_TRACE_TABLE: tuple[tuple[str, Getter], ...] = (
+    ("trace_id", normalize_trace_id),
+    ("traceId", normalize_trace_id),
+    ("traceID", normalize_trace_id),
+    ("TraceId", normalize_trace_id),
+    ("trace.id", normalize_trace_id),
+    ("trace", _nested("id", normalize_trace_id)),
+    ("traceparent", _traceparent_trace),
+    ("X-B3-TraceId", _hex_trace),
+    ("x-b3-traceid", _hex_trace),
+    ("b3", _b3_trace),
+    ("logging.googleapis.com/trace", _gcp_trace),
+    ("dd.trace_id", _dd_trace),
+    ("dd", _nested("trace_id", _dd_trace)),
+    ("X-Amzn-Trace-Id", _xray_trace),
+    ("x-amzn-trace-id", _xray_trace),
+    ("AWS-XRAY-TRACE-ID", _xray_trace),
+    ("xray_trace_id", _xray_trace),
+)
+_SPAN_TABLE: tuple[tuple[str, Getter], ...] = (
+    ("span_id", normalize_span_id),
+    ("spanId", normalize_span_id),
+    ("spanID", normalize_span_id),
+    ("SpanId", normalize_span_id),
+    ("span.id", normalize_span_id),
+    ("span", _nested("id", normalize_span_id)),
+    ("traceparent", _traceparent_span),
+    ("X-B3-SpanId", _hex_span),
+    ("x-b3-spanid", _hex_span),
+    ("b3", _b3_span),
+    ("logging.googleapis.com/spanId", normalize_span_id),  # 16 hex, or decimal
+    ("dd.span_id", _dd_span),
+    ("dd", _nested("span_id", _dd_span)),
+    ("X-Amzn-Trace-Id", _xray_span),
+    ("x-amzn-trace-id", _xray_span),
+)
+_TRACE_GET = dict(_TRACE_TABLE)
+_SPAN_GET = dict(_SPAN_TABLE)
+_TRACE_RANK = {key: rank for rank, (key, _) in enumerate(_TRACE_TABLE)}
+_SPAN_RANK = {key: rank for rank, (key, _) in enumerate(_SPAN_TABLE)}
+_TRACE_KEYS = frozenset(_TRACE_GET)
+_SPAN_KEYS = frozenset(_SPAN_GET)
+_KEYS = _TRACE_KEYS | _SPAN_KEYS
+
+TRACE_SOURCES: list[tuple[str, str]] = [
+    ("trace_id / span_id", "canonical; hex of any case, 16-hex trace ids padded, decimal, X-Ray"),
+    ("traceId, traceID, TraceId / spanId, spanID, SpanId", "camel case (OpenTelemetry, Go, .NET)"),
+    ("trace.id / span.id", "Elastic Common Schema, dotted key or nested object"),
+    ("traceparent", "W3C Trace Context: 00-<32 hex trace>-<16 hex span>-<2 hex flags>"),
+    ("X-B3-TraceId / X-B3-SpanId (or lowercase), b3", "Zipkin B3 multi and single header, hex"),
+    ("logging.googleapis.com/trace / logging.googleapis.com/spanId",
+     "Google Cloud: projects/<p>/traces/<hex> or bare hex; span 16 hex or decimal"),
+    ("dd.trace_id / dd.span_id", "Datadog: decimal 64-bit (or 32 hex for 128-bit ids), dotted "
+                                 "key or nested object"),
+    ("X-Amzn-Trace-Id, AWS-XRAY-TRACE-ID, xray_trace_id",
+     "AWS X-Ray: 1-<8 hex>-<24 hex> or Root=1-...;Parent=<16 hex>;Sampled=1"),
 ]
-SPAN_SOURCES: list[tuple[Path, Getter]] = [
-    *(((k,), normalize_span_id) for k in _CAMEL_SPAN),
-    (("span", "id"), normalize_span_id),
-    (("traceparent",), lambda v: _traceparent(v)[1]),
-    (("X-B3-SpanId",), normalize_span_id),
-    (("x-b3-spanid",), normalize_span_id),
-    (("b3",), lambda v: _b3_single(v)[1]),
-    (("logging.googleapis.com/spanId",), _gcp_span),
-    (("dd.span_id",), _decimal_span),
-    (("dd", "span_id"), _decimal_span),
-    (("X-Amzn-Trace-Id",), lambda v: _amzn(v)[1]),
-    (("x-amzn-trace-id",), lambda v: _amzn(v)[1]),
-]
-_KEYS = frozenset(p[0] for p, _ in TRACE_SOURCES + SPAN_SOURCES)
+"""The conventions in priority order, as (fields, description), for documentation."""
 
 
-def _find(obj: dict[str, Any], sources: list[tuple[Path, Getter]]) -> str | None:
-    for path, get in sources:
-        v = obj.get(path[0])
-        if v is None:
-            continue
-        if len(path) == 2:
-            if type(v) is not dict:
-                continue
-            v = v.get(path[1])
-            if v is None:
-                continue
-        found = get(v)
+# -- JSON objects ------------------------------------------------------------------------------
+
+
+def _first_valid(obj: dict[str, Any], keys: set[str] | frozenset[str],
+                 getters: dict[str, Getter], rank: dict[str, int]) -> tuple[str | None, str]:
+    """The first valid id among `keys` (present in `obj`) in priority order, and its key."""
+    ordered = sorted(keys, key=rank.__getitem__) if len(keys) > 1 else keys
+    for key in ordered:
+        found = getters[key](obj[key])
         if found is not None:
-            return found
-    return None
+            return found, key
+    return None, ""
 
 
-def _settle(obj: dict[str, Any], key: str, found: str | None) -> None:
-    """Write a found id to its canonical key, keeping a malformed original it replaces."""
+def _settle(obj: dict[str, Any], canon: str, found: str | None, source: str) -> str | None:
+    """Write a found id to its canonical key, keeping a malformed value it replaces."""
     if found is None:
-        return
-    old = obj.get(key)
-    if old is not None and old != found and (type(old) is not str or old.lower() != found
-                                             and normalize_trace_id(old) != found
-                                             and normalize_span_id(old) != found):
-        obj[f"{key}_original"] = old
-    obj[key] = found
+        return None
+    if source != canon and canon in obj:
+        # canon ranks first, so if it did not win it holds a malformed value
+        old = obj[canon]
+        if old is not None and old != "":
+            original = canon + "_original"
+            if original in obj:
+                return None  # nowhere to keep the old value: leave the record as it is
+            obj[original] = old
+    obj[canon] = found
+    return found
+
+
+def _span(obj: dict[str, Any], present: set[str] | frozenset[str]) -> str | None:
+    found, source = _first_valid(obj, present & _SPAN_KEYS, _SPAN_GET, _SPAN_RANK)
+    return _settle(obj, "span_id", found, source)
 
 
 def extract_fields(obj: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -198,70 +327,149 @@ def extract_fields(obj: dict[str, Any]) -> tuple[str | None, str | None]:
     if _KEYS.isdisjoint(obj):
         return None, None
     t = obj.get("trace_id")
-    s = obj.get("span_id")
-    if (type(t) is str and len(t) == 32 and _LHEX32(t) and t != ZERO32
-            and type(s) is str and len(s) == 16 and _LHEX16(s) and s != ZERO16):
-        return t, s  # already normalized: the common case for our own users
-    tid = _find(obj, TRACE_SOURCES)
-    sid = _find(obj, SPAN_SOURCES)
-    _settle(obj, "trace_id", tid)
-    _settle(obj, "span_id", sid)
-    return tid, sid
+    if type(t) is str and len(t) == 32 and _LHEX32(t) and t != ZERO32:
+        # already normalized (the common case for instrumented apps): no priority work for it
+        s = obj.get("span_id")
+        if type(s) is str and len(s) == 16 and _LHEX16(s) and s != ZERO16:
+            return t, s
+        if _SPAN_KEYS.isdisjoint(obj):
+            return t, None
+        return t, _span(obj, _SPAN_KEYS.intersection(obj))
+    present = _KEYS.intersection(obj)
+    found, source = _first_valid(obj, present & _TRACE_KEYS, _TRACE_GET, _TRACE_RANK)
+    return _settle(obj, "trace_id", found, source), _span(obj, present)
 
 
+# -- plain text --------------------------------------------------------------------------------
+
+# Starting with the alternation of literal keys (no lookbehind, no optional quote) lets the regex
+# engine skip ahead to the keys' first letters: twice as fast as a leading `(?<!...)`.
 _TEXT_KV = re.compile(
-    r"""(?:^|[\s,;{(\[|])["']?(?P<key>trace_id|traceId|traceID|TraceId|trace\.id|dd\.trace_id|traceparent|"""
-    r"""span_id|spanId|spanID|SpanId|span\.id|dd\.span_id)["']?\s*[=:]\s*["']?(?P<val>[0-9A-Za-z-]{1,64})"""
+    r"""(?P<key>dd\.trace_id|dd\.span_id|trace_id|span_id|traceparent"""
+    r"""|traceId|traceID|TraceId|spanId|spanID|SpanId|trace\.id|span\.id)["']?"""
+    r"""[ \t]*[=:][ \t]*["']?(?P<val>[0-9A-Za-z_-]++)(?![=:])"""  # `trace_id= span_id=x`: no value
 )
-_TEXT_TRACE: dict[str, Getter] = {
-    "trace_id": normalize_trace_id, "traceId": normalize_trace_id, "traceID": normalize_trace_id,
-    "TraceId": normalize_trace_id, "trace.id": normalize_trace_id, "dd.trace_id": _decimal_trace,
+# key -> (is a trace key, rank, getter); same order as the JSON conventions
+_TEXT_KEYS: dict[str, tuple[bool, int, Getter]] = {
+    "trace_id": (True, 0, normalize_trace_id),
+    "traceId": (True, 1, normalize_trace_id),
+    "traceID": (True, 1, normalize_trace_id),
+    "TraceId": (True, 1, normalize_trace_id),
+    "trace.id": (True, 2, normalize_trace_id),
+    "dd.trace_id": (True, 4, _dd_trace),
+    "span_id": (False, 0, normalize_span_id),
+    "spanId": (False, 1, normalize_span_id),
+    "spanID": (False, 1, normalize_span_id),
+    "SpanId": (False, 1, normalize_span_id),
+    "span.id": (False, 2, normalize_span_id),
+    "dd.span_id": (False, 4, _dd_span),
 }
-_TEXT_SPAN: dict[str, Getter] = {
-    "span_id": normalize_span_id, "spanId": normalize_span_id, "spanID": normalize_span_id,
-    "SpanId": normalize_span_id, "span.id": normalize_span_id, "dd.span_id": _decimal_span,
-}
+_TEXT_TRACEPARENT_RANK = 3
+_NONE_RANK = 99
+
+
+def _in_word(c: str) -> bool:
+    return c.isalnum() or c == "_" or c == "." or c == "-"
 
 
 def extract_text(msg: str) -> tuple[str | None, str | None]:
     """Trace and span ids written into a plain-text line (logfmt style or traceparent=)."""
+    # "race"/"pan" cover trace/Trace/traceparent and span/Span; most lines stop here
     if "race" not in msg and "pan" not in msg:
         return None, None
     tid = sid = None
+    trank = srank = _NONE_RANK
     for m in _TEXT_KV.finditer(msg):
-        key, val = m.group("key"), m.group("val")
+        start = m.start()
+        if start and _in_word(msg[start - 1]):
+            continue  # `xtrace_id=`, or the `trace_id` inside `my.trace_id`: not our key
+        key, val = m.group("key", "val")
         if key == "traceparent":
-            t, s = _traceparent(val)
-            tid = tid or t
-            sid = sid or s
-        elif key in _TEXT_TRACE:
-            tid = tid or _TEXT_TRACE[key](val)
-        else:
-            sid = sid or _TEXT_SPAN[key](val)
-        if tid and sid:
-            break
+            ids = _traceparent(val)
+            if ids is not None and _TEXT_TRACEPARENT_RANK < trank:
+                tid, trank = ids[0], _TEXT_TRACEPARENT_RANK
+            if ids is not None and _TEXT_TRACEPARENT_RANK < srank:
+                sid, srank = ids[1], _TEXT_TRACEPARENT_RANK
+            continue
+        is_trace, rank, get = _TEXT_KEYS[key]
+        if rank < (trank if is_trace else srank):
+            found = get(val)
+            if found is not None and is_trace:
+                tid, trank = found, rank
+            elif found is not None:
+                sid, srank = found, rank
     return tid, sid
 
 
-_CONT_PREFIXES = ("at ", "...", "Caused by:", "Suppressed:", "Traceback (most recent call last):",
-                  'File "', "goroutine ", "created by ", "panic: ", "During handling of the above",
-                  "The above exception was", "[signal ")
+# -- continuation lines ------------------------------------------------------------------------
+
+_CONT_PREFIXES = (
+    "Caused by:", "Suppressed:",                                      # Java
+    "Traceback (most recent call last):", 'File "',                   # Python
+    "During handling of the above exception",
+    "The above exception was the direct cause",
+    "created by ", "panic: ", "[signal ",                             # Go
+)
+_PREFIX_FIRST = frozenset(p[0] for p in _CONT_PREFIXES)
+# An exception summary: `ValueError: x`, `java.lang.IllegalStateException: x`, `com.x.FooException`.
+# A bare `Error: x` is left out: Node prints it as the first line of its own record.
 EXCEPTION_LINE = re.compile(
-    r"(?:[A-Za-z_$][\w$]*\.)*[A-Za-z_$][\w$]*(?:Error|Exception|Throwable|Interrupt|Exit|Warning|Fault)"
-    r"\b(?::.*)?"
+    r"(?:[A-Za-z_$][\w$]*\.)*"
+    r"(?:[A-Za-z_$][\w$]*(?:Error|Exception|Throwable|Interrupt|Exit|Warning|Fault)|Exception|Throwable)"
+    r"(?::.*)?"
 ).fullmatch
-GO_FRAME = re.compile(r"[\w./-]+(?:\.\(\*?\w+\))?\.[\w.]+\(.*\)").fullmatch
+# A Go frame: `main.main()`, `net/http.(*conn).serve(0xc000)`, `main.Map[...](...)`. Atomic groups
+# keep failing matches linear in the line length.
+_GO_FRAME = re.compile(
+    r"(?>[\w./~\[\]-]+)(?:\(\*?[^()]*\)\.(?>[\w.\[\]]+))?\(.*\)"
+).fullmatch
+# An unindented Java/JS frame: `at com.x.Y.z(Y.java:1)`, `at async f (x.js:1:2)`, `at /x.js:1:2`.
+_AT_FRAME = re.compile(
+    r"at (?:(?:async |new )?(?>[\w$.<>\[\]/-]+) ?\(|(?>[^\s:()]*[./][^\s:()]*):\d+:\d+)"
+).match
+_GOROUTINE = re.compile(r"goroutine \d+ (?:[^\[]* )?\[[^\]]*\]:").match
+_ELLIPSIS = re.compile(r"\.\.\. ?\d+ (?:more|common frames omitted)").match
+
+
+def is_go_frame(line: str) -> bool:
+    """`pkg.Func(...)`, `pkg.(*T).Method(...)` or the runtime's `panic(...)` frame."""
+    if not line.endswith(")") or _GO_FRAME(line) is None:
+        return False
+    callee = line.partition("(")[0]
+    return "." in callee or line.startswith("panic(")
+
+
+def is_goroutine_header(line: str) -> bool:
+    """`goroutine 1 [running]:` and its variants."""
+    return _GOROUTINE(line) is not None
 
 
 def is_continuation(msg: str) -> bool:
-    """A plain-text line that continues the record before it (a stack-trace line)."""
+    """A plain-text line that continues the record before it (a stack-trace line).
+
+    Indented lines, Java (`at ...`, `... N more`, `Caused by:`, `Suppressed:`, exception
+    classes), Python (`Traceback ...`, `File "`, chained-exception notes, `SomeError: msg`) and Go
+    (`panic: `, `goroutine N [...]:`, frames, `created by `, `[signal `). Stateless and generic:
+    the multiline presets are stricter.
+    """
     if not msg:
         return False
     c = msg[0]
     if c == " " or c == "\t":
         return not msg.isspace()
-    if msg.startswith(_CONT_PREFIXES):
+    if c in _PREFIX_FIRST and msg.startswith(_CONT_PREFIXES):
+        return True
+    if c == ".":
+        return _ELLIPSIS(msg) is not None
+    if (c == "a" and _AT_FRAME(msg)) or (c == "g" and _GOROUTINE(msg)):
         return True
     if c.isalpha() or c == "_" or c == "$":
-        return bool(EXCEPTION_LINE(msg) or GO_FRAME(msg))
+        return _exception_or_frame(msg)
     return False
+
+
+def _exception_or_frame(msg: str) -> bool:
+    sp = msg.find(" ")
+    if sp != -1 and msg[sp - 1] != ":" and msg.find("(", 0, sp) == -1:
+        return False  # cheap exit for "INFO ...": a class name or callee has no space in it
+    return EXCEPTION_LINE(msg) is not None or is_go_frame(msg)

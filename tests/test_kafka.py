@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import struct
 import subprocess
 import sys
@@ -23,27 +22,18 @@ import psutil
 import pytest
 
 from bench.generate import generate_tree
+from tests.services import SERVICES, seq_of, start
 from tests.test_e2e import _live_writer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ROOT / "scripts" / "services"
 TAILSHIP = [sys.executable, "-m", "agent"]
 
 
 @pytest.fixture(scope="module")
 def kafka() -> dict[str, str]:
-    r = subprocess.run([sys.executable, str(SERVICES), "up", "kafka"], capture_output=True, text=True,
-                       timeout=600)
-    if r.returncode != 0:
-        msg = f"Kafka could not start: {r.stderr[-3000:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    env = subprocess.run([sys.executable, str(SERVICES), "env"], capture_output=True, text=True).stdout
-    values = dict(re.findall(r"export (\w+)=(\S+)", env))
-    return values
+    return start("kafka")
 
 
 def topic_name(prefix: str) -> str:
@@ -80,12 +70,6 @@ async def consume(bootstrap: str, topic: str, expect: int, timeout: float = 120)
     finally:
         await c.stop()
     return out
-
-
-def seq_of(rec: dict) -> int:
-    if "seq" in rec:
-        return rec["seq"]
-    return int(re.search(r"seq=(\d+)", rec["message"]).group(1))
 
 
 def batch_codecs(topic: str) -> Counter:
@@ -130,8 +114,9 @@ def test_tree_to_three_partitions_exactly_once_ordered_and_keyed(kafka, tmp_path
                       long_every=5000, stack_every=400, with_expected=True)
     links = sorted((root / "containers").glob("*.log"))
     data = tmp_path / "data"
+    errlog = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - a file, not an undrained pipe
     p = subprocess.Popen(tail_cmd([str(root / "containers" / "*.log")], bootstrap, topic, data),
-                         stderr=subprocess.PIPE)
+                         stderr=errlog)
     stop = threading.Event()
     rot_lines = 500
     rotator = threading.Thread(target=_rotate_and_write, args=(links[:5], rot_lines, stop))
@@ -143,7 +128,9 @@ def test_tree_to_three_partitions_exactly_once_ordered_and_keyed(kafka, tmp_path
     finally:
         stop.set()
         p.terminate()
-        _, err = p.communicate(timeout=60)
+        p.wait(timeout=60)
+        errlog.close()
+    err = (tmp_path / "agent.err").read_bytes()
     assert p.returncode == 0, err.decode()[-2000:]
     recs = [(msg, orjson.loads(msg.value)) for msg in msgs]
     gen = [(msg, r) for msg, r in recs if not r.get("message", "").startswith("rotated ")]
@@ -300,7 +287,9 @@ def test_broker_outage_no_loss_bounded_memory(kafka, tmp_path):
     log = tmp_path / "app.log"
     log.write_text("")
     data = tmp_path / "data"
-    p = subprocess.Popen(tail_cmd([str(log)], bootstrap, topic, data), stderr=subprocess.PIPE)
+    # stderr to a file: a pipe nobody reads while the broker is down would fill and block the agent
+    errlog = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - closed in finally
+    p = subprocess.Popen(tail_cmd([str(log)], bootstrap, topic, data), stderr=errlog)
     proc = psutil.Process(p.pid)
     written = 0
 
@@ -324,7 +313,9 @@ def test_broker_outage_no_loss_bounded_memory(kafka, tmp_path):
         msgs = asyncio.run(consume(bootstrap, topic, written, timeout=180))
     finally:
         p.terminate()
-        _, err = p.communicate(timeout=60)
+        p.wait(timeout=60)
+        errlog.close()
+    err = (tmp_path / "agent.err").read_bytes()
     numbers = Counter(int(orjson.loads(x.value)["message"].rsplit(" ", 1)[1]) for x in msgs)
     missing = set(range(written)) - set(numbers)
     assert not missing, f"{len(missing)} lost; agent stderr: {err.decode()[-1500:]}"

@@ -1,26 +1,40 @@
 """The file sink: rotating zstd-compressed NDJSON files, readable with `zstdcat`.
 
 Each batch is appended as one complete zstd frame and fsynced before `send` returns: the
-acknowledgement means durable. Concatenated frames are a valid .zst stream. Every start opens a new
-file, and so does the attempt after a failed write, so a torn frame (crash mid-write) is always
-the last thing in its file; `read_ndjson_zst` returns the complete records before it.
+acknowledgement means durable. Concatenated frames are a valid .zst stream. Files are named
+`tailship-<UTC yyyymmddTHHMMSS>-<seq>.ndjson.zst`; the sequence number continues from the highest
+one already in the directory, so name order is creation order even within one second.
+
+A file is never appended to after a failure: every start opens a new file, and so does the
+attempt after a failed write. A torn frame (crash or full disk mid-write) is therefore always the
+last thing in its file, and `read_ndjson_zst` returns every complete frame before it.
+
+Encoding, compression (which releases the GIL) and the blocking writes run on one writer thread
+per sink: batches are written in the order `send` was called, the event loop never waits for
+fsync, and `close` cannot close the file under a write that is still running.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import logging
 import os
+import re
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
-import zstandard
-
-from pipelines.codec import ZstdCodec, encode_ndjson
+from pipelines.codec import ZstdCodec, encode_ndjson, split_frames
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch
 
+log = logging.getLogger("tailship.sinks.file")
+
 SUFFIX = ".ndjson.zst"
+_NAME = re.compile(r"tailship-\d{8}T\d{6}-(\d+)" + re.escape(SUFFIX))
+T = TypeVar("T")
 
 
 class FileSink:
@@ -29,58 +43,95 @@ class FileSink:
     def __init__(self, directory: str, compression_level: int = 3,
                  rotate_bytes: int = 64 << 20) -> None:
         self.dir = Path(directory)
-        self.codec = ZstdCodec(compression_level)
         self.rotate_bytes = rotate_bytes
+        self.path: Path | None = None     # the file being written, None between files
+        self._codec = ZstdCodec(compression_level)  # used on the writer thread only
+        self._writer: ThreadPoolExecutor | None = None
         self._fd: int | None = None
-        self._path: Path | None = None
-        self._written = 0
+        self._written = 0                 # uncompressed bytes in the current file
         self._seq = 0
         self._closed = True
         self._ok = True
 
+    # -- the Sink interface (event loop) --------------------------------------------------------
+
     async def start(self) -> None:
+        self._writer = self._writer or ThreadPoolExecutor(1, thread_name_prefix="tailship-file-sink")
+        await self._on_writer(self._prepare)
+        self._closed = False
+        self._ok = True
+
+    async def send(self, batch: Batch) -> None:
+        if self._closed:
+            raise FatalSinkError(self.name, "send before start or after close")
+        await self._on_writer(self._write_batch, batch)
+
+    async def close(self, timeout_secs: float) -> None:
+        """Close the current file once the write in progress (if any) has ended."""
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        done = asyncio.wrap_future(writer.submit(self._close_file))
+        writer.shutdown(wait=False)  # the queued close still runs
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout_secs)
+        except TimeoutError:
+            log.warning("file sink: a write to %s is still running after %.1f s; the file is closed "
+                        "when it ends", self.path, timeout_secs)
+
+    def healthy(self) -> bool:
+        return self._ok and not self._closed
+
+    async def _on_writer(self, fn: Callable[..., T], *args: object) -> T:
+        assert self._writer is not None
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    # -- the writer thread ----------------------------------------------------------------------
+
+    def _prepare(self) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / f".probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
+            self._seq = max(self._seq, last_seq(self.dir))
         except OSError as exc:
             raise FatalSinkError(self.name, f"output directory {str(self.dir)!r} is not writable: "
                                  f"{exc.strerror or exc}") from exc
-        self._closed = False
 
-    async def send(self, batch: Batch) -> None:
-        if self._closed:
-            raise FatalSinkError(self.name, "send after close")
+    def _write_batch(self, batch: Batch) -> None:
         data = encode_ndjson(batch)
         if not data:
             return
-        frame = self.codec.compress(data)
-        await asyncio.to_thread(self._write, frame, len(data))
-
-    def _write(self, frame: bytes, raw_len: int) -> None:
+        frame = self._codec.compress(data)
         try:
-            if self._fd is None or self._written >= self.rotate_bytes:
+            if self._fd is None:
                 self._open_next()
             assert self._fd is not None
-            view = memoryview(frame)
-            while view:
-                view = view[os.write(self._fd, view):]
+            _write_all(self._fd, frame)
             os.fsync(self._fd)
-            self._written += raw_len
-            self._ok = True
         except OSError as exc:
             self._ok = False
-            name = self._path.name if self._path else str(self.dir)
-            self._close_fd()  # the next attempt starts a new file: no data after a torn frame
-            raise RetriableSinkError(self.name, f"write to {name} failed: {exc.strerror or exc}") from exc
+            failed = self.path
+            self._close_file()  # the retry starts a new file: nothing follows a torn frame
+            raise RetriableSinkError(self.name, f"write to {failed} failed: "
+                                     f"{exc.strerror or exc}") from exc
+        self._ok = True
+        self._written += len(data)
+        if self._written >= self.rotate_bytes:
+            self._close_file()  # full: closed now, so readers see it finished; the next batch opens one
 
     def _open_next(self) -> None:
-        self._close_fd()
-        self._seq += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        self._path = self.dir / f"tailship-{stamp}-{os.getpid()}-{self._seq:06d}{SUFFIX}"
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        while True:
+            self._seq += 1
+            self.path = self.dir / f"tailship-{stamp}-{self._seq:06d}{SUFFIX}"
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                continue  # another writer in the same directory took this name
         self._written = 0
         dfd = os.open(self.dir, os.O_RDONLY)
         try:
@@ -88,34 +139,33 @@ class FileSink:
         finally:
             os.close(dfd)
 
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            finally:
-                self._fd = None
+    def _close_file(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.close(fd)
+        except OSError as exc:  # the data was fsynced (or the write already failed): only log
+            log.warning("file sink: closing %s: %s", self.path, exc.strerror or exc)
 
-    async def close(self, timeout_secs: float) -> None:
-        self._closed = True
-        self._close_fd()
 
-    def healthy(self) -> bool:
-        return self._ok and not self._closed
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def last_seq(directory: str | os.PathLike[str]) -> int:
+    """The highest sequence number of the output files in `directory` (0 if none)."""
+    seqs = (_NAME.fullmatch(name) for name in os.listdir(directory))
+    return max((int(m.group(1)) for m in seqs if m), default=0)
 
 
 def read_ndjson_zst(path: str | os.PathLike[str]) -> list[bytes]:
-    """Complete records of one output file; a torn final frame (crash mid-write) is ignored."""
-    data = Path(path).read_bytes()
-    out = bytearray()
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
-    try:
-        while chunk := reader.read(1 << 20):
-            out += chunk
-    except zstandard.ZstdError:
-        pass  # torn frame at the end
-    text = bytes(out)
-    end = text.rfind(b"\n")
-    return text[:end].split(b"\n") if end >= 0 else []
+    """The records of every complete frame of one output file; a torn final frame is left out."""
+    frames, _ = split_frames(Path(path).read_bytes())
+    content = b"".join(frames)
+    return content.split(b"\n")[:-1] if content else []
 
 
 def read_dir(directory: str | os.PathLike[str]) -> list[bytes]:

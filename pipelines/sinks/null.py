@@ -11,16 +11,16 @@ class NullSink:
 
     def __init__(self) -> None:
         self.records = 0
-        self.bytes = 0
+        self.bytes = 0    # record bytes (no newlines)
         self.batches = 0
-        self._closed = False
+        self._closed = True
 
     async def start(self) -> None:
         self._closed = False
 
     async def send(self, batch: Batch) -> None:
         if self._closed:
-            raise FatalSinkError(self.name, "send after close")
+            raise FatalSinkError(self.name, "send before start or after close")
         self.records += batch.nrecords
         self.bytes += batch.nbytes
         self.batches += 1

@@ -1,4 +1,7 @@
-"""Choosing a sink: from settings (`sink.type`) or from a CLI URL."""
+"""Choosing a sink: from settings (`sink.type`) or from a CLI URL (`tailship tail --to URL`).
+
+Building a sink does no I/O; `start()` does (and fails with the target named).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ from pipelines.sinks.file import FileSink
 from pipelines.sinks.null import NullSink
 from pipelines.sinks.stdout import StdoutSink
 
-SUPPORTED = ("stdout", "null", "file:DIR", "kafka://HOST:PORT[,HOST:PORT]/TOPIC")
-PLANNED = ("elasticsearch",)
+SUPPORTED = ("stdout", "null", "file:DIR", "file://DIR", "kafka://HOST:PORT[,HOST:PORT]/TOPIC",
+             "elasticsearch[+https]://HOST:PORT[,HOST:PORT]/INDEX")
+TYPES = ("file", "stdout", "null", "kafka", "elasticsearch")
 
 
 def build_sink(settings: SinkSettings, data_dir: str) -> Sink:
+    """The sink `settings.type` names; the file sink writes to `<data_dir>/out` unless `path` is set."""
     if settings.type == "null":
         return NullSink()
     if settings.type == "stdout":
@@ -27,7 +32,11 @@ def build_sink(settings: SinkSettings, data_dir: str) -> Sink:
         from pipelines.sinks.kafka import KafkaSink  # aiokafka is imported only when used
 
         return KafkaSink(settings.kafka, data_dir)
-    raise ValueError(f"unknown sink type {settings.type!r}")
+    if settings.type == "elasticsearch":
+        from pipelines.sinks.elasticsearch import ElasticsearchSink
+
+        return ElasticsearchSink(settings.elasticsearch, data_dir)
+    raise ValueError(f"unknown sink type {settings.type!r}; supported: {', '.join(TYPES)}")
 
 
 def parse_sink_url(url: str) -> dict[str, Any]:
@@ -48,6 +57,12 @@ def parse_sink_url(url: str) -> dict[str, Any]:
             raise ValueError("kafka sink URL needs brokers and a topic: kafka://HOST:PORT/TOPIC")
         return {"type": "kafka", "kafka": {"bootstrap_servers": hosts.split(","), "topic": topic,
                                            "fallback_topic": topic}}
-    if sep and scheme in PLANNED:
-        raise ValueError(f"sink {scheme!r} is not available yet; supported: {', '.join(SUPPORTED)}")
+    if sep and scheme in ("elasticsearch", "elasticsearch+https") and rest.startswith("//"):
+        hosts, _, index = rest[2:].partition("/")
+        if not hosts or not index:
+            raise ValueError("elasticsearch sink URL needs nodes and an index: "
+                             "elasticsearch://HOST:PORT/INDEX")
+        http = "https" if scheme.endswith("https") else "http"
+        return {"type": "elasticsearch", "elasticsearch": {
+            "urls": [f"{http}://{h}" for h in hosts.split(",")], "index": index, "fallback_index": index}}
     raise ValueError(f"unsupported sink URL {url!r}; supported: {', '.join(SUPPORTED)}")

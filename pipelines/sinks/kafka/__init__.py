@@ -28,10 +28,10 @@ from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.kafka.codec import install_zstd_level
 from pipelines.sinks.kafka.partition import KeyPartitioner
+from pipelines.sinks.template import FieldTemplate
 
 log = logging.getLogger("tailship.kafka")
 
-_TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
 # Errors whose records can never be accepted as they are: dead-lettered, not retried.
 _CONTENT_ERRORS = ("MessageSizeTooLargeError", "RecordTooLargeError", "InvalidTopicError",
                    "RecordBatchTooLargeError", "CorruptRecordException", "InvalidRecordError")
@@ -41,6 +41,7 @@ _AUTH_ERRORS = ("SaslAuthenticationFailedError", "TopicAuthorizationFailedError"
 Group = tuple[str, int]  # topic, partition
 Item = tuple[bytes | None, bytes, Segment, int]  # key, record, its segment, index in the segment
 _DEAD = (("", -1), -1)  # marks a batch whose oversized records were already dead-lettered
+_RESTART_AFTER = 5  # failed deliveries in a row before the producer is replaced
 
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -49,30 +50,6 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 def valid_topic(name: str) -> bool:
     """Kafka's rule for topic names."""
     return bool(_TOPIC.fullmatch(name)) and name not in (".", "..")
-
-
-class TopicTemplate:
-    """`logs-{kubernetes.namespace}` resolved per file from its constant metadata."""
-
-    def __init__(self, template: str, fallback: str) -> None:
-        self.template = template
-        self.fallback = fallback
-        self.fields = [f.split(".") for f in _TEMPLATE_FIELD.findall(template)]
-        self._cache: dict[int, str] = {}
-
-    def resolve(self, meta: dict[str, Any]) -> str:
-        if not self.fields:
-            return self.template
-        values = []
-        for path in self.fields:
-            v: Any = meta
-            for part in path:
-                v = v.get(part) if isinstance(v, dict) else None
-            if v is None or v == "":
-                return self.fallback
-            values.append(str(v))
-        it = iter(values)
-        return _TEMPLATE_FIELD.sub(lambda m: next(it), self.template)
 
 
 def _field(record: bytes, path: list[str]) -> bytes | None:
@@ -122,7 +99,7 @@ class KafkaSink:
 
     def __init__(self, settings: KafkaSettings, data_dir: str) -> None:
         self.s = settings
-        self.topics = TopicTemplate(settings.topic, settings.fallback_topic)
+        self.topics = FieldTemplate(settings.topic, settings.fallback_topic)
         self.partitioner = KeyPartitioner()
         self.dead = DeadLetter(Path(data_dir) / "deadletter" / "kafka.ndjson", "kafka")
         self.key_path = settings.key[6:].split(".") if settings.key.startswith("field:") else None
@@ -130,22 +107,42 @@ class KafkaSink:
         self._partitions: dict[str, int] = {}
         self._done: dict[int, set[tuple[Group, int]]] = {}  # batch seq → chunks already acked
         self._ok = True
+        self._closed = False
+        self._stalls = 0  # failed deliveries in a row
         self.where = ",".join(settings.bootstrap_servers)
 
     async def start(self) -> None:
+        if self.s.compression == "zstd":
+            install_zstd_level(self.s.compression_level)
+        await self._connect(FatalSinkError)
+        self._partitions.clear()
+
+    async def _connect(self, error: type[FatalSinkError] | type[RetriableSinkError]) -> None:
+        """A new producer; a failure to reach the brokers is raised as `error`."""
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
-        if self.s.compression == "zstd":
-            install_zstd_level(self.s.compression_level)
         try:
             self._producer = AIOKafkaProducer(**producer_options(self.s))
             await self._producer.start()
         except (KafkaError, OSError, ssl.SSLError) as exc:
             await self._stop_quietly()
-            raise FatalSinkError(self.name, f"cannot connect to Kafka at {self.where}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            raise error(self.name, f"cannot connect to Kafka at {self.where}: "
+                        f"{type(exc).__name__}: {exc}") from exc
+
+    async def _restart(self, why: str) -> None:
+        """Replace a producer that stopped making progress (aiokafka does not always recover from a
+        broker restart). Chunks already acknowledged stay remembered, so only the rest is re-sent."""
+        log.warning("Kafka at %s: %s; restarting the producer", self.where, why)
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), 5)
+            except Exception:  # noqa: BLE001 - the old producer is abandoned either way
+                pass
         self._partitions.clear()
+        self._stalls = 0
+        await self._connect(RetriableSinkError)
 
     async def _stop_quietly(self) -> None:
         if self._producer is not None:
@@ -155,25 +152,45 @@ class KafkaSink:
                 pass
             self._producer = None
 
+    def deadline(self) -> float:
+        """How long one delivery may take before the producer is deemed stuck: a produce request
+        that aiokafka retries internally is expired after request_timeout_ms, so twice that plus the
+        linger is ample for a healthy producer."""
+        return 2 * self.s.request_timeout_ms / 1000 + self.s.linger_ms / 1000 + 1
+
     async def send(self, batch: Batch) -> None:
-        if self._producer is None:
+        if self._closed:
             raise FatalSinkError(self.name, "send after close")
         from aiokafka.errors import KafkaError
 
+        if self._producer is None:  # a restart failed: the brokers were unreachable
+            await self._connect(RetriableSinkError)
         done = self._done.setdefault(batch.seq, set())
         try:
-            groups = await self._group(batch, done)
-            pending = [(chunk_id, fut) async for chunk_id, fut in self._submit(groups, done)]
-            failures = await self._collect(pending, groups, done)
-        except KafkaError as exc:
+            failures = await asyncio.wait_for(self._deliver(batch, done), self.deadline())
+        except TimeoutError:
             self._ok = False
-            raise self._classify(exc) from exc
+            await self._restart(f"no acknowledgement within {self.deadline():.0f}s")
+            raise RetriableSinkError(self.name, f"Kafka at {self.where}: no acknowledgement within "
+                                     f"{self.deadline():.0f}s; producer restarted") from None
+        except KafkaError as exc:
+            failures = [self._classify(exc)]
         if failures:
             self._ok = False
+            if isinstance(failures[0], RetriableSinkError):
+                self._stalls += 1
+                if self._stalls >= _RESTART_AFTER:
+                    await self._restart(f"{self._stalls} failed deliveries in a row")
             raise failures[0]
         self._done.pop(batch.seq, None)
         self.partitioner.next_batch()
         self._ok = True
+        self._stalls = 0
+
+    async def _deliver(self, batch: Batch, done: set[tuple[Group, int]]) -> list[Exception]:
+        groups = await self._group(batch, done)
+        pending = [(chunk_id, fut) async for chunk_id, fut in self._submit(groups, done)]
+        return await self._collect(pending, groups, done)
 
     async def _topic_partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)
@@ -288,6 +305,7 @@ class KafkaSink:
         return RetriableSinkError(self.name, f"Kafka at {self.where}: {name}: {exc}")
 
     async def close(self, timeout_secs: float) -> None:
+        self._closed = True
         if self._producer is not None:
             try:
                 await asyncio.wait_for(self._producer.stop(), timeout_secs)

@@ -1,0 +1,45 @@
+"""Real servers for the integration tests, started by scripts/services (the same code CI uses).
+
+Locally a test module skips when its server cannot start; under CI=true it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ROOT / "scripts" / "services"
+
+
+def services(*args: str, env: Mapping[str, str] | None = None, timeout: float = 600) -> str:
+    """Run scripts/services; its stdout. A failure skips the test locally and fails it in CI."""
+    r = subprocess.run([sys.executable, str(SERVICES), *args], capture_output=True, text=True,
+                       timeout=timeout, env={**os.environ, **(env or {})})
+    if r.returncode != 0:
+        msg = f"scripts/services {' '.join(args)} failed: {r.stderr[-3000:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return r.stdout
+
+
+def start(name: str) -> dict[str, str]:
+    """Start one service (a no-op if it serves already); the TAILSHIP_* variables `env` prints."""
+    services("up", name)
+    return dict(re.findall(r"export (\w+)=(\S+)", services("env")))
+
+
+def seq_of(rec: dict) -> int:
+    """The generator's sequence number of a shipped record (a field, or `seq=N` in plain text)."""
+    if "seq" in rec:
+        return int(rec["seq"])
+    m = re.search(r"seq=(\d+)", rec["message"])
+    assert m, f"no sequence number in {rec['message'][:200]!r}"
+    return int(m.group(1))

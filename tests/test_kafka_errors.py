@@ -1,0 +1,166 @@
+"""Error paths of the Kafka sink that a real broker cannot produce on demand, with a fake producer.
+
+These prove the sink's reaction to a stuck or failing producer, not that it talks Kafka: that is
+tests/test_kafka.py, against the real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.settings import KafkaSettings
+from pipelines.errors import FatalSinkError, RetriableSinkError
+from pipelines.records import Batch, Segment
+from pipelines.sinks import kafka as kafka_sink
+
+
+class FakeBuilder:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def append(self, *, key: bytes | None, value: bytes, timestamp: None, headers: Any) -> object:
+        if len(self.values) >= 2:
+            return None  # full: two records per record batch, so a batch has several chunks
+        self.values.append(value)
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    """`mode` of each new instance is taken from `FakeProducer.modes`: "stuck" futures never
+    resolve, "fail" futures fail retriably, "ok" futures resolve."""
+
+    modes: list[str] = []
+    instances: list[FakeProducer] = []
+
+    def __init__(self, **opts: Any) -> None:
+        self.mode = FakeProducer.modes.pop(0)
+        self.sent: list[tuple[str, int, list[bytes]]] = []
+        self.stopped = False
+        FakeProducer.instances.append(self)
+
+    async def start(self) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        if self.mode == "down":
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1, 0)]")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder()
+
+    async def send_batch(self, builder: FakeBuilder, topic: str, *, partition: int) -> asyncio.Future[None]:
+        from aiokafka.errors import NotEnoughReplicasError
+
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.mode == "ok":
+            self.sent.append((topic, partition, builder.values))
+            fut.set_result(None)
+        elif self.mode == "fail":
+            fut.set_exception(NotEnoughReplicasError())
+        return fut
+
+
+@pytest.fixture
+def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
+    import aiokafka
+
+    FakeProducer.modes = []
+    FakeProducer.instances = []
+    monkeypatch.setattr(aiokafka, "AIOKafkaProducer", FakeProducer)
+    return FakeProducer
+
+
+def make_batch(n: int) -> Batch:
+    seg = Segment(file_key="k", path="/x.log", meta={})
+    for i in range(n):
+        seg.records.append(b'{"message":"m%d"}' % i)
+        seg.offsets.append(i * 10)
+        seg.trace_ids.append(None)
+        seg.span_ids.append(None)
+    batch = Batch(seq=1)
+    batch.add(seg)
+    return batch
+
+
+def sink(tmp_path: Path) -> kafka_sink.KafkaSink:
+    s = dataclasses.replace(KafkaSettings(), request_timeout_ms=1000, linger_ms=0, topic="t",
+                            compression="none")
+    return kafka_sink.KafkaSink(s, str(tmp_path))
+
+
+@pytest.mark.timeout(30)
+def test_stuck_producer_is_replaced_and_the_batch_delivered_once(fake_producer, tmp_path):
+    """Futures that never resolve (aiokafka after some broker restarts): after the deadline the
+    delivery fails retriably, the producer is replaced, and the retry delivers every record."""
+    fake_producer.modes = ["stuck", "ok"]
+
+    async def go() -> None:
+        k = sink(tmp_path)
+        await k.start()
+        batch = make_batch(7)
+        with pytest.raises(RetriableSinkError, match="no acknowledgement within 3s; producer restarted"):
+            await k.send(batch)
+        assert not k.healthy()
+        await k.send(batch)
+        assert k.healthy()
+        await k.close(1)
+
+    asyncio.run(go())
+    stuck, fresh = fake_producer.instances
+    assert stuck.stopped
+    sent = sorted(v for _, _, vals in fresh.sent for v in vals)
+    assert sent == sorted(b'{"message":"m%d"}' % i for i in range(7))
+
+
+@pytest.mark.timeout(30)
+def test_repeated_failures_restart_the_producer_and_unreachable_restart_is_retried(fake_producer, tmp_path):
+    """Five retriable failures in a row replace the producer; if the brokers are unreachable then,
+    the failure stays retriable and the next attempt connects again."""
+    fake_producer.modes = ["fail", "down", "ok"]
+
+    async def go() -> list[str]:
+        k = sink(tmp_path)
+        await k.start()
+        batch = make_batch(3)
+        errors = []
+        for _ in range(5):
+            with pytest.raises(RetriableSinkError) as info:
+                await k.send(batch)
+            errors.append(str(info.value))
+        await k.send(batch)
+        await k.close(1)
+        with pytest.raises(FatalSinkError, match="send after close"):
+            await k.send(batch)
+        return errors
+
+    errors = asyncio.run(go())
+    assert all("NotEnoughReplicasError" in e for e in errors[:4])
+    assert "cannot connect to Kafka at 127.0.0.1:9092" in errors[4]
+    failing, down, ok = fake_producer.instances
+    assert failing.stopped and not failing.sent and not down.sent
+    assert sorted(v for _, _, vals in ok.sent for v in vals) == [b'{"message":"m%d"}' % i for i in range(3)]
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_at_start_is_fatal_and_names_the_brokers(fake_producer, tmp_path):
+    fake_producer.modes = ["down"]
+
+    async def go() -> None:
+        with pytest.raises(FatalSinkError, match=r"cannot connect to Kafka at 127.0.0.1:9092: "
+                                                 r"KafkaConnectionError"):
+            await sink(tmp_path).start()
+
+    asyncio.run(go())
