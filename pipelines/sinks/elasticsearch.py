@@ -300,9 +300,10 @@ def _with_ecs(rec: bytes, tid: str | None, sid: str | None, replace: bool) -> by
             obj["span.id"] = sid
         return orjson.dumps(obj)
     extra = b""
-    if tid and b'"trace.id"' not in rec:
+    maybe = b'.id"' in rec  # one scan; the two exact ones only when a dotted id key may be there
+    if tid and not (maybe and b'"trace.id"' in rec):
         extra += b',"trace.id":' + orjson.dumps(tid)
-    if sid and b'"span.id"' not in rec:
+    if sid and not (maybe and b'"span.id"' in rec):
         extra += b',"span.id":' + orjson.dumps(sid)
     return rec[:-1] + extra + b"}" if extra else rec
 
