@@ -1,0 +1,68 @@
+"""daemonset.yaml agrees with itself and with the agent: its configuration validates, the agent
+can read and write where the configuration says, and shutdown and memory limits fit."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.cli import _parser
+from agent.config import settings_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def docs() -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in yaml.safe_load_all((ROOT / "daemonset.yaml").read_text())}
+
+
+def container() -> dict[str, Any]:
+    [c] = docs()["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def mounted(path: str, c: dict[str, Any], writable: bool = False) -> bool:
+    return any(path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")
+               for m in c["volumeMounts"] if not (writable and m.get("readOnly")))
+
+
+def test_embedded_config_validates_with_the_container_env():
+    c = container()
+    env = {e["name"]: e.get("value", "node-1") for e in c["env"]}
+    raw = tomllib.loads(docs()["ConfigMap"]["data"]["agent.toml"])
+    s = settings_from_dict(raw, env=env)
+    assert s.sink.type == "kafka" and s.sink.kafka.bootstrap_servers == [env["KAFKA_BOOTSTRAP"]]
+    assert mounted(s.data_dir, c, writable=True)
+    assert all(mounted(p, c) for p in s.source.include)
+    d = docs()["DaemonSet"]["spec"]["template"]["spec"]
+    assert d["terminationGracePeriodSeconds"] > s.shutdown_timeout_secs
+    limit = c["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") and int(limit[:-2]) << 20 > 2 * s.batch.memory_limit_bytes
+    # the agent's own log files are excluded, other pods' are not
+    own = "/var/log/containers/tailship-x7k2p_tailship_tailship-0123abcd.log"
+    other = "/var/log/containers/web-1_shop_web-0123abcd.log"
+    assert any(fnmatch.fnmatch(own, g) for g in s.source.exclude)
+    assert not any(fnmatch.fnmatch(other, g) for g in s.source.exclude)
+
+
+def test_command_parses_and_points_at_the_mounted_config():
+    c = container()
+    assert c["command"][0] == "tailship"
+    args = _parser().parse_args(c["command"][1:])
+    assert args.config == "/etc/tailship/agent.toml" and not args.once
+    config_mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
+    assert args.config == f"{config_mount['mountPath']}/agent.toml"
+
+
+def test_every_mount_has_a_volume_and_host_paths_are_read_only_except_state():
+    c = container()
+    volumes = {v["name"]: v for v in docs()["DaemonSet"]["spec"]["template"]["spec"]["volumes"]}
+    for m in c["volumeMounts"]:
+        assert m["name"] in volumes, m
+        if "hostPath" in volumes[m["name"]] and m["name"] != "state":
+            assert m.get("readOnly") is True, m
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
