@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,12 @@ async def running(agent: Agent) -> AsyncIterator[Agent]:
         agent.request_stop()
         code = await asyncio.wait_for(task, 15)
         assert code == 0
+
+
+def seq_of(rec: dict) -> int:
+    """The generator's sequence number of a shipped record (a field, or `seq=N` in plain text)."""
+    if "seq" in rec:
+        return int(rec["seq"])
+    m = re.search(r"seq=(\d+)", rec["message"])
+    assert m, f"no sequence number in {rec['message'][:200]!r}"
+    return int(m.group(1))

@@ -34,12 +34,3 @@ def start(name: str) -> dict[str, str]:
     """Start one service (a no-op if it serves already); the TAILSHIP_* variables `env` prints."""
     services("up", name)
     return dict(re.findall(r"export (\w+)=(\S+)", services("env")))
-
-
-def seq_of(rec: dict) -> int:
-    """The generator's sequence number of a shipped record (a field, or `seq=N` in plain text)."""
-    if "seq" in rec:
-        return int(rec["seq"])
-    m = re.search(r"seq=(\d+)", rec["message"])
-    assert m, f"no sequence number in {rec['message'][:200]!r}"
-    return int(m.group(1))

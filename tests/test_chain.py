@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import orjson
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from bench.generate import generate_tree
 from pipelines.chain import ChainSpec, FileProcessor, epoch_of
 from pipelines.enrich import kubernetes_from_paths
+from tests.conftest import seq_of
 
 TS = "2026-11-24T10:00:00.000000001Z"
 
@@ -29,12 +29,6 @@ def run(p: FileProcessor, lines: list[bytes], offset: int = 0) -> list[dict]:
 
 def docker(log: str, stream: str = "stdout", time: str = TS) -> bytes:
     return orjson.dumps({"log": log, "stream": stream, "time": time})
-
-
-def seq_of(rec: dict) -> int:
-    if "seq" in rec:
-        return rec["seq"]
-    return int(re.search(r"seq=(\d+)", rec["message"]).group(1))
 
 
 @pytest.mark.parametrize("fmt", ["docker", "cri"])

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,16 +17,12 @@ import pytest
 
 from bench.generate import Manifest, generate_tree
 from pipelines.sinks.file import read_dir
+from tests.conftest import seq_of
+from tests.crash import kill_while_writing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 TAILSHIP = [sys.executable, "-m", "agent"]
-
-
-def seq_of(rec: dict) -> int:
-    if "seq" in rec:
-        return rec["seq"]
-    return int(re.search(r"seq=(\d+)", rec["message"]).group(1))
 
 
 def check_records(records: list[dict], m: Manifest) -> None:
@@ -128,17 +122,6 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
     assert (tmp_path / "d" / "checkpoints.json").exists()
 
 
-def _live_writer(path: Path, total: int, per_sec: int, stop: threading.Event) -> None:
-    """Appends `live <n> seq=-1` lines in small bursts at a bounded rate (a container writing)."""
-    n = 0
-    with open(path, "a", buffering=1) as f:
-        while n < total and not stop.is_set():
-            burst = min(per_sec // 50, total - n)
-            f.write("".join(f"live {i}\n" for i in range(n, n + burst)))
-            n += burst
-            time.sleep(0.02)
-
-
 def test_kill_9_repeatedly_loses_nothing(tmp_path):
     """kill -9 mid-stream several times while a file grows, restart each time: nothing is lost."""
     root = tmp_path / "tree"
@@ -148,22 +131,8 @@ def test_kill_9_repeatedly_loses_nothing(tmp_path):
     out, data = tmp_path / "out", tmp_path / "data"
     cmd = [*TAILSHIP, "tail", str(root / "containers" / "*.log"), "--to", f"file:{out}",
            "--data-dir", str(data)]
-    stop = threading.Event()
     live_total = 40000
-    writer = threading.Thread(target=_live_writer, args=(live, live_total, 8000, stop), daemon=True)
-    writer.start()
-    rnd = random.Random(42)
-    kills = 0
-    try:
-        while writer.is_alive() or kills < 3:
-            p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-            time.sleep(rnd.uniform(0.5, 1.2))
-            p.kill()
-            p.wait(timeout=30)
-            kills += 1
-    finally:
-        stop.set()
-        writer.join(timeout=30)
+    kills = kill_while_writing(cmd, live, live_total, seed=42, pause=(0.5, 1.2))
     r = subprocess.run([*cmd, "--once"], capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     recs = [orjson.loads(x) for x in read_dir(out)]

@@ -5,7 +5,6 @@ Locally the tests skip when the node cannot start; under CI=true they fail inste
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 import threading
@@ -21,8 +20,9 @@ import psutil
 import pytest
 
 from bench.generate import generate_tree
-from tests.services import ROOT, seq_of, services, start
-from tests.test_e2e import _live_writer
+from tests.conftest import seq_of
+from tests.crash import kill_while_writing
+from tests.services import ROOT, services, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -113,22 +113,8 @@ def test_kill_9_restarts_leave_each_line_once(es, tmp_path):
     live = tmp_path / "live.log"
     data = tmp_path / "data"
     cmd = tail_cmd([str(live)], es_url(es), index, data)
-    stop = threading.Event()
     total = 30000
-    writer = threading.Thread(target=_live_writer, args=(live, total, 8000, stop), daemon=True)
-    writer.start()
-    rnd = random.Random(4)
-    kills = 0
-    try:
-        while writer.is_alive() or kills < 3:
-            p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-            time.sleep(rnd.uniform(1.5, 2.5))
-            p.kill()
-            p.wait(timeout=30)
-            kills += 1
-    finally:
-        stop.set()
-        writer.join(timeout=30)
+    kills = kill_while_writing(cmd, live, total, seed=4, pause=(1.5, 2.5))
     r = subprocess.run([*cmd, "--once"], capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert count(es, index) == total

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import struct
 import subprocess
 import sys
@@ -22,8 +21,9 @@ import psutil
 import pytest
 
 from bench.generate import generate_tree
-from tests.services import SERVICES, seq_of, start
-from tests.test_e2e import _live_writer
+from tests.conftest import seq_of
+from tests.crash import kill_while_writing
+from tests.services import SERVICES, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -253,22 +253,8 @@ def test_kill_9_mid_stream_loses_nothing(kafka, tmp_path):
     live = tmp_path / "live.log"
     data = tmp_path / "data"
     cmd = tail_cmd([str(live)], bootstrap, topic, data)
-    stop = threading.Event()
     total = 40000
-    writer = threading.Thread(target=_live_writer, args=(live, total, 8000, stop), daemon=True)
-    writer.start()
-    rnd = random.Random(3)
-    kills = 0
-    try:
-        while writer.is_alive() or kills < 3:
-            p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-            time.sleep(rnd.uniform(0.8, 1.5))
-            p.kill()
-            p.wait(timeout=30)
-            kills += 1
-    finally:
-        stop.set()
-        writer.join(timeout=30)
+    kills = kill_while_writing(cmd, live, total, seed=3, pause=(0.8, 1.5))
     r = subprocess.run([*cmd, "--once"], capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     msgs = asyncio.run(consume(bootstrap, topic, total))
