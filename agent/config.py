@@ -24,11 +24,14 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from agent import logs
 from agent.settings import Settings
 from pipelines.errors import ConfigError
 
 _REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}|\$\{")
 _SECRET_WORDS = ("password", "secret", "token", "sasl", "credential", "api_key")
+# keys whose values are secrets proper (not user names or mechanisms): masked in logs
+_MASKED = re.compile(r"password|secret|token|api_key|credential")
 _MAX_SHOWN = 60
 _TYPE_NAMES: dict[Any, tuple[str, str]] = {  # (one, many)
     str: ("a string", "strings"), int: ("an integer", "integers"),
@@ -159,6 +162,9 @@ class _Walk:
         if not type_ok or not _rules_ok(value, meta):
             got = self.show(path, value, kind=not type_ok)
             return self.fail(path, f"expected {_expected(hint, meta)}, got {got}")
+        key = path.rsplit(".", 1)[-1]
+        if isinstance(value, str) and value and _MASKED.search(key) and not key.endswith("_file"):
+            logs.add_secret(value)  # masked in every log line from now on
         return float(value) if hint is float else value
 
     def array(self, hint: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:

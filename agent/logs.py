@@ -1,4 +1,9 @@
-"""Logging set-up: one line per message on stderr, and client libraries kept from flooding it.
+"""Logging set-up: one line per message on stderr, secrets masked in every line, and client
+libraries kept from flooding it.
+
+Secrets (passwords, API keys: the values of secret-looking config keys and the contents of
+password files) are registered with `add_secret`; every line a handler writes has them replaced
+by `***`, whatever logged it — aiokafka's debug log, for one, prints SASL requests whole.
 
 aiokafka and the Elasticsearch transport log every failed connection attempt, many per second
 while a server is down. The sinks report an outage themselves (first attempt, then every tenth),
@@ -13,6 +18,32 @@ import sys
 import time
 
 LIBRARIES = ("aiokafka", "elastic_transport", "elasticsearch")
+_SECRETS: set[str] = set()
+
+
+def add_secret(value: str) -> None:
+    """Never let `value` appear in a log line (values shorter than 4 characters are not masked:
+    masking them would garble ordinary text and hide little)."""
+    if len(value) >= 4:
+        _SECRETS.add(value)
+
+
+class SecretFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            text = record.getMessage()
+            masked = text
+            for secret in _SECRETS:
+                if secret in masked:
+                    masked = masked.replace(secret, "***")
+            if masked is not text:
+                record.msg, record.args = masked, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                for secret in _SECRETS:
+                    record.exc_text = record.exc_text.replace(secret, "***")
+        return True
 
 
 class RepeatFilter(logging.Filter):
@@ -41,6 +72,8 @@ class RepeatFilter(logging.Filter):
 def setup(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="tailship %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SecretFilter())
     repeats = RepeatFilter()
     for name in LIBRARIES:
         logging.getLogger(name).addFilter(repeats)

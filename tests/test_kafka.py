@@ -245,6 +245,65 @@ request_timeout_ms = 5000
     assert "cannot connect to Kafka at" in r.stderr
 
 
+def sasl_config(tmp_path: Path, kafka: dict[str, str], log: Path, topic: str, mechanism: str,
+                password_line: str) -> Path:
+    cfg = tmp_path / f"agent-{mechanism}.toml"
+    cfg.write_text(f'''data_dir = "{tmp_path / ('data-' + mechanism)}"
+[source]
+include = ["{log}"]
+[sink]
+type = "kafka"
+[sink.kafka]
+bootstrap_servers = ["{kafka['TAILSHIP_KAFKA_SASL_BOOTSTRAP']}"]
+topic = "{topic}"
+security_protocol = "SASL_PLAINTEXT"
+sasl_mechanism = "{mechanism}"
+sasl_username = "{kafka['TAILSHIP_KAFKA_SASL_USER']}"
+request_timeout_ms = 5000
+{password_line}
+''')
+    return cfg
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_mechanisms_ship_and_keep_the_password_secret(kafka, tmp_path, mechanism):
+    """Each SASL mechanism authenticates against the broker's SASL listener, the password coming
+    from an environment variable (PLAIN) or a file (SCRAM); it never appears in the output."""
+    topic = topic_name("sasl")
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"sasl line {i}\n" for i in range(50)))
+    password = kafka["TAILSHIP_KAFKA_SASL_PASSWORD"]
+    env = dict(os.environ)
+    if mechanism == "PLAIN":
+        env["TEST_KAFKA_PASSWORD"] = password
+        line = 'sasl_password = "${TEST_KAFKA_PASSWORD}"'
+    else:
+        (tmp_path / "pw").write_text(password + "\n")
+        line = f'sasl_password_file = "{tmp_path / "pw"}"'
+    cfg = sasl_config(tmp_path, kafka, log, topic, mechanism, line)
+    r = subprocess.run([*TAILSHIP, "--log-level", "debug", "run", "--config", str(cfg), "--once"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert password not in r.stderr and password not in r.stdout
+    msgs = asyncio.run(consume(kafka["TAILSHIP_KAFKA_BOOTSTRAP"], topic, 50, timeout=30))
+    assert sorted(orjson.loads(x.value)["message"] for x in msgs) == sorted(
+        f"sasl line {i}" for i in range(50))
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_sasl_wrong_password_is_one_clear_error(kafka, tmp_path, mechanism):
+    """Refused credentials: exit 3, one message naming the broker and the cause, no password."""
+    log = tmp_path / "a.log"
+    log.write_text("x\n")
+    cfg = sasl_config(tmp_path, kafka, log, "t", mechanism, 'sasl_password = "not-the-password"')
+    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert f"Kafka at {kafka['TAILSHIP_KAFKA_SASL_BOOTSTRAP']}" in r.stderr
+    assert "SaslAuthenticationFailed" in r.stderr or "uthentication" in r.stderr, r.stderr
+    assert "not-the-password" not in r.stderr
+
+
 def test_kill_9_mid_stream_loses_nothing(kafka, tmp_path):
     """kill -9 while a file grows and ships to Kafka, restart each time: nothing is lost."""
     bootstrap = kafka["TAILSHIP_KAFKA_BOOTSTRAP"]

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from agent import logs
 from agent.settings import ElasticsearchSettings
 from pipelines.deadletter import DeadLetter, Entry
 from pipelines.errors import FatalSinkError, RetriableSinkError
@@ -52,6 +53,8 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
+    if parts.password:
+        logs.add_secret(parts.password)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
@@ -60,7 +63,9 @@ def redact_url(url: str) -> str:
 def _read_secret(value: str, path: str, what: str) -> str:
     if path:
         try:
-            return Path(path).read_text().strip()
+            secret = Path(path).read_text().strip()
+            logs.add_secret(secret)
+            return secret
         except OSError as exc:
             raise FatalSinkError("elasticsearch", f"cannot read {what} {path!r}: {exc.strerror}") from exc
     return value

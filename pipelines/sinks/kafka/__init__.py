@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from agent import logs
 from agent.settings import KafkaSettings
 from pipelines.deadletter import DeadLetter
 from pipelines.errors import FatalSinkError, RetriableSinkError
@@ -64,7 +65,9 @@ def _field(record: bytes, path: list[str]) -> bytes | None:
 def _secret(s: KafkaSettings) -> str | None:
     if s.sasl_password_file:
         try:
-            return Path(s.sasl_password_file).read_text().strip()
+            secret = Path(s.sasl_password_file).read_text().strip()
+            logs.add_secret(secret)
+            return secret
         except OSError as exc:
             raise FatalSinkError("kafka", f"cannot read sasl_password_file "
                                  f"{s.sasl_password_file!r}: {exc.strerror}") from exc
