@@ -171,7 +171,10 @@ class _Walk:
         if not isinstance(raw, list):
             return self.fail(path, f"expected {_expected(hint, meta)}, got {self.show(path, raw, True)}")
         (item_hint,) = typing.get_args(hint)
-        items = [self.value(item_hint, v, f"{path}[{i}]", meta) for i, v in enumerate(raw)]
+        if dataclasses.is_dataclass(item_hint):  # an array of tables: [[a.b]]
+            items = [self.table(typing.cast(type, item_hint), v, f"{path}[{i}]") for i, v in enumerate(raw)]
+        else:
+            items = [self.value(item_hint, v, f"{path}[{i}]", meta) for i, v in enumerate(raw)]
         if any(v is _BAD for v in items):
             self.bad.add(path)
             return _BAD
@@ -329,6 +332,49 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
     if not walk.tainted("source.include"):
         _check_include(s.source.include, walk)
     _check_idempotence(s, walk)
+    if not walk.tainted("log_metrics"):
+        _check_log_metrics(s, walk)
+
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def _check_log_metrics(s: Settings, walk: _Walk) -> None:
+    """Each rule must compile: valid names, a field for histograms, a regex that compiles."""
+    lm = s.log_metrics
+    if lm.prefix and not _METRIC_NAME.fullmatch(lm.prefix):
+        walk.fail("log_metrics.prefix", f"expected a Prometheus name prefix ([a-zA-Z_][a-zA-Z0-9_]*), "
+                  f"got {lm.prefix!r}")
+    seen: dict[str, int] = {}
+    for i, r in enumerate(lm.rules):
+        at = f"log_metrics.rules[{i}]"
+        if not _METRIC_NAME.fullmatch(r.name):
+            walk.fail(f"{at}.name", f"expected a Prometheus name ([a-zA-Z_][a-zA-Z0-9_]*), got {r.name!r}")
+        elif r.name in seen:
+            walk.fail(f"{at}.name", f"expected a unique name, got {r.name!r} (also rules[{seen[r.name]}])")
+        seen.setdefault(r.name, i)
+        for j, label in enumerate(r.labels):
+            if not _METRIC_NAME.fullmatch(label.replace(".", "_")):
+                walk.fail(f"{at}.labels[{j}]", f"expected a field path usable as a label name, got {label!r}")
+        if r.type == "histogram":
+            if not r.field:
+                walk.fail(f"{at}.field", "expected the numeric field a histogram observes, got nothing")
+            if not r.buckets or any(not math.isfinite(b) for b in r.buckets) or \
+                    len(set(r.buckets)) != len(r.buckets):
+                walk.fail(f"{at}.buckets", f"expected distinct finite bucket bounds, got {r.buckets!r}")
+        elif r.field:
+            walk.fail(f"{at}.field", "expected no field for a counter (it counts records)")
+        tests = r.equals != "" or bool(r.one_of) or r.exists
+        if r.match_field and not tests:
+            walk.fail(f"{at}.match_field", "expected one of equals, one_of or exists with it")
+        if tests and not r.match_field:
+            walk.fail(f"{at}.match_field", "expected the field that equals/one_of/exists test, got nothing")
+        if r.message_regex:
+            try:
+                re.compile(r.message_regex)
+            except re.error as exc:
+                walk.fail(f"{at}.message_regex", f"expected a regular expression, got {r.message_regex!r} "
+                          f"({exc})")
 
 
 def _check_idempotence(s: Settings, walk: _Walk) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from pipelines.batch import AckTracker, Batcher, ByteBudget
 from pipelines.chain import ChainSpec, FileProcessor
 from pipelines.enrich import default_host_name, file_meta
 from pipelines.errors import FatalSinkError, RetriableSinkError, TailshipError
+from pipelines.logmetrics import LogMetrics
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
 
@@ -46,14 +48,14 @@ class StartupError(TailshipError):
     """The agent cannot start (data directory unusable, sink unreachable)."""
 
 
-def chain_spec(s: Settings) -> ChainSpec:
+def chain_spec(s: Settings, observe: Callable[[dict[str, Any]], None] | None = None) -> ChainSpec:
     return ChainSpec(
         format=s.source.format, max_line_bytes=s.source.max_line_bytes,
         parse_json=s.parse.json, target=s.parse.target, trace=s.trace.enabled,
         inherit_window_secs=s.trace.inherit_window_ms / 1000, multiline=s.multiline.preset,
         multiline_max_lines=s.multiline.max_lines, multiline_max_bytes=s.multiline.max_bytes,
         multiline_timeout_secs=s.multiline.timeout_ms / 1000,
-        host_name=default_host_name(s.host_name),
+        host_name=default_host_name(s.host_name), observe=observe,
     )
 
 
@@ -97,7 +99,11 @@ class Agent:
         self.sink = sink
         self.once = once
         self.metrics = metrics or Metrics()
-        self.spec = chain_spec(settings)
+        self.log_metrics: LogMetrics | None = None
+        if settings.log_metrics.enabled:
+            self.log_metrics = LogMetrics(settings.log_metrics, default_host_name(settings.host_name))
+            self.metrics.registry.register(self.log_metrics)
+        self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
         self.budget = ByteBudget(settings.batch.memory_limit_bytes)
         self.tracker = AckTracker()

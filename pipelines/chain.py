@@ -8,6 +8,7 @@ through methods that handle text trace ids, continuation lines and multiline mer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,7 @@ class ChainSpec:
     multiline_max_bytes: int = 1 << 20
     multiline_timeout_secs: float = 1.0
     host_name: str = ""
+    observe: Callable[[dict[str, Any]], None] | None = None  # derived log metrics, per record
 
 
 def rfc3339_now() -> str:
@@ -189,6 +191,7 @@ class FileProcessor:
         records, offsets, tids, sids = seg.records, seg.offsets, seg.trace_ids, seg.span_ids
         nbytes = 0
         agent_keys = AGENT_KEYS
+        observe = spec.observe
         for off, stream, ts, payload, flags in entries:
             obj: Any = None
             if parse and payload[:1] == "{":
@@ -236,6 +239,8 @@ class FileProcessor:
                 rec["log"] = logd
             if host is not None:
                 rec["host"] = {**rec["host"], **host} if "host" in rec else host
+            if observe is not None:
+                observe(rec)
             b = dumps(rec)
             records.append(b)
             offsets.append(off)
@@ -274,6 +279,8 @@ class FileProcessor:
         rec["log"] = logd
         if self._host is not None:
             rec["host"] = self._host
+        if self.spec.observe is not None:
+            self.spec.observe(rec)
         b = orjson.dumps(rec)
         seg.records.append(b)
         seg.offsets.append(off)

@@ -1,0 +1,336 @@
+"""Metrics derived from log records: counters and histograms computed in the pipeline.
+
+Rules (`[[log_metrics.rules]]`) are compiled once into small closures. Each record is offered
+to every rule right before it is encoded, as the dict the chain already holds (no extra parse).
+A rule that does not match costs a dict lookup: its field condition is tested first, and a
+message regex only runs when the rule has one and the field condition held.
+
+Series live in plain dicts keyed by label-value tuples (a prometheus_client `labels()` call per
+record would cost more than the rest of the rule), and are exported at scrape time by a
+collector. Each rule holds at most `max_series` label sets; new ones beyond that are folded into
+one series whose label values are all `__overflow__`, counted by `tailship_log_metrics_overflow_total`.
+A histogram rule whose field is missing or not a number counts the record in
+`tailship_log_metrics_skipped_total{reason}` instead of raising.
+
+Built-in rules (on unless `defaults = false`): `lines_total{namespace, level}` with the level
+normalized from `level`, `severity`, `lvl` or `log.level`, and `trace_context_lines_total{has_trace}`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from agent.settings import LogMetricsSettings, MetricRule
+
+OVERFLOW = "__overflow__"
+MISSING = ""  # label value of a record without the labelled field
+_LEVEL_KEYS = ("level", "severity", "lvl")
+_LEVELS = {"warn": "warning", "err": "error", "eror": "error", "dbug": "debug", "dbg": "debug",
+           "information": "info", "informational": "info", "notice": "info", "trce": "trace",
+           "crit": "critical", "alert": "critical", "fatal": "fatal", "panic": "fatal", "emerg": "fatal"}
+
+
+def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
+    """Value at a dotted path: nested objects, or the literal dotted key at top level."""
+    parts = path.split(".")
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda rec: rec.get(key)
+
+    def get(rec: dict[str, Any]) -> Any:
+        v: Any = rec
+        for p in parts:
+            if type(v) is not dict:
+                return rec.get(path)
+            v = v.get(p)
+            if v is None:
+                return rec.get(path)
+        return v
+
+    return get
+
+
+def _label_text(v: Any) -> str:
+    if v is None:
+        return MISSING
+    if type(v) is str:
+        return v
+    if type(v) is bool:
+        return "true" if v else "false"
+    if type(v) in (int, float):
+        return str(v)
+    return MISSING  # objects and arrays are no label values
+
+
+def _message(rec: dict[str, Any]) -> str:
+    """The record's message: `message`, else `msg` (JSON loggers use both), else ""."""
+    m = rec.get("message")
+    if type(m) is str:
+        return m
+    m = rec.get("msg")
+    return m if type(m) is str else ""
+
+
+_NUMERIC = {10: "trace", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "fatal"}  # pino/bunyan
+
+
+def normalize_level(rec: dict[str, Any]) -> str:
+    for k in _LEVEL_KEYS:
+        v = rec.get(k)
+        if type(v) is str and v:
+            low = v.lower()
+            return _LEVELS.get(low, low)
+        if type(v) is int and v in _NUMERIC:
+            return _NUMERIC[v]
+    log = rec.get("log")
+    v = log.get("level") if type(log) is dict else rec.get("log.level")
+    if type(v) is str and v:
+        low = v.lower()
+        return _LEVELS.get(low, low)
+    return "unknown"
+
+
+class Series:
+    """One rule's values by label set, bounded."""
+
+    def __init__(self, name: str, help_text: str, labels: list[str], max_series: int,
+                 buckets: list[float] | None, stats: LogMetrics) -> None:
+        self.name = name
+        self.help = help_text
+        self.labels = labels
+        self.max_series = max_series
+        self.buckets = buckets
+        self.stats = stats
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.hists: dict[tuple[str, ...], list[float]] = {}  # per bucket counts..., +Inf count, sum
+        self._overflow = (OVERFLOW,) * len(labels)
+
+    def key(self, values: tuple[str, ...], table: dict[tuple[str, ...], Any]) -> tuple[str, ...]:
+        if values in table or len(table) < self.max_series:
+            return values
+        self.stats.overflowed[self.name] = self.stats.overflowed.get(self.name, 0) + 1
+        return self._overflow
+
+    def inc(self, values: tuple[str, ...]) -> None:
+        counts = self.counts
+        if values not in counts:
+            values = self.key(values, counts)
+        counts[values] = counts.get(values, 0) + 1
+
+    def observe(self, values: tuple[str, ...], x: float) -> None:
+        hists = self.hists
+        h = hists.get(values)
+        if h is None:
+            values = self.key(values, hists)
+            h = hists.get(values)
+            if h is None:
+                assert self.buckets is not None
+                h = hists[values] = [0.0] * (len(self.buckets) + 2)
+        assert self.buckets is not None
+        h[bisect.bisect_left(self.buckets, x)] += 1  # le semantics: x <= bound
+        h[-1] += x
+
+    def families(self) -> Iterator[Any]:
+        if self.buckets is None:
+            fam = CounterMetricFamily(self.name, self.help, labels=self.labels)
+            for values, n in self.counts.items():
+                fam.add_metric(list(values), n)
+            yield fam
+            return
+        hfam = HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        for values, h in self.hists.items():
+            acc = 0.0
+            cumulative = []
+            for bound, c in zip([*self.buckets, math.inf], h[:-1], strict=True):
+                acc += c
+                cumulative.append((floatToGoString(bound), acc))
+            hfam.add_metric(list(values), cumulative, sum_value=h[-1])
+        yield hfam
+
+
+class LogMetrics(Collector):
+    """Compiled rules and their series; `observe(rec)` is the per-record entry point."""
+
+    def __init__(self, settings: LogMetricsSettings, host_name: str = "") -> None:
+        self.settings = settings
+        self.prefix = settings.prefix
+        self.overflowed: dict[str, int] = {}
+        self.skipped: dict[tuple[str, str], int] = {}  # (rule, reason) → records
+        self.series: list[Series] = []
+        self._observers: list[Callable[[dict[str, Any]], None]] = []
+        self.host_label = host_name if settings.host_label else None
+        if settings.defaults:
+            self._defaults()
+        for rule in settings.rules:
+            self._compile(rule)
+        observers = tuple(self._observers)
+
+        def observe(rec: dict[str, Any]) -> None:
+            for fn in observers:
+                fn(rec)
+
+        # one rule (the defaults alone, typically): no loop in between
+        self.observe: Callable[[dict[str, Any]], None] = observers[0] if len(observers) == 1 else observe
+
+    def _name(self, name: str, counter: bool) -> str:
+        full = self.prefix + name
+        return full if not counter or full.endswith("_total") else full + "_total"
+
+    def _labels(self, names: list[str]) -> list[str]:
+        return [*names, "host"] if self.host_label is not None else names
+
+    def _host(self) -> tuple[str, ...]:
+        return (self.host_label,) if self.host_label is not None else ()
+
+    def _defaults(self) -> None:
+        host = self._host()
+        lines = Series(self._name("lines", True), "Log lines by namespace and normalized level",
+                       self._labels(["namespace", "level"]), 1000, None, self)
+        traced = Series(self._name("trace_context_lines", True),
+                        "Log lines with and without trace context", self._labels(["has_trace"]),
+                        10, None, self)
+        self.series += [lines, traced]
+        lcounts, tcounts = lines.counts, traced.counts
+        yes, no = ("true", *host), ("false", *host)
+        tcounts[yes] = tcounts[no] = 0
+        levels: dict[str, str] = {}  # raw value → normalized (bounded below)
+
+        def defaults(rec: dict[str, Any]) -> None:  # both built-in rules in one call: the hot path
+            k8s = rec.get("kubernetes")
+            ns = k8s.get("namespace", MISSING) if type(k8s) is dict else MISSING
+            raw = rec.get("level") or rec.get("severity") or rec.get("lvl")
+            if type(raw) is str:
+                level = levels.get(raw)
+                if level is None:
+                    level = normalize_level({"level": raw})
+                    if len(levels) < 1000:
+                        levels[raw] = level
+            else:
+                level = normalize_level(rec)
+            key = (ns, level, *host) if host else (ns, level)
+            n = lcounts.get(key)
+            if n is None:
+                lines.inc(key)
+            else:
+                lcounts[key] = n + 1
+            t = yes if "trace_id" in rec else no
+            tcounts[t] += 1
+
+        self._observers.append(defaults)
+
+    def _compile(self, rule: MetricRule) -> None:
+        counter = rule.type == "counter"
+        series = Series(self._name(rule.name, counter), rule.help or f"derived from logs: {rule.name}",
+                        self._labels([p.replace(".", "_") for p in rule.labels]), rule.max_series,
+                        None if counter else sorted(rule.buckets), self)
+        self.series.append(series)
+        labels_of = _labels_fn(rule.labels, self._host())
+        match = _matcher(rule)
+        field = _getter(rule.field) if rule.field else None
+        skipped = self.skipped
+        name = series.name
+        counts = series.counts
+
+        if counter:
+            def observe(rec: dict[str, Any]) -> None:
+                if match is None or match(rec):
+                    key = labels_of(rec)
+                    n = counts.get(key)
+                    if n is None:
+                        series.inc(key)
+                    else:
+                        counts[key] = n + 1
+        else:
+            assert field is not None
+
+            def observe(rec: dict[str, Any]) -> None:
+                if match is not None and not match(rec):
+                    return
+                raw = v = field(rec)
+                if type(v) is str:
+                    try:
+                        v = float(v)
+                    except ValueError:
+                        v = None
+                if type(v) not in (int, float) or v != v:  # missing, not a number, NaN
+                    reason = "missing_field" if raw is None else "not_a_number"
+                    skipped[(name, reason)] = skipped.get((name, reason), 0) + 1
+                    return
+                series.observe(labels_of(rec), float(v))
+
+        self._observers.append(observe)
+
+    # prometheus_client collector
+    def collect(self) -> Iterator[Any]:
+        for s in self.series:
+            yield from s.families()
+        over = CounterMetricFamily("tailship_log_metrics_overflow", "Records folded into the "
+                                   "__overflow__ series of a log metric past its max_series",
+                                   labels=["metric"])
+        for name, n in self.overflowed.items():
+            over.add_metric([name], n)
+        yield over
+        skip = CounterMetricFamily("tailship_log_metrics_skipped", "Records a histogram rule matched "
+                                   "but could not observe", labels=["metric", "reason"])
+        for (name, reason), n in self.skipped.items():
+            skip.add_metric([name, reason], n)
+        yield skip
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())  # families are only known at scrape time
+
+
+def _labels_fn(paths: list[str], host: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[str, ...]]:
+    """Label values of a record as a tuple, specialized for the common small cases."""
+    getters = [_getter(p) for p in paths]
+    if not getters:
+        return lambda rec: host
+    if len(getters) == 1 and not host:
+        g0 = getters[0]
+        return lambda rec: (_label_text(g0(rec)),)
+    return lambda rec: (*[_label_text(g(rec)) for g in getters], *host)
+
+
+def _matcher(rule: MetricRule) -> Callable[[dict[str, Any]], bool] | None:
+    """The rule's condition, cheapest test first; None when it matches every record."""
+    tests: list[Callable[[dict[str, Any]], bool]] = []
+    if rule.match_field:
+        key = rule.match_field
+        simple = "." not in key
+        get = _getter(key)
+        if rule.exists:
+            tests.append((lambda rec: key in rec) if simple else (lambda rec: get(rec) is not None))
+        if rule.equals != "":
+            want = rule.equals
+            if simple:
+                def equals(rec: dict[str, Any]) -> bool:  # a dict lookup when the key is absent
+                    v = rec.get(key)
+                    return v is not None and (v if type(v) is str else _label_text(v)) == want
+                tests.append(equals)
+            else:
+                tests.append(lambda rec: _label_text(get(rec)) == want)
+        if rule.one_of:
+            allowed = frozenset(rule.one_of)
+            if simple:
+                def one_of(rec: dict[str, Any]) -> bool:
+                    v = rec.get(key)
+                    return v is not None and (v if type(v) is str else _label_text(v)) in allowed
+                tests.append(one_of)
+            else:
+                tests.append(lambda rec: _label_text(get(rec)) in allowed)
+    if rule.message_regex:
+        rx = re.compile(rule.message_regex)
+        tests.append(lambda rec: rx.search(_message(rec)) is not None)
+    if not tests:
+        return None
+    if len(tests) == 1:
+        return tests[0]
+    return lambda rec: all(t(rec) for t in tests)
