@@ -345,6 +345,13 @@ def _check_log_metrics(s: Settings, walk: _Walk) -> None:
     if lm.prefix and not _METRIC_NAME.fullmatch(lm.prefix):
         walk.fail("log_metrics.prefix", f"expected a Prometheus name prefix ([a-zA-Z_][a-zA-Z0-9_]*), "
                   f"got {lm.prefix!r}")
+    if lm.ship_to:
+        from pipelines.sinks.registry import parse_sink_url
+
+        try:
+            parse_sink_url(lm.ship_to)
+        except ValueError as exc:
+            walk.fail("log_metrics.ship_to", str(exc))
     seen: dict[str, int] = {}
     for i, r in enumerate(lm.rules):
         at = f"log_metrics.rules[{i}]"

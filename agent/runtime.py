@@ -33,7 +33,7 @@ from pipelines.batch import AckTracker, Batcher, ByteBudget
 from pipelines.chain import ChainSpec, FileProcessor
 from pipelines.enrich import default_host_name, file_meta
 from pipelines.errors import FatalSinkError, RetriableSinkError, TailshipError
-from pipelines.logmetrics import LogMetrics
+from pipelines.logmetrics import LogMetrics, MetricShipper
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
 
@@ -132,8 +132,11 @@ class Agent:
         prepare_data_dir(self.s.data_dir)
         self.checkpoints.load()
         await self.sink.start()
+        shipper = await self._metric_shipper()
         bg = [asyncio.create_task(self._sender(), name=f"sender-{i}")
               for i in range(self.s.sink.max_in_flight)]
+        if shipper is not None:
+            bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
         bg.append(asyncio.create_task(self.batcher.linger(), name="linger"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
         try:
@@ -156,10 +159,27 @@ class Agent:
             await asyncio.gather(*bg, return_exceptions=True)
             await self._stop_tailers()
             self.checkpoints.persist()
+            if shipper is not None:  # a last snapshot with the final totals
+                await shipper.ship()
+                await shipper.sink.close(max(1.0, self.s.shutdown_timeout_secs / 4))
             await self.sink.close(max(1.0, self.s.shutdown_timeout_secs / 4))
         if self._fatal is not None:
             raise self._fatal
         return EXIT_OK
+
+    async def _metric_shipper(self) -> MetricShipper | None:
+        lm = self.s.log_metrics
+        if self.log_metrics is None or not lm.ship_to:
+            return None
+        from agent.config import settings_from_dict
+        from pipelines.sinks.registry import build_sink, parse_sink_url
+
+        conf = settings_from_dict({"sink": parse_sink_url(lm.ship_to)}, source="log_metrics.ship_to",
+                                  interpolate=False)
+        sink = build_sink(conf.sink, os.path.join(self.s.data_dir, "log_metrics"))
+        await sink.start()
+        return MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
+                             default_host_name(self.s.host_name))
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""

@@ -165,6 +165,9 @@ class LogMetricsSettings:
     prefix: str = opt("logs_", help="prefix of every derived metric name")
     defaults: bool = opt(True, help="built-in rules: lines by namespace and level, lines with trace context")
     host_label: bool = opt(False, help="label every derived series with host (host.name)")
+    ship_to: str = opt("", help="also ship snapshots as records to this sink URL (kafka://, "
+                                "elasticsearch://, file:, stdout); empty: only /metrics")
+    ship_interval_secs: float = opt(60.0, min=1, help="how often a snapshot is shipped")
     rules: list[MetricRule] = opt(factory=list, help="user rules: [[log_metrics.rules]] tables")
 
 

@@ -18,17 +18,28 @@ normalized from `level`, `severity`, `lvl` or `log.level`, and `trace_context_li
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import logging
 import math
 import re
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from agent.settings import LogMetricsSettings, MetricRule
+from pipelines.errors import SinkError
+from pipelines.records import Batch, Segment
+from pipelines.sinks.base import Sink
+from pipelines.trace import is_normalized_trace_id as is_trace_id
+
+log = logging.getLogger("tailship.log_metrics")
 
 OVERFLOW = "__overflow__"
 MISSING = ""  # label value of a record without the labelled field
@@ -221,8 +232,8 @@ class LogMetrics(Collector):
                 lines.inc(key)
             else:
                 lcounts[key] = n + 1
-            t = yes if "trace_id" in rec else no
-            tcounts[t] += 1
+            t = rec.get("trace_id")  # set by the chain only when valid: 32 lowercase hex
+            tcounts[yes if type(t) is str and len(t) == 32 and is_trace_id(t) else no] += 1
 
         self._observers.append(defaults)
 
@@ -334,3 +345,77 @@ def _matcher(rule: MetricRule) -> Callable[[dict[str, Any]], bool] | None:
     if len(tests) == 1:
         return tests[0]
     return lambda rec: all(t(rec) for t in tests)
+
+
+def snapshot(lm: LogMetrics, host: str, now: float | None = None) -> list[bytes]:
+    """Every derived series as one JSON record (OpenTelemetry-like): `name`, `type`, `labels`,
+    `value` for counters or `buckets` (cumulative `{le, count}`), `sum` and `count` for
+    histograms, `timestamp` (RFC 3339) and `host.name`."""
+    when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    ts = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    out = []
+    for s in lm.series:
+        if s.buckets is None:
+            for values, n in s.counts.items():
+                out.append(orjson.dumps({"timestamp": ts, "name": s.name, "type": "counter",
+                                         "labels": dict(zip(s.labels, values, strict=True)), "value": n,
+                                         "host": {"name": host}}))
+            continue
+        for values, h in s.hists.items():
+            acc, buckets = 0.0, []
+            for bound, c in zip([*s.buckets, math.inf], h[:-1], strict=True):
+                acc += c
+                buckets.append({"le": "+Inf" if bound == math.inf else bound, "count": acc})
+            out.append(orjson.dumps({"timestamp": ts, "name": s.name, "type": "histogram",
+                                     "labels": dict(zip(s.labels, values, strict=True)), "buckets": buckets,
+                                     "sum": h[-1], "count": acc, "host": {"name": host}}))
+    return out
+
+
+class MetricShipper:
+    """Ships a snapshot of the derived metrics every `interval` seconds (and a last one at stop)
+    through a sink of its own (`log_metrics.ship_to`). Values are cumulative, so a snapshot that
+    cannot be delivered is not retried forever: the next one carries the totals."""
+
+    def __init__(self, lm: LogMetrics, sink: Sink, interval: float, host: str,
+                 attempts: int = 5) -> None:
+        self.lm, self.sink, self.interval, self.host = lm, sink, interval, host
+        self.attempts = attempts
+        self.shipped = 0   # snapshots delivered
+        self.failed = 0    # snapshots given up on
+        self._seq = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.ship()
+
+    async def ship(self) -> bool:
+        records = snapshot(self.lm, self.host)
+        if not records:
+            return True
+        self._seq += 1
+        # a file key unique to this snapshot: sinks that derive ids from (file, offset) keep every
+        # snapshot, and a retried one overwrites itself
+        seg = Segment(f"log_metrics:{self.host}:{time.time_ns()}", "log_metrics", {})
+        seg.records = records
+        seg.offsets = list(range(len(records)))
+        seg.trace_ids = [None] * len(records)
+        seg.span_ids = [None] * len(records)
+        seg.nbytes = sum(map(len, records))
+        batch = Batch(seq=self._seq)
+        batch.add(seg)
+        delay = 0.5
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await self.sink.send(batch)
+                self.shipped += 1
+                return True
+            except SinkError as exc:
+                if not exc.retriable or attempt == self.attempts:
+                    log.warning("log metrics snapshot not shipped: %s", exc)
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        self.failed += 1
+        return False

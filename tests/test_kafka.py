@@ -304,6 +304,48 @@ def test_sasl_wrong_password_is_one_clear_error(kafka, tmp_path, mechanism):
     assert "not-the-password" not in r.stderr
 
 
+def test_log_metric_snapshots_shipped_to_kafka(kafka, tmp_path):
+    """log_metrics.ship_to = kafka://...: the snapshot records consumed back from the broker carry
+    the values this test counts in its own input."""
+    topic = topic_name("logmetrics")
+    log = tmp_path / "a.log"
+    levels = ["info"] * 7 + ["error"] * 3 + ["warn"] * 2
+    log.write_text("".join(orjson.dumps({"level": lv, "status": 500 if i % 4 == 0 else 200,
+                                         "trace_id": f"{i + 1:032x}" if i % 2 else None}).decode() + "\n"
+                           for i, lv in enumerate(levels)))
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'''data_dir = "{tmp_path / 'data'}"
+host_name = "node-a"
+[source]
+include = ["{log}"]
+[sink]
+type = "null"
+[log_metrics]
+ship_to = "kafka://{kafka['TAILSHIP_KAFKA_BOOTSTRAP']}/{topic}"
+[[log_metrics.rules]]
+name = "server_errors"
+match_field = "status"
+equals = "500"
+labels = ["level"]
+''')
+    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    recs = [orjson.loads(m.value) for m in asyncio.run(consume(kafka["TAILSHIP_KAFKA_BOOTSTRAP"], topic, 6,
+                                                                 timeout=30))]
+    got = {(x["name"], tuple(sorted(x["labels"].items()))): x["value"] for x in recs}
+    assert got == {
+        ("logs_lines_total", (("level", "info"), ("namespace", ""))): 7,
+        ("logs_lines_total", (("level", "error"), ("namespace", ""))): 3,
+        ("logs_lines_total", (("level", "warning"), ("namespace", ""))): 2,
+        ("logs_trace_context_lines_total", (("has_trace", "true"),)): 6,
+        ("logs_trace_context_lines_total", (("has_trace", "false"),)): 6,
+        ("logs_server_errors_total", (("level", "info"),)): 2,   # lines 0 and 4
+        ("logs_server_errors_total", (("level", "error"),)): 1,  # line 8
+    }
+    assert {x["host"]["name"] for x in recs} == {"node-a"} and {x["type"] for x in recs} == {"counter"}
+
+
 def test_kill_9_mid_stream_loses_nothing(kafka, tmp_path):
     """kill -9 while a file grows and ships to Kafka, restart each time: nothing is lost."""
     bootstrap = kafka["TAILSHIP_KAFKA_BOOTSTRAP"]

@@ -184,3 +184,37 @@ async def test_derived_metrics_equal_an_independent_count_of_the_input(tmp_path)
     # the input exercised every rule (else the comparisons above prove little)
     assert exp["dur_count"] and exp["timeouts"]["all"] > 0 and len(traced) == 2
     await asyncio.sleep(0)
+
+
+@pytest.mark.timeout(60)
+async def test_snapshots_shipped_through_a_sink_carry_the_same_values(tmp_path):
+    """ship_to = file:DIR: the last snapshot (written at stop) holds exactly the exported values."""
+    from pipelines.sinks.file import read_dir
+
+    log = tmp_path / "a.log"
+    log.write_text("".join(orjson.dumps({"level": lv, "duration_ms": d, "message": "m"}).decode() + "\n"
+                           for lv, d in [("info", 5), ("warn", 50), ("info", 500), ("error", 7)]))
+    s = fast_settings(tmp_path, [str(log)])
+    out = tmp_path / "metrics"
+    s.log_metrics = rules(MetricRule(name="dur", type="histogram", field="duration_ms", buckets=[10, 100]),
+                          ship_to=f"file:{out}", ship_interval_secs=3600)
+    sink = CollectSink()
+    agent = Agent(s, sink)
+    async with running(agent):
+        await wait_until(lambda: len(sink.records) >= 4, 20, "records shipped")
+    assert agent.log_metrics is not None
+    exported = samples(agent.log_metrics)
+    shipped = [orjson.loads(x) for x in read_dir(out)]
+    assert {r["host"]["name"] for r in shipped} == {"testhost"}
+    assert all(r["timestamp"].endswith("Z") for r in shipped)
+    for r in shipped:
+        labels = tuple(sorted(r["labels"].items()))
+        if r["type"] == "counter":
+            assert exported[(r["name"], labels)] == r["value"]
+        else:
+            assert exported[(r["name"] + "_count", labels)] == r["count"] == 4
+            assert exported[(r["name"] + "_sum", labels)] == r["sum"] == 562
+            assert [(b["le"], b["count"]) for b in r["buckets"]] == [(10, 2), (100, 3), ("+Inf", 4)]
+    names = {r["name"] for r in shipped}
+    assert names == {"logs_lines_total", "logs_trace_context_lines_total", "logs_dur"}
+    assert sum(r["value"] for r in shipped if r["name"] == "logs_lines_total") == 4
