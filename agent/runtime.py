@@ -48,7 +48,8 @@ class StartupError(TailshipError):
     """The agent cannot start (data directory unusable, sink unreachable)."""
 
 
-def chain_spec(s: Settings, observe: Callable[[dict[str, Any]], None] | None = None) -> ChainSpec:
+def chain_spec(s: Settings, observe: Callable[[dict[str, Any], str | None], None] | None = None
+               ) -> ChainSpec:
     return ChainSpec(
         format=s.source.format, max_line_bytes=s.source.max_line_bytes,
         parse_json=s.parse.json, target=s.parse.target, trace=s.trace.enabled,

@@ -49,7 +49,7 @@ class ChainSpec:
     multiline_max_bytes: int = 1 << 20
     multiline_timeout_secs: float = 1.0
     host_name: str = ""
-    observe: Callable[[dict[str, Any]], None] | None = None  # derived log metrics, per record
+    observe: Callable[[dict[str, Any], str | None], None] | None = None  # log metrics: (record, trace id)
 
 
 def rfc3339_now() -> str:
@@ -240,7 +240,7 @@ class FileProcessor:
             if host is not None:
                 rec["host"] = {**rec["host"], **host} if "host" in rec else host
             if observe is not None:
-                observe(rec)
+                observe(rec, tid)
             b = dumps(rec)
             records.append(b)
             offsets.append(off)
@@ -280,7 +280,7 @@ class FileProcessor:
         if self._host is not None:
             rec["host"] = self._host
         if self.spec.observe is not None:
-            self.spec.observe(rec)
+            self.spec.observe(rec, tid)
         b = orjson.dumps(rec)
         seg.records.append(b)
         seg.offsets.append(off)

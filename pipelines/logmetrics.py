@@ -37,9 +37,9 @@ from agent.settings import LogMetricsSettings, MetricRule
 from pipelines.errors import SinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
-from pipelines.trace import is_normalized_trace_id as is_trace_id
 
 log = logging.getLogger("tailship.log_metrics")
+Observer = Callable[[dict[str, Any], "str | None"], None]
 
 OVERFLOW = "__overflow__"
 MISSING = ""  # label value of a record without the labelled field
@@ -168,7 +168,8 @@ class Series:
 
 
 class LogMetrics(Collector):
-    """Compiled rules and their series; `observe(rec)` is the per-record entry point."""
+    """Compiled rules and their series; `observe(rec, trace_id)` is the per-record entry point
+    (`trace_id`: the normalized id the chain found, or None)."""
 
     def __init__(self, settings: LogMetricsSettings, host_name: str = "") -> None:
         self.settings = settings
@@ -176,7 +177,7 @@ class LogMetrics(Collector):
         self.overflowed: dict[str, int] = {}
         self.skipped: dict[tuple[str, str], int] = {}  # (rule, reason) → records
         self.series: list[Series] = []
-        self._observers: list[Callable[[dict[str, Any]], None]] = []
+        self._observers: list[Observer] = []
         self.host_label = host_name if settings.host_label else None
         if settings.defaults:
             self._defaults()
@@ -184,12 +185,12 @@ class LogMetrics(Collector):
             self._compile(rule)
         observers = tuple(self._observers)
 
-        def observe(rec: dict[str, Any]) -> None:
+        def observe(rec: dict[str, Any], tid: str | None) -> None:
             for fn in observers:
-                fn(rec)
+                fn(rec, tid)
 
         # one rule (the defaults alone, typically): no loop in between
-        self.observe: Callable[[dict[str, Any]], None] = observers[0] if len(observers) == 1 else observe
+        self.observe: Observer = observers[0] if len(observers) == 1 else observe
 
     def _name(self, name: str, counter: bool) -> str:
         full = self.prefix + name
@@ -214,7 +215,7 @@ class LogMetrics(Collector):
         tcounts[yes] = tcounts[no] = 0
         levels: dict[str, str] = {}  # raw value → normalized (bounded below)
 
-        def defaults(rec: dict[str, Any]) -> None:  # both built-in rules in one call: the hot path
+        def defaults(rec: dict[str, Any], tid: str | None) -> None:  # both built-ins: the hot path
             k8s = rec.get("kubernetes")
             ns = k8s.get("namespace", MISSING) if type(k8s) is dict else MISSING
             raw = rec.get("level") or rec.get("severity") or rec.get("lvl")
@@ -232,8 +233,7 @@ class LogMetrics(Collector):
                 lines.inc(key)
             else:
                 lcounts[key] = n + 1
-            t = rec.get("trace_id")  # set by the chain only when valid: 32 lowercase hex
-            tcounts[yes if type(t) is str and len(t) == 32 and is_trace_id(t) else no] += 1
+            tcounts[no if tid is None else yes] += 1
 
         self._observers.append(defaults)
 
@@ -251,7 +251,7 @@ class LogMetrics(Collector):
         counts = series.counts
 
         if counter:
-            def observe(rec: dict[str, Any]) -> None:
+            def observe(rec: dict[str, Any], tid: str | None) -> None:
                 if match is None or match(rec):
                     key = labels_of(rec)
                     n = counts.get(key)
@@ -262,7 +262,7 @@ class LogMetrics(Collector):
         else:
             assert field is not None
 
-            def observe(rec: dict[str, Any]) -> None:
+            def observe(rec: dict[str, Any], tid: str | None) -> None:
                 if match is not None and not match(rec):
                     return
                 raw = v = field(rec)

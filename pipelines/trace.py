@@ -502,8 +502,3 @@ def _exception_or_frame(msg: str) -> bool:
     if sp != -1 and msg[sp - 1] != ":" and msg.find("(", 0, sp) == -1:
         return False  # cheap exit for "INFO ...": a class name or callee has no space in it
     return EXCEPTION_LINE(msg) is not None or is_go_frame(msg)
-
-
-def is_normalized_trace_id(value: str) -> bool:
-    """Whether `value` is a trace id as the chain writes it: 32 lowercase hex, not all zeros."""
-    return len(value) == 32 and _LHEX32(value) is not None and value != ZERO32

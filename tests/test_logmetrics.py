@@ -50,7 +50,7 @@ def test_counter_rule_matches_labels_and_overflow():
             {"status": 500, "service": "c", "http": {"method": "PUT"}},  # third label set: overflow
             {"service": "d"}]                                            # no status: no match
     for r in recs:
-        lm.observe(r)
+        lm.observe(r, r.get("trace_id"))
     got = samples(lm)
     assert got[("logs_errors_total", (("http_method", "GET"), ("service", "a")))] == 2
     assert got[("logs_errors_total", (("http_method", ""), ("service", "b")))] == 1
@@ -66,7 +66,7 @@ def test_histogram_buckets_sum_and_skipped_records():
               {"message": "took", "duration_ms": "50.5"}, {"message": "took", "duration_ms": 1000},
               {"message": "took"}, {"message": "took", "duration_ms": "fast"},
               {"message": "other", "duration_ms": 1}]:
-        lm.observe(r)
+        lm.observe(r, r.get("trace_id"))
     got = samples(lm)
     assert got[("logs_latency_ms_bucket", (("le", "10.0"),))] == 2   # le: 5 and 10
     assert got[("logs_latency_ms_bucket", (("le", "100.0"),))] == 3
@@ -83,7 +83,7 @@ def test_defaults_and_host_label():
     for r in [{"level": "WARN", "kubernetes": {"namespace": "shop"}, "trace_id": "a" * 32},
               {"severity": "warning", "kubernetes": {"namespace": "shop"}},
               {"log": {"level": "Eror"}}, {"message": "plain"}, {"level": 50}]:
-        lm.observe(r)
+        lm.observe(r, r.get("trace_id"))
     got = samples(lm)
     lines = "logs_lines_total"
     assert got[(lines, (("host", "node-7"), ("level", "warning"), ("namespace", "shop")))] == 2
