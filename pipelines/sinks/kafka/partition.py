@@ -11,16 +11,21 @@ _SEED = 0x9747B28C
 _MASK = 0xFFFFFFFF
 
 
+_BLOCKS: dict[int, struct.Struct] = {}
+
+
 def murmur2(data: bytes) -> int:
     """32-bit MurmurHash2 as Kafka computes it (signed result like Java's int)."""
     n = len(data)
     h = (_SEED ^ n) & _MASK
-    nblocks = n // 4
-    for (k,) in struct.iter_unpack("<I", data[: nblocks * 4]):
+    nblocks = n >> 2
+    unpack = _BLOCKS.get(nblocks)
+    if unpack is None:
+        unpack = _BLOCKS[nblocks] = struct.Struct(f"<{nblocks}I")
+    for k in unpack.unpack_from(data):
         k = (k * _M) & _MASK
         k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
+        h = ((h * _M) ^ (k * _M)) & _MASK  # == ((h*M) & MASK) ^ ((k*M) & MASK): one mask fewer
     rest = n & 3
     tail = nblocks * 4
     if rest == 3:
