@@ -34,6 +34,7 @@ class CheckpointStore:
         self.entries: dict[str, dict[str, Any]] = {}
         self.recovered_from_corruption = False
         self._dirty = False
+        self.written_at = time.monotonic()  # last write (or creation)
 
     def load(self) -> None:
         try:
@@ -93,4 +94,9 @@ class CheckpointStore:
         finally:
             os.close(dfd)
         self._dirty = False
+        self.written_at = time.monotonic()
         return True
+
+    def age(self) -> float:
+        """Seconds the newest acknowledgements have waited to be written (0 when all are)."""
+        return time.monotonic() - self.written_at if self._dirty else 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any
 from agent import __version__, logs
 from agent.config import load_config, settings_from_dict
 from agent.runtime import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, Agent, Summary, install_signal_handlers
-from agent.settings import Settings
+from agent.settings import MetricsSettings, Settings
 from pipelines.errors import ConfigError, TailshipError
 from pipelines.sinks.registry import build_sink, parse_sink_url
 
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, help="TOML configuration file")
     run.add_argument("--once", action="store_true",
                      help="read the files found at start to their end, ship, wait for acks, exit")
+    run.add_argument("--metrics-listen", metavar="HOST:PORT",
+                     help='serve /metrics, /healthz, /readyz here instead of metrics.listen ("" = off)')
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a configuration file and exit")
@@ -56,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB",
                       help="files or glob patterns; a directory means every *.log under it")
     tail.add_argument("--to", required=True, metavar="SINK_URL",
-                      help="stdout | null | file:DIR | kafka://HOST:PORT/TOPIC")
+                      help="stdout | null | file:DIR | kafka://HOST:PORT/TOPIC | "
+                      "elasticsearch://HOST:PORT/INDEX")
     tail.add_argument("--once", action="store_true",
                       help="read to the end of the files, ship, wait for acknowledgements, exit")
     tail.add_argument("--data-dir", help="checkpoints directory (default: a temporary one with "
@@ -66,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     tail.add_argument("--multiline", default="none", choices=("none", "java", "python", "go", "auto"))
     tail.add_argument("--no-progress", action="store_true", help="no live progress line")
+    tail.add_argument("--metrics-listen", metavar="HOST:PORT", default="",
+                      help="serve /metrics, /healthz, /readyz at HOST:PORT (default: off)")
     tail.set_defaults(func=cmd_tail)
     return p
 
@@ -78,7 +84,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
+    if args.metrics_listen is not None:
+        settings.metrics = _listen(settings, args.metrics_listen)
     return _run_agent(settings, once=args.once, progress=False)
+
+
+def _listen(settings: Settings, listen: str) -> MetricsSettings:
+    from agent.server import parse_listen
+
+    if listen:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise ConfigError([f"--metrics-listen: {exc}"], source="command line") from exc
+    return dataclasses.replace(settings.metrics, listen=listen)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -101,6 +120,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         "source": {"include": includes, "exclude": args.exclude, "format": args.format,
                    "read_from": args.read_from},
         "multiline": {"preset": args.multiline},
+        "metrics": {"listen": args.metrics_listen},
         "sink": sink,
     }, source="command line", interpolate=False)
     progress = not args.no_progress and sys.stderr.isatty()

@@ -334,6 +334,13 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
     _check_idempotence(s, walk)
     if not walk.tainted("log_metrics"):
         _check_log_metrics(s, walk)
+    if s.metrics.listen and not walk.tainted("metrics.listen"):
+        from agent.server import parse_listen
+
+        try:
+            parse_listen(s.metrics.listen)
+        except ValueError as exc:
+            walk.fail("metrics.listen", str(exc))
 
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")

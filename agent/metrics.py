@@ -1,15 +1,33 @@
 """Self-metrics, one registry per agent (tests run several agents in one process).
 
-Per-line work never touches these: tailers count per chunk, and the chain reports rare events
-(truncations, malformed lines, ...) through `event`, which both counts and, for the first
-occurrences, is visible in `events` for the summary.
+Per-line work never touches these: tailers count per chunk, the sender per batch, and the chain
+reports rare events (truncations, malformed lines, ...) through `event`, which both counts and
+keeps a tally for the run summary. Values that are cheaper to read than to maintain (unread bytes
+per file, queue bytes, checkpoint age, dead letters) are computed at scrape time by `_Live`.
+docs/metrics.md lists every metric with its meaning.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 from collections import Counter as _Tally
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from agent import __version__
+
+# events that are parse errors, by kind (the rest are counted as events only)
+PARSE_ERRORS = {"malformed": "malformed", "invalid_utf8": "invalid_utf8",
+                "line_too_long": "line_too_long", "partial_emitted": "partial",
+                "partial_line_emitted": "partial"}
+FILE_EVENTS = {"file_truncated": "truncated", "file_rotated": "rotated", "file_discovered": "discovered",
+               "file_deleted": "deleted"}
+LAG_BUCKETS = (0, 4096, 65536, 1 << 20, 16 << 20, 256 << 20, 1 << 30)
 
 
 class Metrics:
@@ -23,13 +41,97 @@ class Metrics:
                                   registry=r)
         self.batches_sent = Counter("tailship_batches_sent_total", "Batches acknowledged by the sink",
                                     registry=r)
+        self.batches = Counter("tailship_sink_batches_total", "Delivery attempts of batches by sink and "
+                               "result (ok, retry, fatal)", ["sink", "result"], registry=r)
+        self.sink_records = Counter("tailship_sink_records_total", "Records acknowledged, by sink",
+                                    ["sink"], registry=r)
+        self.sink_bytes = Counter("tailship_sink_bytes_total", "Record bytes acknowledged by sink, before "
+                                  "the sink's compression", ["sink"], registry=r)
+        self.send_seconds = Histogram("tailship_sink_send_seconds", "Time of one successful delivery "
+                                      "attempt of a batch", ["sink"], registry=r,
+                                      buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.retries = Counter("tailship_sink_retries_total", "Retriable delivery failures", ["sink"],
+                               registry=r)
+        self.dropped = Counter("tailship_dropped_records_total", "Records dropped on purpose, by reason",
+                               ["reason"], registry=r)
+        self.parse_errors = Counter("tailship_parse_errors_total", "Lines that could not be parsed as "
+                                    "their format says, by kind", ["kind"], registry=r)
+        self.truncated = Counter("tailship_truncated_records_total", "Records cut at max_line_bytes or "
+                                 "a multiline bound", registry=r)
+        self.files = Counter("tailship_files_total", "File lifecycle events (discovered, rotated, "
+                             "truncated, deleted)", ["event"], registry=r)
+        self.paused = Counter("tailship_backpressure_paused_seconds_total", "Seconds tailers waited for "
+                              "room in the in-flight budget (sink slower than input)", registry=r)
         self.events_total = Counter("tailship_events_total", "Notable events by kind", ["event"],
                                     registry=r)
         self.files_open = Gauge("tailship_files_open", "Files being tailed", registry=r)
         self.inflight_bytes = Gauge("tailship_inflight_bytes", "Bytes read but not yet acknowledged",
                                     registry=r)
+        build = Gauge("tailship_build_info", "Version of the agent and of Python (value 1)",
+                      ["version", "python"], registry=r)
+        build.labels(__version__, platform.python_version()).set(1)
         self.events: _Tally[str] = _Tally()
 
     def event(self, name: str, n: int = 1) -> None:
         self.events[name] += n
         self.events_total.labels(name).inc(n)
+        kind = PARSE_ERRORS.get(name)
+        if kind is not None:
+            self.parse_errors.labels(kind).inc(n)
+        fe = FILE_EVENTS.get(name)
+        if fe is not None:
+            self.files.labels(fe).inc(n)
+        if name in ("truncated", "multiline_truncated", "line_too_long"):
+            self.truncated.inc(n)
+
+    def live(self, source: Callable[[], dict[str, Any]]) -> None:
+        """Serve the values `source()` returns at every scrape (see `_Live`)."""
+        self.registry.register(_Live(source))
+
+
+class _Live(Collector):
+    """Scrape-time values from the running agent: `source()` returns
+    {"files": [(fd, position)], "queues": {stage: bytes}, "checkpoint_age": secs | None,
+     "dead_letters": {sink: n}, "buffer_bytes": n}."""
+
+    def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Any]:
+        s = self.source()
+        lags = []
+        for fd, pos in s.get("files", []):
+            try:
+                lags.append(max(0, os.fstat(fd).st_size - pos))
+            except OSError:  # closed between the snapshot and now
+                continue
+        total = GaugeMetricFamily("tailship_unread_bytes", "Bytes written to tailed files and not read "
+                                  "yet (lag), all files")
+        total.add_metric([], sum(lags))
+        yield total
+        hist = HistogramMetricFamily("tailship_file_unread_bytes", "Unread bytes per tailed file "
+                                     "(distribution over files)")
+        buckets = [(str(b), float(sum(1 for x in lags if x <= b))) for b in LAG_BUCKETS]
+        hist.add_metric([], [*buckets, ("+Inf", float(len(lags)))], sum_value=float(sum(lags)))
+        yield hist
+        q = GaugeMetricFamily("tailship_queue_bytes", "Bytes waiting in each stage", labels=["stage"])
+        for stage, n in s.get("queues", {}).items():
+            q.add_metric([stage], n)
+        yield q
+        age = s.get("checkpoint_age")
+        ck = GaugeMetricFamily("tailship_checkpoint_age_seconds", "Seconds since checkpoints were last "
+                               "written (NaN before the first write)")
+        ck.add_metric([], float("nan") if age is None else age)
+        yield ck
+        dl = CounterMetricFamily("tailship_dead_letter_records", "Records written to the dead-letter "
+                                 "file by this process, by sink", labels=["sink"])
+        for sink, n in s.get("dead_letters", {}).items():
+            dl.add_metric([sink], n)
+        yield dl
+        buf = GaugeMetricFamily("tailship_buffer_bytes", "Bytes held in the disk buffer")
+        buf.add_metric([], s.get("buffer_bytes", 0))
+        yield buf
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+

@@ -27,6 +27,7 @@ from agent.checkpoints import CheckpointStore
 from agent.discovery import scan
 from agent.identity import FileId, identify
 from agent.metrics import Metrics
+from agent.server import MetricsServer
 from agent.settings import Settings
 from agent.tailer import FileTailer
 from pipelines.batch import AckTracker, Batcher, ByteBudget
@@ -122,6 +123,11 @@ class Agent:
         self._started = 0.0
         self._cpu0 = 0.0
         self.unacked = 0
+        self.queued_bytes = 0                      # closed batches waiting for a sender
+        self.failing_since: float | None = None    # monotonic time of the first failure in a row
+        self.ready = False
+        self.server: MetricsServer | None = None
+        self.metrics.live(self._live_values)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -133,6 +139,14 @@ class Agent:
         prepare_data_dir(self.s.data_dir)
         self.checkpoints.load()
         await self.sink.start()
+        if self.s.metrics.listen:
+            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness)
+            try:
+                await self.server.start()
+            except OSError as exc:
+                await self.sink.close(1.0)
+                raise StartupError(str(exc.strerror or exc)) from exc
+        self.ready = True
         shipper = await self._metric_shipper()
         bg = [asyncio.create_task(self._sender(), name=f"sender-{i}")
               for i in range(self.s.sink.max_in_flight)]
@@ -164,6 +178,9 @@ class Agent:
                 await shipper.ship()
                 await shipper.sink.close(max(1.0, self.s.shutdown_timeout_secs / 4))
             await self.sink.close(max(1.0, self.s.shutdown_timeout_secs / 4))
+            self.ready = False
+            if self.server is not None:
+                await self.server.stop()
         if self._fatal is not None:
             raise self._fatal
         return EXIT_OK
@@ -263,6 +280,7 @@ class Agent:
         self.tailing[fid.key] = _Tailing(tailer, task, (fid.dev, fid.ino))
         self.files_seen.add((fid.dev, fid.ino))
         self.metrics.files_open.inc()
+        self.metrics.files.labels("discovered").inc()
         log.debug("%s: tailing from offset %d (%s)", path, offset, fid.key)
 
     def _start_offset(self, fid: FileId, path: str, size: int) -> int:
@@ -298,7 +316,13 @@ class Agent:
     # -- data path ------------------------------------------------------------------------------
 
     async def _emit(self, seg: Segment) -> None:
-        await self.budget.acquire(seg.nbytes)
+        budget = self.budget
+        if budget.used and budget.used + seg.nbytes > budget.limit:  # will wait: backpressure
+            t0 = time.monotonic()
+            await budget.acquire(seg.nbytes)
+            self.metrics.paused.inc(time.monotonic() - t0)
+        else:
+            await budget.acquire(seg.nbytes)
         self.metrics.inflight_bytes.set(self.budget.used)
         await self.batcher.add(seg)
 
@@ -306,11 +330,13 @@ class Agent:
         # no await in here: a cancelled tailer must not leave a batch half-registered
         self.tracker.register(batch)
         self.unacked += batch.nrecords
+        self.queued_bytes += batch.nbytes
         self.queue.put_nowait(batch)
 
     async def _sender(self) -> None:
         while True:
             batch = await self.queue.get()
+            self.queued_bytes -= batch.nbytes
             try:
                 await self._deliver(batch)
             finally:
@@ -319,18 +345,28 @@ class Agent:
     async def _deliver(self, batch: Batch) -> None:
         delay = self.s.sink.retry_initial_ms / 1000
         attempt = 0
+        m, name = self.metrics, self.sink.name
         while True:
+            t0 = time.monotonic()
             try:
                 await self.sink.send(batch)
+                m.send_seconds.labels(name).observe(time.monotonic() - t0)
+                m.batches.labels(name, "ok").inc()
+                self.failing_since = None
                 break
             except RetriableSinkError as exc:
                 attempt += 1
                 self.metrics.event("sink_retry")
+                m.batches.labels(name, "retry").inc()
+                m.retries.labels(name).inc()
+                if self.failing_since is None:
+                    self.failing_since = t0
                 if attempt == 1 or attempt % 10 == 0:
                     log.warning("%s (attempt %d; retrying, files wait on disk)", exc, attempt)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.s.sink.retry_max_ms / 1000)
             except FatalSinkError as exc:
+                m.batches.labels(name, "fatal").inc()
                 log.error("%s", exc)
                 self._fail(exc)
                 return
@@ -348,6 +384,8 @@ class Agent:
         m.records_sent.inc(batch.nrecords)
         m.bytes_sent.inc(batch.nbytes)
         m.batches_sent.inc()
+        m.sink_records.labels(self.sink.name).inc(batch.nrecords)
+        m.sink_bytes.labels(self.sink.name).inc(batch.nbytes)
 
     async def _persist_loop(self) -> None:
         # right after acknowledgements, at most once per interval: duplicates after a crash are
@@ -363,6 +401,31 @@ class Agent:
             await asyncio.sleep(self.s.checkpoint_interval_secs)
 
     # -- reporting ------------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """For /readyz: (ready, why)."""
+        if self._fatal is not None:
+            return False, f"stopped: {self._fatal}"
+        if not self.ready:
+            return False, "starting or stopping"
+        if self.failing_since is not None:
+            failing = time.monotonic() - self.failing_since
+            if failing >= self.s.metrics.ready_failing_secs:
+                return False, f"sink {self.sink.name} failing for {failing:.0f}s"
+        return True, "ready"
+
+    def _live_values(self) -> dict[str, Any]:
+        dead = getattr(self.sink, "dead", None)
+        open_batch = self.batcher.open_bytes
+        return {
+            "files": [(t.tailer.fd, t.tailer.pos) for t in self.tailing.values() if not t.tailer.done],
+            "queues": {"inflight": self.budget.used, "open_batch": open_batch,
+                       "send_queue": self.queued_bytes,
+                       "sending": max(0, self.budget.used - open_batch - self.queued_bytes)},
+            "checkpoint_age": self.checkpoints.age(),
+            "dead_letters": {self.sink.name: dead.count} if dead is not None else {},
+            "buffer_bytes": 0,
+        }
 
     def summary(self) -> Summary:
         m = self.metrics

@@ -142,6 +142,13 @@ class SinkSettings:
 
 
 @dataclass(slots=True)
+class MetricsSettings:
+    listen: str = opt("127.0.0.1:2021", help='host:port of /metrics, /healthz and /readyz ("" = off)')
+    ready_failing_secs: float = opt(30.0, min=0,
+                                    help="/readyz answers 503 once the sink has failed for this long")
+
+
+@dataclass(slots=True)
 class MetricRule:
     name: str = field(metadata={"help": "metric name after the prefix; counters get _total appended"})
     type: str = opt("counter", choices=("counter", "histogram"), help="what the rule computes")
@@ -184,4 +191,5 @@ class Settings:
     multiline: MultilineSettings = field(default_factory=MultilineSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_metrics: LogMetricsSettings = field(default_factory=LogMetricsSettings)

@@ -144,6 +144,8 @@ class FileTailer:
         st = os.fstat(self.fd)
         if self._gone(st):
             self.gone_polls += 1
+            if self.gone_polls == 1:
+                self.metrics.files.labels("deleted" if st.st_nlink == 0 else "rotated").inc()
             if self.gone_polls > 1:
                 await self._flush_held(now)
                 return True

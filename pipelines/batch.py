@@ -66,6 +66,11 @@ class Batcher:
         self._opened = 0.0
         self._lock = asyncio.Lock()
 
+    @property
+    def open_bytes(self) -> int:
+        """Bytes in the batch being filled."""
+        return self._current.nbytes if self._current is not None else 0
+
     async def add(self, seg: Segment) -> None:
         async with self._lock:
             while True:

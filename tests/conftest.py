@@ -56,6 +56,7 @@ def fast_settings(tmp_path: Path, include: list[str], **source: Any) -> Settings
     s.source = dataclasses.replace(s.source, include=include, **{**fast, **source})
     s.batch = dataclasses.replace(s.batch, linger_ms=10)
     s.sink = dataclasses.replace(s.sink, retry_initial_ms=10, retry_max_ms=50)
+    s.metrics = dataclasses.replace(s.metrics, listen="")  # tests that want the server set a port
     return s
 
 
