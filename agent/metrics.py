@@ -60,8 +60,6 @@ class Metrics:
                                  "a multiline bound", registry=r)
         self.files = Counter("tailship_files_total", "File lifecycle events (discovered, rotated, "
                              "truncated, deleted)", ["event"], registry=r)
-        self.paused = Counter("tailship_backpressure_paused_seconds_total", "Seconds tailers waited for "
-                              "room in the in-flight budget (sink slower than input)", registry=r)
         self.events_total = Counter("tailship_events_total", "Notable events by kind", ["event"],
                                     registry=r)
         self.files_open = Gauge("tailship_files_open", "Files being tailed", registry=r)
@@ -128,6 +126,11 @@ class _Live(Collector):
         for sink, n in s.get("dead_letters", {}).items():
             dl.add_metric([sink], n)
         yield dl
+        paused = CounterMetricFamily("tailship_backpressure_paused_seconds", "Seconds during which "
+                                     "tailers waited for room in the in-flight budget (sink slower "
+                                     "than input)")
+        paused.add_metric([], s.get("paused_secs", 0.0))
+        yield paused
         buf = GaugeMetricFamily("tailship_buffer_bytes", "Bytes held in the disk buffer")
         buf.add_metric([], s.get("buffer_bytes", 0))
         yield buf

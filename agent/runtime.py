@@ -124,6 +124,9 @@ class Agent:
         self._cpu0 = 0.0
         self.unacked = 0
         self.queued_bytes = 0                      # closed batches waiting for a sender
+        self._waiting = 0                          # tailers waiting for budget room
+        self._paused_since = 0.0
+        self._paused_secs = 0.0                    # wall time with at least one tailer waiting
         self.failing_since: float | None = None    # monotonic time of the first failure in a row
         self.ready = False
         self.server: MetricsServer | None = None
@@ -318,9 +321,22 @@ class Agent:
     async def _emit(self, seg: Segment) -> None:
         budget = self.budget
         if budget.used and budget.used + seg.nbytes > budget.limit:  # will wait: backpressure
-            t0 = time.monotonic()
-            await budget.acquire(seg.nbytes)
-            self.metrics.paused.inc(time.monotonic() - t0)
+            if self.s.batch.when_full == "drop_newest":
+                # the user prefers fresh logs to complete ones: count and drop; later batches of the
+                # file move its checkpoint past these lines
+                if seg.records:
+                    self.metrics.dropped.labels("buffer_full").inc(len(seg.records))
+                    self.metrics.event("dropped_buffer_full", len(seg.records))
+                return
+            if self._waiting == 0:
+                self._paused_since = time.monotonic()
+            self._waiting += 1
+            try:
+                await budget.acquire(seg.nbytes)
+            finally:
+                self._waiting -= 1
+                if self._waiting == 0:
+                    self._paused_secs += time.monotonic() - self._paused_since
         else:
             await budget.acquire(seg.nbytes)
         self.metrics.inflight_bytes.set(self.budget.used)
@@ -425,7 +441,12 @@ class Agent:
             "checkpoint_age": self.checkpoints.age(),
             "dead_letters": {self.sink.name: dead.count} if dead is not None else {},
             "buffer_bytes": 0,
+            "paused_secs": self.paused_secs(),
         }
+
+    def paused_secs(self) -> float:
+        ongoing = time.monotonic() - self._paused_since if self._waiting else 0.0
+        return self._paused_secs + ongoing
 
     def summary(self) -> Summary:
         m = self.metrics

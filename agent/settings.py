@@ -70,6 +70,8 @@ class BatchSettings:
     linger_ms: int = opt(200, min=0, help="a batch closes this long after its first record")
     memory_limit_bytes: int = opt(64 << 20, min=1 << 20,
                                   help="in-flight bytes before tailers stop reading")
+    when_full: str = opt("block", choices=("block", "drop_newest"),
+                         help="at memory_limit_bytes: stop reading (block) or drop new records")
 
 
 @dataclass(slots=True)

@@ -141,3 +141,30 @@ def test_parse_listen(text: str, expected: Any):
 def test_parse_listen_rejects(text: str):
     with pytest.raises(ValueError, match="expected host:port"):
         parse_listen(text)
+
+
+async def test_drop_newest_drops_counts_and_never_blocks(tmp_path):
+    """when_full = drop_newest with the sink down: the tailer reads the whole file anyway, the
+    dropped records are counted, and received + dropped = written once the sink is back."""
+    log = tmp_path / "a.log"
+    total = 20000
+    log.write_text("".join(f"{'d' * 200} {i}\n" for i in range(total)))
+    s = fast_settings(tmp_path, [str(log)])
+    s.batch = dataclasses.replace(s.batch, memory_limit_bytes=1 << 20, max_bytes=256 << 10,
+                                  when_full="drop_newest")
+    sink = CollectSink()
+    sink.down = True
+    agent = Agent(s, sink)
+    task = asyncio.create_task(agent.run())
+    try:
+        m = agent.metrics
+        await wait_until(lambda: m.lines_read._value.get() == total, 20, "the whole file read while down")
+        dropped = m.dropped.labels("buffer_full")._value.get()
+        assert 0 < dropped < total
+        sink.down = False
+        await wait_until(lambda: len(sink.records) + dropped == total, 20, "in-flight records delivered")
+        numbers = [int(r["message"].rsplit(" ", 1)[1]) for r in sink.records]
+        assert len(set(numbers)) == len(numbers)  # what was kept arrives once
+    finally:
+        agent.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
