@@ -12,6 +12,7 @@ import yaml
 
 from agent.cli import _parser
 from agent.config import settings_from_dict
+from agent.server import parse_listen
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,3 +67,17 @@ def test_every_mount_has_a_volume_and_host_paths_are_read_only_except_state():
         if "hostPath" in volumes[m["name"]] and m["name"] != "state":
             assert m.get("readOnly") is True, m
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_probes_and_scrape_target_the_configured_metrics_port():
+    c = container()
+    env = {e["name"]: e.get("value", "node-1") for e in c["env"]}
+    s = settings_from_dict(tomllib.loads(docs()["ConfigMap"]["data"]["agent.toml"]), env=env)
+    host, port = parse_listen(s.metrics.listen)
+    assert host == "0.0.0.0"  # the kubelet probes the pod IP, not the container's loopback
+    [named] = [p for p in c["ports"] if p["name"] == "metrics"]
+    assert named["containerPort"] == port
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    ann = docs()["DaemonSet"]["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/port"] == str(port) and ann["prometheus.io/path"] == "/metrics"
