@@ -31,6 +31,7 @@ from agent.server import MetricsServer
 from agent.settings import Settings
 from agent.tailer import FileTailer
 from pipelines.batch import AckTracker, Batcher, ByteBudget
+from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
 from pipelines.enrich import default_host_name, file_meta
 from pipelines.errors import FatalSinkError, RetriableSinkError, TailshipError
@@ -98,9 +99,15 @@ class Agent:
     def __init__(self, settings: Settings, sink: Sink, *, once: bool = False,
                  metrics: Metrics | None = None) -> None:
         self.s = settings
-        self.sink = sink
         self.once = once
         self.metrics = metrics or Metrics()
+        if settings.buffer.type == "disk":
+            b = settings.buffer
+            sink = BufferedSink(sink, b.path or os.path.join(settings.data_dir, "buffer"),
+                                max_bytes=b.max_size_bytes, ack=b.ack, when_full=settings.batch.when_full,
+                                retry_initial_secs=settings.sink.retry_initial_ms / 1000,
+                                retry_max_secs=settings.sink.retry_max_ms / 1000, count=self.metrics.event)
+        self.sink = sink
         self.log_metrics: LogMetrics | None = None
         if settings.log_metrics.enabled:
             self.log_metrics = LogMetrics(settings.log_metrics, default_host_name(settings.host_name))
@@ -440,7 +447,7 @@ class Agent:
                        "sending": max(0, self.budget.used - open_batch - self.queued_bytes)},
             "checkpoint_age": self.checkpoints.age(),
             "dead_letters": {self.sink.name: dead.count} if dead is not None else {},
-            "buffer_bytes": 0,
+            "buffer_bytes": self.sink.bytes if isinstance(self.sink, BufferedSink) else 0,
             "paused_secs": self.paused_secs(),
         }
 

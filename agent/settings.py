@@ -144,6 +144,16 @@ class SinkSettings:
 
 
 @dataclass(slots=True)
+class BufferSettings:
+    type: str = opt("memory", choices=("memory", "disk"),
+                    help="memory: in-flight batches only; disk: batches go through files first")
+    path: str = opt("", help="disk buffer directory (default <data_dir>/buffer)")
+    max_size_bytes: int = opt(1 << 30, min=1 << 20, help="undelivered bytes the disk buffer may hold")
+    ack: str = opt("on_write", choices=("on_write", "on_delivery"),
+                   help="a batch counts as acknowledged once on disk, or once the sink took it")
+
+
+@dataclass(slots=True)
 class MetricsSettings:
     listen: str = opt("127.0.0.1:2021", help='host:port of /metrics, /healthz and /readyz ("" = off)')
     ready_failing_secs: float = opt(30.0, min=0,
@@ -193,5 +203,6 @@ class Settings:
     multiline: MultilineSettings = field(default_factory=MultilineSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
+    buffer: BufferSettings = field(default_factory=BufferSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_metrics: LogMetricsSettings = field(default_factory=LogMetricsSettings)
