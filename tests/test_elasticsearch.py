@@ -189,7 +189,8 @@ urls = ["http://{es_url(es)}"]
 index = "{index}"
 op_type = "create"
 ''')
-        r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], capture_output=True,
+        r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once", "--metrics-listen", ""],
+                       capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 0, r.stderr
     assert count(es, index) == 500

@@ -216,7 +216,8 @@ topic = "{topic}"
 security_protocol = "SSL"
 tls_ca_file = "{kafka['TAILSHIP_KAFKA_CA']}"
 ''')
-    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], capture_output=True,
+    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once", "--metrics-listen", ""],
+                       capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     msgs = asyncio.run(consume(kafka["TAILSHIP_KAFKA_BOOTSTRAP"], topic, 100, timeout=30))
@@ -239,7 +240,8 @@ bootstrap_servers = ["{kafka['TAILSHIP_KAFKA_SSL_BOOTSTRAP']}"]
 security_protocol = "SSL"
 request_timeout_ms = 5000
 ''')
-    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], capture_output=True,
+    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once", "--metrics-listen", ""],
+                       capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 3, r.stderr
     assert "cannot connect to Kafka at" in r.stderr
@@ -281,7 +283,8 @@ def test_sasl_mechanisms_ship_and_keep_the_password_secret(kafka, tmp_path, mech
         (tmp_path / "pw").write_text(password + "\n")
         line = f'sasl_password_file = "{tmp_path / "pw"}"'
     cfg = sasl_config(tmp_path, kafka, log, topic, mechanism, line)
-    r = subprocess.run([*TAILSHIP, "--log-level", "debug", "run", "--config", str(cfg), "--once"],
+    r = subprocess.run([*TAILSHIP, "--log-level", "debug", "run", "--config", str(cfg), "--once",
+                        "--metrics-listen", ""],
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert password not in r.stderr and password not in r.stdout
@@ -296,7 +299,8 @@ def test_sasl_wrong_password_is_one_clear_error(kafka, tmp_path, mechanism):
     log = tmp_path / "a.log"
     log.write_text("x\n")
     cfg = sasl_config(tmp_path, kafka, log, "t", mechanism, 'sasl_password = "not-the-password"')
-    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], capture_output=True,
+    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once", "--metrics-listen", ""],
+                       capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 3, r.stderr
     assert f"Kafka at {kafka['TAILSHIP_KAFKA_SASL_BOOTSTRAP']}" in r.stderr
@@ -328,7 +332,8 @@ match_field = "status"
 equals = "500"
 labels = ["level"]
 ''')
-    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once"], capture_output=True,
+    r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once", "--metrics-listen", ""],
+                       capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     recs = [orjson.loads(m.value) for m in asyncio.run(consume(kafka["TAILSHIP_KAFKA_BOOTSTRAP"], topic, 6,
