@@ -124,6 +124,7 @@ class Agent:
         self._warned: set[str] = set()
         self._stop_reading = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._rescan = asyncio.Event()
         self._acked = asyncio.Event()
         self._fatal: BaseException | None = None
         self._first_scan = True
@@ -250,7 +251,11 @@ class Agent:
     async def _discovery_loop(self) -> None:
         while True:
             await self._discover()
-            await asyncio.sleep(self.s.source.scan_interval_secs)
+            # a tailer that sees its path name another file (rotation) asks for a scan at once,
+            # so the new file is opened before it can be rotated away unread
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rescan.wait(), self.s.source.scan_interval_secs)
+            self._rescan.clear()
 
     async def _discover(self) -> None:
         src = self.s.source
@@ -285,7 +290,7 @@ class Agent:
         new_processor = functools.partial(self._processor, path=path, real_path=os.path.realpath(path))
         tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
                             emit=self._emit, metrics=self.metrics, settings=self.s.source,
-                            once=self.once, stop=self._stop_reading)
+                            once=self.once, stop=self._stop_reading, on_gone=self._rescan.set)
         task = asyncio.create_task(self._tail(tailer), name=f"tail:{path}")
         self.tailing[fid.key] = _Tailing(tailer, task, (fid.dev, fid.ino))
         self.files_seen.add((fid.dev, fid.ino))

@@ -34,7 +34,8 @@ class FileTailer:
     def __init__(self, *, path: str, fd: int, fid: FileId, offset: int,
                  new_processor: Callable[[FileId], FileProcessor],
                  emit: Callable[[Segment], Awaitable[None]], metrics: Metrics,
-                 settings: SourceSettings, once: bool, stop: asyncio.Event) -> None:
+                 settings: SourceSettings, once: bool, stop: asyncio.Event,
+                 on_gone: Callable[[], None] | None = None) -> None:
         self.path = path
         self.fd = fd
         self.fid = fid
@@ -49,6 +50,7 @@ class FileTailer:
         self.s = settings
         self.once = once
         self.stop = stop
+        self.on_gone = on_gone     # told when the path stops naming this file (rotated, deleted)
         self.raw_limit = settings.max_line_bytes + RAW_LINE_SLACK
         self.gone_polls = 0        # polls at EOF since the file was rotated away or deleted
         self.last_data = 0.0
@@ -146,6 +148,8 @@ class FileTailer:
             self.gone_polls += 1
             if self.gone_polls == 1:
                 self.metrics.files.labels("deleted" if st.st_nlink == 0 else "rotated").inc()
+                if self.on_gone is not None:
+                    self.on_gone()
             if self.gone_polls > 1:
                 await self._flush_held(now)
                 return True
