@@ -118,10 +118,9 @@ def test_dockerfile_lints_clean_and_matches_the_package():
     import re
     import shutil
     import subprocess
+    import sys
 
     from agent import __version__
-
-    import sys
 
     beside = Path(sys.executable).parent / "hadolint"  # the venv's, also when it is not activated
     hadolint = str(beside) if beside.exists() else shutil.which("hadolint")
