@@ -64,8 +64,22 @@ class CheckpointStore:
         return None if e is None else int(e["offset"])
 
     def put(self, key: str, offset: int, path: str) -> None:
-        self.entries[key] = {"offset": offset, "path": path, "updated": int(time.time())}
+        e = {"offset": offset, "path": path, "updated": int(time.time())}
+        real = self.entries.get(key, {}).get("real")
+        if real:
+            e["real"] = real
+        self.entries[key] = e
         self._dirty = True
+
+    def opened(self, key: str, offset: int, path: str, real: str) -> None:
+        """A file is read from `offset`: remember it (and where it really lives) from now on,
+        before any of it is acknowledged, so that a rename while the agent is down can be
+        followed (see `Agent._recover_renamed`)."""
+        e = self.entries.get(key)
+        if e is None or e.get("real") != real:
+            base = e if e is not None else {"offset": offset, "path": path}
+            self.entries[key] = {**base, "real": real, "updated": int(time.time())}
+            self._dirty = True
 
     def forget_stale(self, active: set[str]) -> None:
         """Drop entries of files not seen for `retention_secs`."""

@@ -267,11 +267,49 @@ class Agent:
             if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
                 continue
             self._start_file(path, st)
+        if self._first_scan:
+            self._recover_renamed()
         self._first_scan = False
         active = set(self.tailing)
         self.checkpoints.forget_stale(active)
 
-    def _start_file(self, path: str, st: os.stat_result) -> None:
+    def _recover_renamed(self) -> None:
+        """Read the rest of files renamed while the agent was down.
+
+        The kubelet rotates by renaming `N.log` to `N.log.<time>`, which the include patterns do
+        not match: a file rotated while the agent was stopped would lose its unread end. At
+        start, every checkpointed file that no pattern found is looked for beside its last real
+        path, as `<name>.*` with the same device, inode and fingerprint; one with data past its
+        checkpoint is read from there (reported under its old path) until it is deleted.
+        Compressed rotations (`.gz`) are not read.
+        """
+        for key, e in list(self.checkpoints.entries.items()):
+            real = e.get("real")
+            if key in self.tailing or not isinstance(real, str):
+                continue
+            dev, ino = (int(x) for x in key.split(":", 2)[:2])
+            folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
+            try:
+                names = [n for n in os.listdir(folder) if n.startswith(prefix) and not n.endswith(".gz")]
+            except OSError:
+                continue
+            for name in names:
+                cand = os.path.join(folder, name)
+                try:
+                    st = os.stat(cand)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (dev, ino) and st.st_size > e["offset"]:
+                    log.info("%s: renamed to %s while the agent was stopped; reading its rest from "
+                             "offset %d", e.get("path", real), cand, e["offset"])
+                    self.metrics.event("file_renamed_while_stopped")
+                    self._start_file(cand, st, expect=key, label=str(e.get("path") or real))
+                    break
+
+    def _start_file(self, path: str, st: os.stat_result, expect: str | None = None,
+                    label: str | None = None) -> None:
+        """Open and tail `path`; `expect`: only if its identity is this key; `label`: the path
+        its records are reported under (default `path`)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except PermissionError as exc:
@@ -283,11 +321,14 @@ class Agent:
         except OSError:
             return  # vanished between the scan and the open
         fid = identify(fd, self.s.source.fingerprint_bytes, allow_short=self.once)
-        if fid is None or fid.key in self.tailing:
+        if fid is None or fid.key in self.tailing or (expect is not None and fid.key != expect):
             os.close(fd)  # not enough data to identify it yet; the next scan retries
             return
         offset = self._start_offset(fid, path, os.fstat(fd).st_size)
-        new_processor = functools.partial(self._processor, path=path, real_path=os.path.realpath(path))
+        real_path = os.path.realpath(path)
+        if not self.once:
+            self.checkpoints.opened(fid.key, offset, label or path, real_path)
+        new_processor = functools.partial(self._processor, path=label or path, real_path=real_path)
         tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
                             emit=self._emit, metrics=self.metrics, settings=self.s.source,
                             once=self.once, stop=self._stop_reading, on_gone=self._rescan.set)

@@ -316,3 +316,74 @@ async def test_noisy_file_does_not_starve_others(tmp_path):
         position = sink.messages().index("small line")
         await wait_until(lambda: len(sink.records) == 40001, timeout=30, what="everything")
     assert position < 20000
+
+
+def kubelet_file(tmp_path: Path) -> tuple[Path, Path]:
+    """pods/<ns>_<pod>_<uid>/app/0.log and its containers/ symlink (relative, as the kubelet's)."""
+    pod_dir = tmp_path / "pods" / "shop_cart-5d9c7b-q8w2e_0f1e2d3c-1111-2222-3333-444455556666" / "app"
+    pod_dir.mkdir(parents=True)
+    real = pod_dir / "0.log"
+    real.touch()
+    (tmp_path / "containers").mkdir()
+    link = tmp_path / "containers" / f"cart-5d9c7b-q8w2e_shop_app-{'d' * 64}.log"
+    link.symlink_to(os.path.relpath(real, link.parent))
+    return real, link
+
+
+def rotate_while_stopped(real: Path) -> Path:
+    """The kubelet's rotation, done while no agent runs: rename, then a new file at the path."""
+    rotated = real.with_name("0.log.20261124-100001")
+    real.rename(rotated)
+    real.write_text(lines("new", 0, 20))
+    return rotated
+
+
+async def test_file_renamed_while_the_agent_was_down_is_read_to_its_end(tmp_path):
+    """Lines written after the last run and then rotated away (to a name the include pattern
+    does not match) are read from the checkpoint, reported under the symlink's path."""
+    real, link = kubelet_file(tmp_path)
+    append(real, lines("old", 0, 40))
+    s = fast_settings(tmp_path, [str(tmp_path / "containers" / "*.log")])
+    sink = CollectSink()
+    async with running(Agent(s, sink)):
+        await wait_until(lambda: len(sink.records) == 40, what="first run")
+    append(real, lines("old", 40, 70))
+    rotated = rotate_while_stopped(real)
+    sink2 = CollectSink()
+    async with running(agent := Agent(s, sink2)):
+        await wait_until(lambda: len(sink2.records) == 50, what="the rest of the old file and the new one")
+        await wait_until(lambda: agent.checkpoints.age() == 0, what="checkpoints written")
+    assert sorted(sink2.messages()) == sorted(expected("old", 40, 70) + expected("new", 0, 20))
+    old = [r for r in sink2.records if r["message"].startswith("old")]
+    assert {r["log"]["file"]["path"] for r in old} == {str(link)}
+    assert old[0]["kubernetes"]["container_id"] == "d" * 64
+    assert agent.metrics.events["file_renamed_while_stopped"] == 1
+    # a third start finds the rotated file read to its end: it opens only the live one and
+    # sends nothing again
+    sink3 = CollectSink()
+    async with running(agent3 := Agent(s, sink3)):
+        await wait_until(lambda: [t.tailer.pos for t in agent3.tailing.values()] == [real.stat().st_size]
+                         and agent3.unacked == 0, what="the live file at its end")
+        assert [t.tailer.path for t in agent3.tailing.values()] == [str(link)]
+    assert sink3.records == []
+    assert rotated.exists()
+
+
+async def test_file_opened_but_never_acknowledged_is_resumed_after_a_rename(tmp_path):
+    """The sink was down for the whole first run: nothing was acknowledged, yet the file is
+    known from the moment it was opened, so a rename while stopped loses none of it."""
+    real, _ = kubelet_file(tmp_path)
+    append(real, lines("old", 0, 30))
+    s = fast_settings(tmp_path, [str(tmp_path / "containers" / "*.log")])
+    s.shutdown_timeout_secs = 1
+    sink = CollectSink()
+    sink.down = True
+    async with running(agent := Agent(s, sink)):
+        await wait_until(lambda: sink.attempts >= 2, what="delivery attempts")
+        assert len(agent.tailing) == 1
+    assert sink.records == []
+    rotate_while_stopped(real)
+    sink2 = CollectSink()
+    async with running(Agent(s, sink2)):
+        await wait_until(lambda: len(sink2.records) == 50, what="old and new files")
+    assert sorted(sink2.messages()) == sorted(expected("old", 0, 30) + expected("new", 0, 20))
