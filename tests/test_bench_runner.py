@@ -1,0 +1,42 @@
+"""Smoke test of the benchmark runner (`python -m bench --quick`), on a small workload.
+
+It checks what the instrument must get right — both agents run, every line arrives, the report
+is written with both agents' rows, the ratio and the command — and nothing about speed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main
+from tests.services import start
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def test_quick_run_writes_a_report_and_loses_nothing(tmp_path: Path) -> None:
+    kafka = start("kafka")["TAILSHIP_KAFKA_BOOTSTRAP"]
+    out = tmp_path / "results"
+    argv = ["--quick", "--lines", "4000", "--scenarios", "null,kafka,latency", "--kafka", kafka,
+            "--out", str(out), "--work", str(tmp_path / "work")]
+    rc = main(argv)
+    assert rc == 0, "the runner reports lost lines (exit 1)"
+    [md] = out.glob("*.md")
+    text = md.read_text()
+    assert "--quick --lines 4000" in text
+    rows = [line.split("|")[1:-1] for line in text.splitlines()
+            if re.match(r"\| (null|kafka|latency) \|", line)]
+    assert {(r[0].strip(), r[1].strip()) for r in rows} == {
+        (s, a) for s in ("null", "kafka", "latency") for a in ("tailship", "go")}
+    for r in rows:
+        cells = [c.strip() for c in r]
+        assert cells[10] == "0", f"{cells[0]}/{cells[1]} lost lines"
+        assert float(cells[2].replace(",", "")) > 0 and float(cells[4]) > 0, cells
+        if cells[1] == "tailship":
+            assert float(cells[11]) > 0 and float(cells[12]) > 0, "ratios against Go missing"
+        if cells[0] == "latency":
+            p50, p99 = float(cells[6]), float(cells[7])
+            assert 0 < p50 <= p99, cells
