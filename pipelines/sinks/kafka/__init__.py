@@ -28,6 +28,7 @@ from pipelines.deadletter import DeadLetter
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.kafka.codec import install_zstd_level
+from pipelines.sinks.kafka.damping import damp_metadata_retries
 from pipelines.sinks.kafka.partition import KeyPartitioner
 from pipelines.sinks.template import FieldTemplate
 
@@ -127,6 +128,7 @@ class KafkaSink:
 
         try:
             self._producer = AIOKafkaProducer(**producer_options(self.s))
+            damp_metadata_retries(self._producer, initial=0.1)
             await self._producer.start()
         except (KafkaError, OSError, ssl.SSLError) as exc:
             await self._stop_quietly()
