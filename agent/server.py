@@ -13,9 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("tailship.server")
 
@@ -42,6 +45,8 @@ class MetricsServer:
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        from aiohttp import web  # here, not at import: it costs ~0.2 s of start-up to every run
+
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -76,15 +81,21 @@ class MetricsServer:
             await asyncio.sleep(1.0)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         lag = time.monotonic() - self.last_tick
         if lag > LAG_LIMIT_SECS:
             return web.Response(status=503, text=f"event loop lagging: last tick {lag:.1f}s ago\n")
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         ready, why = self.readiness()
         return web.Response(status=200 if ready else 503, text=f"{why}\n")
