@@ -71,15 +71,17 @@ class CheckpointStore:
         self.entries[key] = e
         self._dirty = True
 
-    def opened(self, key: str, offset: int, path: str, real: str) -> None:
+    def opened(self, key: str, offset: int, path: str, real: str) -> bool:
         """A file is read from `offset`: remember it (and where it really lives) from now on,
         before any of it is acknowledged, so that a rename while the agent is down can be
-        followed (see `Agent._recover_renamed`)."""
+        followed (see `Agent._recover_renamed`). True when the store changed."""
         e = self.entries.get(key)
-        if e is None or e.get("real") != real:
-            base = e if e is not None else {"offset": offset, "path": path}
-            self.entries[key] = {**base, "real": real, "updated": int(time.time())}
-            self._dirty = True
+        if e is not None and e.get("real") == real:
+            return False
+        base = e if e is not None else {"offset": offset, "path": path}
+        self.entries[key] = {**base, "real": real, "updated": int(time.time())}
+        self._dirty = True
+        return True
 
     def forget_stale(self, active: set[str]) -> None:
         """Drop entries of files not seen for `retention_secs`."""

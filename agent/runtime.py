@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from typing import Any
 
 from agent.checkpoints import CheckpointStore
@@ -281,12 +282,17 @@ class Agent:
         start, every checkpointed file that no pattern found is looked for beside its last real
         path, as `<name>.*` with the same device, inode and fingerprint; one with data past its
         checkpoint is read from there (reported under its old path) until it is deleted.
-        Compressed rotations (`.gz`) are not read.
+        Compressed rotations (`.gz`) and files now matching `exclude` are not read;
+        `ignore_older_secs` does not apply (the rest of a file already being read is not "old").
         """
         for key, e in list(self.checkpoints.entries.items()):
             real = e.get("real")
             if key in self.tailing or not isinstance(real, str):
                 continue
+            label = str(e.get("path") or real)
+            if self.s.source.exclude and any(fnmatch(p, x) for p in (label, real)
+                                             for x in self.s.source.exclude):
+                continue  # excluded since it was read
             dev, ino = (int(x) for x in key.split(":", 2)[:2])
             folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
             try:
@@ -303,13 +309,15 @@ class Agent:
                     log.info("%s: renamed to %s while the agent was stopped; reading its rest from "
                              "offset %d", e.get("path", real), cand, e["offset"])
                     self.metrics.event("file_renamed_while_stopped")
-                    self._start_file(cand, st, expect=key, label=str(e.get("path") or real))
+                    self._start_file(cand, st, expect=key, label=label, real=real)
                     break
 
     def _start_file(self, path: str, st: os.stat_result, expect: str | None = None,
-                    label: str | None = None) -> None:
+                    label: str | None = None, real: str | None = None) -> None:
         """Open and tail `path`; `expect`: only if its identity is this key; `label`: the path
-        its records are reported under (default `path`)."""
+        its records are reported under (default `path`); `real`: the path it is remembered
+        under (default its real path; a recovered rotation keeps its old one, so that it is
+        found the same way again if the agent stops before it is read)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except PermissionError as exc:
@@ -325,9 +333,9 @@ class Agent:
             os.close(fd)  # not enough data to identify it yet; the next scan retries
             return
         offset = self._start_offset(fid, path, os.fstat(fd).st_size)
-        real_path = os.path.realpath(path)
-        if not self.once:
-            self.checkpoints.opened(fid.key, offset, label or path, real_path)
+        real_path = real or os.path.realpath(path)
+        if not self.once and self.checkpoints.opened(fid.key, offset, label or path, real_path):
+            self._acked.set()  # written soon, not only after an acknowledgement
         new_processor = functools.partial(self._processor, path=label or path, real_path=real_path)
         tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
                             emit=self._emit, metrics=self.metrics, settings=self.s.source,

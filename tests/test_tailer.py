@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from agent.runtime import Agent
@@ -330,6 +331,15 @@ def kubelet_file(tmp_path: Path) -> tuple[Path, Path]:
     return real, link
 
 
+def on_disk_reals(tmp_path: Path) -> set[str]:
+    """Real paths of the files in the agent's checkpoint file as it is on disk now."""
+    try:
+        entries = orjson.loads((tmp_path / "data" / "checkpoints.json").read_bytes())["files"]
+    except (OSError, orjson.JSONDecodeError):
+        return set()
+    return {e.get("real") for e in entries.values()}
+
+
 def rotate_while_stopped(real: Path) -> Path:
     """The kubelet's rotation, done while no agent runs: rename, then a new file at the path."""
     rotated = real.with_name("0.log.20261124-100001")
@@ -381,9 +391,33 @@ async def test_file_opened_but_never_acknowledged_is_resumed_after_a_rename(tmp_
     async with running(agent := Agent(s, sink)):
         await wait_until(lambda: sink.attempts >= 2, what="delivery attempts")
         assert len(agent.tailing) == 1
+        # on disk while it runs, not only at a clean stop: a kill -9 now would keep it too
+        await wait_until(lambda: str(real) in on_disk_reals(tmp_path), what="the file in checkpoints.json")
     assert sink.records == []
     rotate_while_stopped(real)
     sink2 = CollectSink()
     async with running(Agent(s, sink2)):
         await wait_until(lambda: len(sink2.records) == 50, what="old and new files")
     assert sorted(sink2.messages()) == sorted(expected("old", 0, 30) + expected("new", 0, 20))
+
+
+async def test_recovered_rotation_interrupted_again_is_recovered_again(tmp_path):
+    """The agent stops while reading a recovered rotation (the sink down): the next start finds
+    the rotated file again and reads it then."""
+    real, _ = kubelet_file(tmp_path)
+    append(real, lines("old", 0, 40))
+    s = fast_settings(tmp_path, [str(tmp_path / "containers" / "*.log")])
+    s.shutdown_timeout_secs = 1
+    sink = CollectSink()
+    async with running(Agent(s, sink)):
+        await wait_until(lambda: len(sink.records) == 40, what="first run")
+    append(real, lines("old", 40, 70))
+    rotate_while_stopped(real)
+    down = CollectSink()
+    down.down = True
+    async with running(agent := Agent(s, down)):
+        await wait_until(lambda: len(agent.tailing) == 2 and down.attempts >= 2, what="both files, failing")
+    sink3 = CollectSink()
+    async with running(Agent(s, sink3)):
+        await wait_until(lambda: len(sink3.records) == 50, what="the rest of the old file and the new one")
+    assert sorted(sink3.messages()) == sorted(expected("old", 40, 70) + expected("new", 0, 20))
