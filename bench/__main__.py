@@ -57,6 +57,8 @@ class Run:
     lines: int = 0
     bytes: int = 0
     lost: int = 0
+    dups: int = 0  # lines delivered more than once
+    bad_keys: int = 0  # Kafka messages whose key is not their trace id
     latencies: list[float] = field(default_factory=list)
     recovery: float | None = None
     startup_cpu: float = 0.0  # CPU-s of starting and stopping on nothing; `cpu` includes it
@@ -81,8 +83,21 @@ class Run:
         return self.work_cpu / self.lines * 1e6 if self.lines else 0.0
 
 
+def _hwm(p: psutil.Process) -> int:
+    """Peak RSS of a process so far (VmHWM, bytes); its current RSS where /proc lacks it."""
+    try:
+        with open(f"/proc/{p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(p.memory_info().rss)
+
+
 class Watch:
-    """CPU (user+sys) and peak RSS of a process and its children, sampled every 50 ms."""
+    """CPU (user+sys) and peak RSS of a process and its children, sampled every 50 ms. The peak
+    is the kernel's high-water mark (VmHWM), so a peak between two samples is not missed."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.p = psutil.Process(proc.pid)
@@ -95,7 +110,7 @@ class Watch:
     def _sample(self) -> None:
         try:
             procs = [self.p, *self.p.children(recursive=True)]
-            rss = sum(p.memory_info().rss for p in procs)
+            rss = sum(_hwm(p) for p in procs)
             cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
         except psutil.Error:
             return
@@ -181,13 +196,14 @@ def run_once(agent: str, cmd: list[str], scenario: str, lines: int, nbytes: int)
     return Run(agent, scenario, wall=wall, cpu=cpu, rss=rss, lines=lines, bytes=nbytes), out, err
 
 
-def startup(agent: str, go: Path, work: Path) -> tuple[float, float]:
-    """(CPU-s, wall s) an agent spends starting and stopping around a one-line file (median of 3)."""
+def startup(agent: str, go: Path, work: Path, to: str) -> tuple[float, float]:
+    """(CPU-s, wall s) an agent spends starting and stopping around a one-line file with the sink
+    `to` (connecting, and for Kafka fetching metadata and a producer id), median of 3."""
     one = work / "startup" / "one.log"
     one.parent.mkdir(parents=True, exist_ok=True)
     one.write_text('{"log":"{\\"seq\\":0}\\n","stream":"stdout","time":"2026-11-24T10:00:00Z"}\n')
-    runs = [run_once(agent, agent_cmd(agent, go, str(one), "null", True, work / f"data-{i}"),
-                     "startup", 1, 0)[0] for i in range(3)]
+    runs = [run_once(agent, agent_cmd(agent, go, str(one), to, True, work / f"data-{uuid.uuid4().hex[:6]}"),
+                     "startup", 1, 0)[0] for _ in range(3)]
     return statistics.median(r.cpu for r in runs), statistics.median(r.wall for r in runs)
 
 
@@ -200,16 +216,28 @@ def acked(agent: str, out: str, err: str) -> int:
     return int(orjson.loads(out.strip().splitlines()[-1])["acked"])
 
 
+@dataclass
+class Consumed:
+    seqs: set[int] = field(default_factory=set)  # distinct sequence numbers
+    numbered: int = 0  # messages with a sequence number (numbered - len(seqs) = duplicates)
+    bad_keys: int = 0  # messages whose key is not their record's trace_id
+
+    @property
+    def dups(self) -> int:
+        return self.numbered - len(self.seqs)
+
+
 async def consume(bootstrap: str, topic: str, expect: int | Any, within: float,
-                  latencies: list[float] | None = None) -> set[int]:
-    """Distinct `seq` values read from the topic (and write-to-consume latencies). `expect` is a
-    number, or a callable giving the number so far (the writer still writing)."""
+                  latencies: list[float] | None = None) -> Consumed:
+    """What was read from the topic (and write-to-consume latencies). `expect` is a number of
+    distinct lines, or a callable giving the number so far (the writer still writing)."""
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                          enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
     await c.start()
-    seqs: set[int] = set()
+    got = Consumed()
+    seqs = got.seqs
     try:
         deadline = time.monotonic() + within
         while len(seqs) < (expect() if callable(expect) else expect) and time.monotonic() < deadline:
@@ -218,15 +246,19 @@ async def consume(bootstrap: str, topic: str, expect: int | Any, within: float,
             for msgs in batch.values():
                 for m in msgs:
                     rec = orjson.loads(m.value)
+                    tid = rec.get("trace_id")
+                    if (m.key or None) != (tid.encode() if isinstance(tid, str) else None):
+                        got.bad_keys += 1
                     seq = _seq(rec)
                     if seq is None:
                         continue  # a stack-trace line without a number of its own
                     seqs.add(seq)
+                    got.numbered += 1
                     if latencies is not None and "wts" in rec:
                         latencies.append(now - float(rec["wts"]))
     finally:
         await c.stop()
-    return seqs
+    return got
 
 
 _SEQ = re.compile(r"seq=(\d+)")
@@ -338,14 +370,14 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
     cpu0 = w.settle()  # started: only what follows is the work
     writer = RateWriter(log, rate, seconds)
     latencies: list[float] = []
-    seqs: set[int] = set()
+    got = Consumed()
     wait = max(60.0, stall * 6) + seconds  # a timeout only: the consumer stops once it has every line
 
     def consumer() -> None:  # concurrently with the writer: latency is write -> consumed
         def expect() -> int:
             return writer.written + (1 if writer.is_alive() else 0)
-        seqs.update(asyncio.run(consume(bootstrap, topic, expect, wait,
-                                        latencies=None if stall else latencies)))
+        nonlocal got
+        got = asyncio.run(consume(bootstrap, topic, expect, wait, latencies=None if stall else latencies))
 
     reader = threading.Thread(target=consumer, daemon=True)
     reader.start()
@@ -358,6 +390,7 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
         services("up", "kafka")
         restarted = time.monotonic()
     writer.join()
+    t_written = time.monotonic()
     reader.join(wait + 30)
     done = time.monotonic()
     p.send_signal(signal.SIGTERM)
@@ -367,11 +400,39 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
     # wall = the writer's run: lines/s is the offered rate; CPU is from the start of the writer
     # to the agent's exit (the drain included, the start-up not)
     run = Run(agent, "stall" if stall else "latency", wall=writer.elapsed or seconds, cpu=cpu - cpu0,
-              rss=rss, lines=writer.written, bytes=writer.bytes, lost=writer.written - len(seqs),
+              rss=rss, lines=writer.written, bytes=writer.bytes, lost=writer.written - len(got.seqs),
+              dups=got.dups, bad_keys=got.bad_keys,
               latencies=sorted(latencies))
     if stall:
-        run.recovery = done - restarted
+        # from the broker's return, or the writer's end if later: the time to catch up
+        run.recovery = done - max(restarted, t_written)
     return run
+
+
+def parity(go: Path, work: Path, lines: int = 20_000) -> str:
+    """Both agents on the same small tree to stdout: are their records the same job done? Compares
+    per line the trace id, timestamp, stream and kubernetes fields (the app fields are the
+    payload's own in both)."""
+    tree = work / "parity"
+    generate_tree(tree, seed=11, pods=4, lines=lines, fmt="mixed", avg_bytes=1024, long_every=2000,
+                  stack_every=500, with_expected=False, clean=True)
+    include = str(tree / "containers" / "*.log")
+    outs = {}
+    for agent in ("tailship", "go"):
+        _, out, _ = run_once(agent, agent_cmd(agent, go, include, "stdout", True, work / f"data-{agent}-p"),
+                             "parity", lines, 0)
+        recs = {}
+        for line in out.splitlines():
+            r = orjson.loads(line)
+            recs[(r["log"]["file"]["path"], r["log"]["offset"])] = r
+        outs[agent] = recs
+    t, g = outs["tailship"], outs["go"]
+    fields = ("trace_id", "@timestamp", "stream", "kubernetes")
+    differ = sum(1 for k in t.keys() & g.keys() if any(t[k].get(f) != g[k].get(f) for f in fields))
+    traced = sum(1 for r in t.values() if r.get("trace_id"))
+    return (f"on {lines:,} lines both agents wrote {len(t):,} / {len(g):,} records ({traced:,} with a "
+            f"trace id); {len(t.keys() ^ g.keys())} records only one of them wrote, {differ} whose "
+            f"{', '.join(fields)} differ.")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -389,6 +450,8 @@ def median_run(runs: list[Run]) -> Run:
     m.bytes = runs[0].bytes
     m.startup_cpu, m.startup_wall = runs[0].startup_cpu, runs[0].startup_wall
     m.lost = max(r.lost for r in runs)
+    m.dups = max(r.dups for r in runs)
+    m.bad_keys = max(r.bad_keys for r in runs)
     m.latencies = sorted(x for r in runs for x in r.latencies)
     rec = [r.recovery for r in runs if r.recovery is not None]
     m.recovery = statistics.median(rec) if rec else None
@@ -417,26 +480,28 @@ def report(results: dict[str, dict[str, Run]], args: argparse.Namespace, out: Pa
              "accounting at exit).", "",
              "null and kafka read pre-written files with `--once`; their lines/s and CPU are net of "
              "start-up, measured apart (a one-line file, median of 3): "
-             + ", ".join(f"{a} {c:.2f} CPU-s / {w:.2f} s" for a, (c, w) in
-                         getattr(args, "startups", {}).items()) + ". "
+             + ", ".join(f"{s} {a} {c:.2f} CPU-s / {w:.2f} s" for (s, a), (c, w) in
+                         sorted(getattr(args, "startups", {}).items())) + ". "
              "latency and stall follow a file written at a fixed rate (kubelet-style rotation at 10 MiB); "
              "their CPU counts from the first written line to the agent's exit.", "",
+             f"Same job: {getattr(args, 'parity', 'not checked')}", "",
              "| scenario | agent | lines/s | MB/s | CPU-s per M lines | peak RSS MiB | p50 ms | p99 ms | "
-             "max ms | recovery s | lost | tailship/Go lines/s | tailship/Go CPU per line |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "max ms | recovery s | lost | dup | bad key | tailship/Go lines/s | tailship/Go CPU per line |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario, by_agent in results.items():
         go = by_agent.get("go")
         for agent, r in by_agent.items():
             ratio_l = ratio_c = ""
-            if agent == "tailship" and go is not None and go.lines_per_s and go.cpu_per_m:
+            if agent == "tailship" and go is not None and go.lines_per_s:
                 ratio_l = f"{r.lines_per_s / go.lines_per_s:.2f}"
-                ratio_c = f"{r.cpu_per_m / go.cpu_per_m:.2f}"
+                ratio_c = f"{r.cpu_per_m / go.cpu_per_m:.2f}" if go.cpu_per_m else "n/a"
             lat = [pct(r.latencies, q) * 1000 for q in (0.5, 0.99, 1.0)] if r.latencies else []
             fmt_lat = [f"{x:.0f}" for x in lat] if lat else ["", "", ""]
             mbs = r.bytes / r.work_wall / 1e6
             lines.append(f"| {scenario} | {agent} | {r.lines_per_s:,.0f} | {mbs:.1f} | "
                          f"{r.cpu_per_m:.2f} | {r.rss / 2**20:.0f} | {' | '.join(fmt_lat)} | "
-                         f"{'' if r.recovery is None else f'{r.recovery:.1f}'} | {r.lost} | {ratio_l} | "
+                         f"{'' if r.recovery is None else f'{r.recovery:.1f}'} | {r.lost} | {r.dups} | "
+                         f"{r.bad_keys if scenario != 'null' else ''} | {ratio_l} | "
                          f"{ratio_c} |")
     found = [a for a in OTHERS if shutil.which(a)]
     lines += ["", "Other agents on PATH: " + (", ".join(found) if found else
@@ -489,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     args.rounds = args.rounds or (1 if args.quick else 3)
     lines = args.lines or (30_000 if args.quick else 200_000)
     scenarios = args.scenarios.split(",")
+    if args.kafka and "stall" in scenarios:
+        raise SystemExit("bench: the stall scenario stops and restarts the broker of scripts/services; "
+                         "it cannot be run against --kafka")
     go = build_go()
     import tempfile
 
@@ -502,8 +570,13 @@ def main(argv: list[str] | None = None) -> int:
     include = str(tree / "containers" / "*.log")
     results: dict[str, dict[str, Run]] = {}
     total_bytes = m.total_bytes
-    once = {"null", "kafka"} & set(scenarios)
-    starts = {a: startup(a, go, work) for a in ("tailship", "go")} if once else {}
+    args.parity = parity(go, work)
+    print(f"parity  {args.parity}", file=sys.stderr)
+    starts: dict[tuple[str, str], tuple[float, float]] = {}  # (scenario, agent) -> (CPU-s, s)
+    for scenario in {"null", "kafka"} & set(scenarios):
+        to = "null" if scenario == "null" else f"kafka://{bootstrap}/{create_topic(bootstrap, 1)}"
+        for a in ("tailship", "go"):
+            starts[scenario, a] = startup(a, go, work, to)
     args.startups = starts
     for scenario in scenarios:
         runs: dict[str, list[Run]] = {"tailship": [], "go": []}
@@ -515,12 +588,13 @@ def main(argv: list[str] | None = None) -> int:
                     run, out, err = run_once(agent, agent_cmd(agent, go, include, to, True,
                                                               work / f"data-{uuid.uuid4().hex[:6]}"),
                                              scenario, m.total_records, total_bytes)
-                    run.startup_cpu, run.startup_wall = starts[agent]
+                    run.startup_cpu, run.startup_wall = starts[scenario, agent]
                     if scenario == "null":
                         run.lost = m.total_records - acked(agent, out, err)
                     else:
                         got = asyncio.run(consume(bootstrap, topic, m.total_records, 300))
-                        run.lost = m.total_records - len(got)
+                        run.lost = m.total_records - len(got.seqs)
+                        run.dups, run.bad_keys = got.dups, got.bad_keys
                 elif scenario == "latency":
                     run = follow_run(agent, go, bootstrap, work, 10_000, 5 if args.quick else 30)
                 elif scenario == "stall":
@@ -539,8 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {md}", file=sys.stderr)
     if tmp is not None:
         tmp.cleanup()
-    lost = sum(r.lost for by in results.values() for r in by.values())
-    return 1 if lost else 0
+    bad = sum(r.lost + r.dups + r.bad_keys for by in results.values() for r in by.values())
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -35,9 +36,18 @@ import (
 
 const chunkSize = 1 << 20
 
+// pollInterval: the wait at end of file before looking again (-poll; tailship's
+// source.poll_interval_ms, 250 ms by default).
+var pollInterval = 250 * time.Millisecond
+
 type record struct {
 	value   []byte
 	traceID string
+	// for trace inheritance by stack-trace lines, done in order by the emitter
+	stream string
+	ts     string
+	cont   bool // a plain-text continuation line without a trace id of its own
+	file   *meta
 }
 
 type stats struct {
@@ -61,6 +71,18 @@ type nullOut struct{}
 func (nullOut) send(recs []record) { st.acked.Add(int64(len(recs))) }
 func (nullOut) flush()             {}
 
+// stdoutOut writes the records as NDJSON (for comparing outputs with tailship's).
+type stdoutOut struct{ w *bufio.Writer }
+
+func (o stdoutOut) send(recs []record) {
+	for _, r := range recs {
+		o.w.Write(r.value)
+		o.w.WriteByte('\n')
+	}
+	st.acked.Add(int64(len(recs)))
+}
+func (o stdoutOut) flush() { o.w.Flush() }
+
 type kafkaOut struct {
 	cl    *kgo.Client
 	topic string
@@ -74,11 +96,12 @@ func newKafka(url string) (*kafkaOut, error) {
 	}
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(strings.Split(hosts, ",")...),
-		kgo.ProducerBatchCompression(kgo.ZstdCompression()),
+		kgo.ProducerBatchCompression(kgo.ZstdCompression().WithLevel(1)), // tailship's compression_level
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1<<20),
 		kgo.MaxBufferedRecords(200000),
+		kgo.MaxBufferedBytes(64<<20),                         // tailship's batch.memory_limit_bytes
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // murmur2 of the key, like Java's
 		kgo.AllowAutoTopicCreation(),
 	)
@@ -118,25 +141,42 @@ type meta struct {
 	k8sJSON []byte // ,"kubernetes":{...} or empty
 }
 
+// fileMeta: kubernetes fields from the kubelet's names, like tailship's: the
+// /var/log/containers link name (pod, namespace, container, container id) and its target under
+// /var/log/pods/<namespace>_<pod>_<uid>/<container>/N.log (the pod uid).
 func fileMeta(path string) meta {
 	m := meta{path: path}
+	k := map[string]string{}
 	name := strings.TrimSuffix(filepath.Base(path), ".log")
 	parts := strings.SplitN(name, "_", 3)
 	if len(parts) == 3 {
 		i := strings.LastIndexByte(parts[2], '-')
 		if i > 0 {
-			k, _ := json.Marshal(map[string]string{"namespace": parts[1], "pod": parts[0],
-				"container": parts[2][:i], "container_id": parts[2][i+1:]})
-			m.k8sJSON = append([]byte(`,"kubernetes":`), k...)
+			k["namespace"], k["pod"], k["container"], k["container_id"] = parts[1], parts[0], parts[2][:i], parts[2][i+1:]
 		}
+	}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		podDir := filepath.Base(filepath.Dir(filepath.Dir(real)))
+		if p := strings.SplitN(podDir, "_", 3); len(p) == 3 {
+			k["pod_uid"] = p[2]
+			if _, ok := k["namespace"]; !ok {
+				k["namespace"], k["pod"], k["container"] = p[0], p[1], filepath.Base(filepath.Dir(real))
+			}
+		}
+	}
+	if len(k) > 0 {
+		j, _ := json.Marshal(k)
+		m.k8sJSON = append([]byte(`,"kubernetes":`), j...)
 	}
 	return m
 }
 
 // decoder holds a file's partial-line joins across chunks (docker 16 KiB splits, CRI P lines).
 type decoder struct {
-	format  byte // 'd' docker, 'c' cri
-	partial []byte
+	format    byte // 'd' docker, 'c' cri
+	partial   []byte
+	partialTS string // a joined line carries its first piece's timestamp
+	partialAt int64  // and offset
 }
 
 var hexDigits = "0123456789abcdef"
@@ -215,6 +255,132 @@ func traceID(v *fastjson.Value) string {
 	return ""
 }
 
+// textKeys: trace-id keys in plain text (logfmt `key=value`, `key: value`), by priority.
+var textKeys = []struct {
+	key  string
+	rank int
+}{{"trace_id", 0}, {"traceId", 1}, {"traceID", 1}, {"TraceId", 1}, {"trace.id", 2}, {"traceparent", 3}, {"dd.trace_id", 4}}
+
+func isWordByte(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '.' || c == '-'
+}
+
+func isValByte(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-'
+}
+
+// textValue: the value after `key` at msg[i:], or "" (`key["']?\s*[=:]\s*["']?value`, not
+// followed by `=`/`:`).
+func textValue(msg string, j int) string {
+	if j < len(msg) && (msg[j] == '"' || msg[j] == '\'') {
+		j++
+	}
+	for j < len(msg) && (msg[j] == ' ' || msg[j] == '\t') {
+		j++
+	}
+	if j >= len(msg) || (msg[j] != '=' && msg[j] != ':') {
+		return ""
+	}
+	j++
+	for j < len(msg) && (msg[j] == ' ' || msg[j] == '\t') {
+		j++
+	}
+	if j < len(msg) && (msg[j] == '"' || msg[j] == '\'') {
+		j++
+	}
+	k := j
+	for k < len(msg) && isValByte(msg[k]) {
+		k++
+	}
+	if k == j || (k < len(msg) && (msg[k] == '=' || msg[k] == ':')) {
+		return ""
+	}
+	return msg[j:k]
+}
+
+func decimalTrace(s string) string {
+	d, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || d == 0 {
+		return ""
+	}
+	b := []byte("00000000000000000000000000000000")
+	for i := 31; d > 0; i-- {
+		b[i] = hexDigits[d&15]
+		d >>= 4
+	}
+	return string(b)
+}
+
+// textTrace finds a trace id written into a plain-text line, as tailship's extract_text does.
+func textTrace(msg string) string {
+	if !strings.Contains(msg, "race") {
+		return ""
+	}
+	best, bestRank := "", 99
+	for _, tk := range textKeys {
+		if tk.rank >= bestRank {
+			continue
+		}
+		for from := 0; ; {
+			i := strings.Index(msg[from:], tk.key)
+			if i < 0 {
+				break
+			}
+			i += from
+			from = i + len(tk.key)
+			if i > 0 && isWordByte(msg[i-1]) {
+				continue
+			}
+			v := textValue(msg, from)
+			if v == "" {
+				continue
+			}
+			var t string
+			switch tk.key {
+			case "traceparent":
+				if p := strings.Split(v, "-"); len(p) == 4 {
+					t = normHex(p[1], 32)
+				}
+			case "dd.trace_id":
+				t = decimalTrace(v)
+			default:
+				t = normHex(v, 32)
+			}
+			if t != "" {
+				best, bestRank = t, tk.rank
+				break
+			}
+		}
+	}
+	return best
+}
+
+var contPrefixes = []string{"Caused by:", "Suppressed:", "Traceback (most recent call last):", "File \"",
+	"During handling of the above exception", "The above exception was the direct cause",
+	"created by ", "panic: ", "[signal ", "at ", "... ", "goroutine "}
+
+// isContinuation: a stack-trace line that belongs to the record before it (indented, or a
+// Java/Python/Go frame or exception line).
+func isContinuation(msg string) bool {
+	if msg == "" {
+		return false
+	}
+	if msg[0] == ' ' || msg[0] == '\t' {
+		return strings.TrimSpace(msg) != ""
+	}
+	for _, p := range contPrefixes {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	// `SomeError: msg`, `java.lang.IllegalStateException: msg`
+	if i := strings.IndexAny(msg, ": "); i > 0 && msg[i] == ':' {
+		head := msg[:i]
+		return strings.HasSuffix(head, "Error") || strings.HasSuffix(head, "Exception")
+	}
+	return false
+}
+
 // process one payload (a log line's message) into a record
 func build(p *fastjson.Parser, payload []byte, ts, stream string, offset int64, m *meta) record {
 	var out []byte
@@ -235,12 +401,22 @@ func build(p *fastjson.Parser, payload []byte, ts, stream string, offset int64, 
 			}
 		}
 	}
+	cont := false
 	if out == nil {
-		msg, _ := json.Marshal(string(trimmed))
+		text := string(trimmed)
+		msg, _ := json.Marshal(text)
 		out = make([]byte, 0, len(msg)+256+len(m.k8sJSON))
 		out = append(out, `{"message":`...)
 		out = append(out, msg...)
 		out = append(out, ',')
+		tid = textTrace(text)
+		if tid != "" {
+			out = append(out, `"trace_id":"`...)
+			out = append(out, tid...)
+			out = append(out, `",`...)
+		} else {
+			cont = isContinuation(text)
+		}
 	}
 	out = append(out, `"@timestamp":"`...)
 	out = append(out, ts...)
@@ -256,7 +432,7 @@ func build(p *fastjson.Parser, payload []byte, ts, stream string, offset int64, 
 	out = append(out, `},"host":{"name":"`...)
 	out = append(out, host...)
 	out = append(out, `"}}`...)
-	return record{value: out, traceID: tid}
+	return record{value: out, traceID: tid, stream: stream, ts: ts, cont: cont, file: m}
 }
 
 type dockerLine struct {
@@ -301,9 +477,13 @@ func decode(d *decoder, p *fastjson.Parser, lines [][]byte, offset int64) []entr
 				if d.partial != nil {
 					msg = append(d.partial, msg...)
 					d.partial = nil
+					ts, lineOff = d.partialTS, d.partialAt
 				}
 				out = append(out, entry{payload: append([]byte(nil), msg...), ts: ts, stream: stream, offset: lineOff})
 			} else {
+				if d.partial == nil {
+					d.partialTS, d.partialAt = ts, lineOff
+				}
 				d.partial = append(d.partial, msg...)
 			}
 			continue
@@ -315,15 +495,19 @@ func decode(d *decoder, p *fastjson.Parser, lines [][]byte, offset int64) []entr
 			continue
 		}
 		if len(f[2]) == 1 && f[2][0] == 'P' {
+			if d.partial == nil {
+				d.partialTS, d.partialAt = string(f[0]), lineOff
+			}
 			d.partial = append(d.partial, f[3]...)
 			continue
 		}
-		msg := f[3]
+		msg, ts := f[3], string(f[0])
 		if d.partial != nil {
 			msg = append(d.partial, msg...)
 			d.partial = nil
+			ts, lineOff = d.partialTS, d.partialAt
 		}
-		out = append(out, entry{payload: msg, ts: string(f[0]), stream: string(f[1]), offset: lineOff})
+		out = append(out, entry{payload: msg, ts: ts, stream: string(f[1]), offset: lineOff})
 	}
 	return out
 }
@@ -404,8 +588,54 @@ func reader(path string, f *os.File, follow bool, stop <-chan struct{}, rescan c
 		select {
 		case <-stop:
 			return
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(pollInterval):
 		}
+	}
+}
+
+type streamKey struct {
+	file   *meta
+	stream string
+}
+
+type lastTrace struct {
+	traceID string
+	ts      string
+}
+
+func epoch(ts string) (float64, bool) {
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return 0, false
+	}
+	return float64(t.UnixNano()) / 1e9, true
+}
+
+// inherit gives a stack-trace line without a trace id of its own the trace id of the record
+// before it in the same file and stream, written at most 1 s earlier (tailship's
+// trace.inherit_window_ms), in file order (the emitter sees each file's records in order).
+func inherit(recs []record, last map[streamKey]lastTrace) {
+	for i := range recs {
+		r := &recs[i]
+		k := streamKey{r.file, r.stream}
+		if r.traceID != "" || !r.cont {
+			last[k] = lastTrace{r.traceID, r.ts}
+			continue
+		}
+		prev, ok := last[k]
+		if !ok || prev.traceID == "" {
+			continue
+		}
+		t0, ok0 := epoch(prev.ts)
+		t1, ok1 := epoch(r.ts)
+		if !ok0 || !ok1 || t1-t0 < 0 || t1-t0 > 1 {
+			continue
+		}
+		v := r.value[:len(r.value)-1] // before the closing brace
+		v = append(v, `,"trace_id":"`...)
+		v = append(v, prev.traceID...)
+		r.value = append(v, `"}`...)
+		r.traceID = prev.traceID
 	}
 }
 
@@ -414,13 +644,19 @@ func main() {
 	var once bool
 	var batch int
 	flag.StringVar(&includes, "include", "", "comma-separated glob patterns")
-	flag.StringVar(&to, "to", "null", "null | kafka://HOST:PORT/TOPIC")
+	flag.StringVar(&to, "to", "null", "null | stdout | kafka://HOST:PORT/TOPIC")
 	flag.BoolVar(&once, "once", false, "read the files to their end, ship, exit")
 	flag.IntVar(&batch, "batch", 2000, "records handed to the output at once")
+	flag.DurationVar(&pollInterval, "poll", pollInterval, "wait at end of file before looking again")
 	var linger time.Duration
 	flag.DurationVar(&linger, "linger", 200*time.Millisecond, "longest wait before a partial batch is handed over")
 	flag.Parse()
 	var out output = nullOut{}
+	summaryTo := os.Stdout
+	if to == "stdout" {
+		out = stdoutOut{bufio.NewWriterSize(os.Stdout, 1<<20)}
+		summaryTo = os.Stderr
+	}
 	if strings.HasPrefix(to, "kafka://") {
 		k, err := newKafka(to)
 		if err != nil {
@@ -445,6 +681,7 @@ func main() {
 		// A batch goes out at `batch` records or `linger` after its first record, like tailship's
 		// [batch] max_records / linger_ms (a following agent must not sit on a partial batch).
 		pending := make([]record, 0, batch)
+		last := map[streamKey]lastTrace{}
 		var deadline <-chan time.Time
 		flush := func() {
 			if len(pending) > 0 {
@@ -462,6 +699,7 @@ func main() {
 				}
 				recs := <-ch
 				st.records.Add(int64(len(recs)))
+				inherit(recs, last)
 				if len(pending) == 0 && len(recs) > 0 {
 					deadline = time.After(linger)
 				}
@@ -537,5 +775,5 @@ func main() {
 		"lines": st.lines.Load(), "records": st.records.Load(), "bytes": st.bytesRead.Load(),
 		"acked": st.acked.Load(), "failed": st.failed.Load(), "elapsed_s": time.Since(start).Seconds(),
 	})
-	fmt.Println(string(summary))
+	fmt.Fprintln(summaryTo, string(summary))
 }
