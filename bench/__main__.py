@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 import psutil
 
+from bench import kafka
 from bench.generate import generate_tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,19 +274,9 @@ def _seq(rec: dict[str, Any]) -> int | None:
 
 
 def create_topic(bootstrap: str, partitions: int) -> str:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
+    """A new topic with a fresh name; its name."""
     topic = f"bench-{uuid.uuid4().hex[:10]}"
-
-    async def go() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, partitions, 1)])
-        finally:
-            await admin.close()
-
-    asyncio.run(go())
+    asyncio.run(kafka.create_topic(bootstrap, topic, partitions))
     return topic
 
 

@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from bench.generate import generate_tree
+from bench.kafka import create_topic
 from tests.conftest import seq_of
 from tests.crash import kill_while_writing
 from tests.services import SERVICES, start
@@ -38,17 +39,6 @@ def kafka() -> dict[str, str]:
 
 def topic_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 async def consume(bootstrap: str, topic: str, expect: int, timeout: float = 120) -> list:
