@@ -42,18 +42,23 @@ def topic_name(prefix: str) -> str:
 
 
 async def consume(bootstrap: str, topic: str, expect: int, timeout: float = 120) -> list:
-    """Read from the beginning until `expect` messages arrived (or the timeout)."""
+    """Read from the beginning until `expect` distinct messages arrived (or the timeout).
+
+    Distinct by value: after an outage a record can arrive twice (at-least-once), and counting
+    the copies would stop the read before the last records are in."""
     from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                          enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
     await c.start()
     out: list = []
+    distinct: set[bytes] = set()
     try:
         deadline = time.monotonic() + timeout
-        while len(out) < expect and time.monotonic() < deadline:
+        while len(distinct) < expect and time.monotonic() < deadline:
             for msgs in (await c.getmany(timeout_ms=1000, max_records=10000)).values():
                 out.extend(msgs)
+                distinct.update(m.value for m in msgs)
         # a short extra poll catches duplicates beyond the expected count
         for msgs in (await c.getmany(timeout_ms=1500)).values():
             out.extend(msgs)
