@@ -164,3 +164,105 @@ def test_unreachable_at_start_is_fatal_and_names_the_brokers(fake_producer, tmp_
             await sink(tmp_path).start()
 
     asyncio.run(go())
+
+
+class _Client:
+    async def _metadata_update(self, cluster: object, topics: object) -> bool:
+        return False
+
+
+class _Accumulator:
+    _batch_ttl = 1.0
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_brokers_are_waited_for_without_a_restart(fake_producer, monkeypatch, tmp_path, caplog):
+    """Past the deadline while no broker answers (the last metadata update failed), the sink
+    keeps waiting for the producer's own batches instead of restarting it and re-sending
+    (which would store copies); once the batch is acknowledged, every record is there once."""
+    pending: list[asyncio.Future[None]] = []
+
+    async def held_send_batch(self: FakeProducer, builder: FakeBuilder, topic: str, *,
+                              partition: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, partition, builder.values))
+        pending.append(fut)
+        return fut
+
+    monkeypatch.setattr(FakeProducer, "send_batch", held_send_batch)
+    monkeypatch.setattr(FakeProducer, "client", _Client(), raising=False)
+    acc = _Accumulator()
+    monkeypatch.setattr(FakeProducer, "_message_accumulator", acc, raising=False)
+    fake_producer.modes = ["ok"]
+
+    async def go() -> None:
+        k = sink(tmp_path)
+        await k.start()
+        assert k._damper is not None and acc._batch_ttl == float("inf")  # batches never expire
+        k._damper.failures = 1  # as after a failed metadata update: the broker is down
+        send = asyncio.create_task(k.send(make_batch(5)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while "unreachable" not in caplog.text:  # one deadline (3 s) went by
+            assert loop.time() < deadline and not send.done()
+            await asyncio.sleep(0.05)
+        assert len(fake_producer.instances) == 1 and not send.done()
+        k._damper.failures = 0  # the broker is back: aiokafka delivers the same batches
+        for fut in pending:
+            fut.set_result(None)
+        await asyncio.wait_for(send, 5)
+        assert k.healthy()
+        await k.close(1)
+
+    with caplog.at_level("WARNING", logger="tailship.kafka"):
+        asyncio.run(go())
+    [producer] = fake_producer.instances
+    assert sorted(v for _, _, vals in producer.sent for v in vals) == sorted(
+        b'{"message":"m%d"}' % i for i in range(5))
+
+
+@pytest.mark.timeout(30)
+def test_a_retry_waits_for_chunks_still_in_the_producer_instead_of_sending_them_again(
+        fake_producer, monkeypatch, tmp_path):
+    """A delivery fails part-way (aiokafka's queue for a partition stays full past the timeout)
+    while an earlier chunk is still pending in the producer: the retry waits for that chunk's
+    future and sends only the rest, so no record is stored twice."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    held: list[asyncio.Future[None]] = []
+    calls = 0
+
+    async def send_batch(self: FakeProducer, builder: FakeBuilder, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KafkaTimeoutError()  # the partition's queue did not drain in time
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, partition, builder.values))
+        if calls == 1:
+            held.append(fut)  # in flight while the broker is away
+        else:
+            fut.set_result(None)
+        return fut
+
+    monkeypatch.setattr(FakeProducer, "send_batch", send_batch)
+    fake_producer.modes = ["ok"]
+
+    async def go() -> None:
+        k = sink(tmp_path)
+        await k.start()
+        batch = make_batch(6)  # three chunks of two records
+        with pytest.raises(RetriableSinkError, match="KafkaTimeoutError"):
+            await k.send(batch)
+        assert len(held) == 1 and not held[0].done()
+        retry = asyncio.create_task(k.send(batch))
+        await asyncio.sleep(0)
+        held[0].set_result(None)  # the first chunk is acknowledged after all
+        await asyncio.wait_for(retry, 5)
+        await k.close(1)
+
+    asyncio.run(go())
+    [producer] = fake_producer.instances
+    values = [v for _, _, vals in producer.sent for v in vals]
+    assert sorted(values) == sorted(b'{"message":"m%d"}' % i for i in range(6))  # each once

@@ -13,6 +13,7 @@ credentials at start is a FatalSinkError naming the brokers and the cause.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import ssl
@@ -28,7 +29,7 @@ from pipelines.deadletter import DeadLetter
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.kafka.codec import install_zstd_level
-from pipelines.sinks.kafka.damping import damp_metadata_retries
+from pipelines.sinks.kafka.damping import Damper, damp_metadata_retries, keep_batches
 from pipelines.sinks.kafka.partition import KeyPartitioner
 from pipelines.sinks.template import FieldTemplate
 
@@ -110,9 +111,13 @@ class KafkaSink:
         self._producer: Any = None
         self._partitions: dict[str, int] = {}
         self._done: dict[int, set[tuple[Group, int]]] = {}  # batch seq → chunks already acked
+        # batch seq → chunks handed to the producer, with their futures: a retry waits for a chunk
+        # still pending there instead of sending it again (which would store it twice)
+        self._pending: dict[int, dict[tuple[Group, int], asyncio.Future[Any]]] = {}
         self._ok = True
         self._closed = False
         self._stalls = 0  # failed deliveries in a row
+        self._damper: Damper | None = None
         self.where = ",".join(settings.bootstrap_servers)
 
     async def start(self) -> None:
@@ -128,7 +133,9 @@ class KafkaSink:
 
         try:
             self._producer = AIOKafkaProducer(**producer_options(self.s))
-            damp_metadata_retries(self._producer, initial=0.1)
+            self._damper = damp_metadata_retries(self._producer, initial=0.1)
+            if self.s.idempotence:
+                keep_batches(self._producer)
             await self._producer.start()
         except (KafkaError, OSError, ssl.SSLError) as exc:
             await self._stop_quietly()
@@ -146,6 +153,7 @@ class KafkaSink:
             except Exception:  # noqa: BLE001 - the old producer is abandoned either way
                 pass
         self._partitions.clear()
+        self._pending.clear()  # the old producer's futures will never resolve
         self._stalls = 0
         await self._connect(RetriableSinkError)
 
@@ -171,15 +179,28 @@ class KafkaSink:
         if self._producer is None:  # a restart failed: the brokers were unreachable
             await self._connect(RetriableSinkError)
         done = self._done.setdefault(batch.seq, set())
+        task = asyncio.ensure_future(self._deliver(batch, done))
         try:
-            failures = await asyncio.wait_for(self._deliver(batch, done), self.deadline())
-        except TimeoutError:
-            self._ok = False
-            await self._restart(f"no acknowledgement within {self.deadline():.0f}s")
-            raise RetriableSinkError(self.name, f"Kafka at {self.where}: no acknowledgement within "
-                                     f"{self.deadline():.0f}s; producer restarted") from None
+            while not (await asyncio.wait({task}, timeout=self.deadline()))[0]:
+                self._ok = False
+                if self._unreachable():
+                    # the brokers are down: the producer waits for them with its batches and
+                    # their sequence numbers; re-sending now would store copies
+                    log.warning("Kafka at %s unreachable for %.0fs or more; waiting for it with "
+                                "the batch in the producer", self.where, self.deadline())
+                    continue
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                    await task
+                await self._restart(f"no acknowledgement within {self.deadline():.0f}s")
+                raise RetriableSinkError(self.name, f"Kafka at {self.where}: no acknowledgement "
+                                         f"within {self.deadline():.0f}s; producer restarted")
+            failures = task.result()
         except KafkaError as exc:
             failures = [self._classify(exc)]
+        finally:
+            if not task.done():
+                task.cancel()
         if failures:
             self._ok = False
             if isinstance(failures[0], RetriableSinkError):
@@ -188,13 +209,19 @@ class KafkaSink:
                     await self._restart(f"{self._stalls} failed deliveries in a row")
             raise failures[0]
         self._done.pop(batch.seq, None)
+        self._pending.pop(batch.seq, None)
         self.partitioner.next_batch()
         self._ok = True
         self._stalls = 0
 
+    def _unreachable(self) -> bool:
+        """The last metadata update failed: no broker answers."""
+        return self._damper is not None and self._damper.failures > 0
+
     async def _deliver(self, batch: Batch, done: set[tuple[Group, int]]) -> list[Exception]:
         groups = await self._group(batch, done)
-        pending = [(chunk_id, fut) async for chunk_id, fut in self._submit(groups, done)]
+        handed = self._pending.setdefault(batch.seq, {})
+        pending = [(chunk_id, fut) async for chunk_id, fut in self._submit(groups, done, handed)]
         return await self._collect(pending, groups, done)
 
     async def _topic_partitions(self, topic: str) -> int:
@@ -276,18 +303,24 @@ class KafkaSink:
             start = end
             chunk += 1
 
-    async def _submit(self, groups: dict[Group, list[Item]], done: set[tuple[Group, int]]) -> Any:
+    async def _submit(self, groups: dict[Group, list[Item]], done: set[tuple[Group, int]],
+                      pending: dict[tuple[Group, int], asyncio.Future[Any]]) -> Any:
         for group, items in groups.items():
             for chunk, builder, start, end in self._chunks(items):
                 if (group, chunk) in done:
                     continue
-                fut = await self._producer.send_batch(builder, group[0], partition=group[1])
+                fut = pending.get((group, chunk))
+                if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+                    fut = await self._producer.send_batch(builder, group[0], partition=group[1])
+                    pending[(group, chunk)] = fut
                 yield ((group, chunk, start, end), fut)
 
     async def _collect(self, pending: list[Any], groups: dict[Group, list[Item]],
                        done: set[tuple[Group, int]]) -> list[Exception]:
         failures: list[Exception] = []
-        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        # shielded: a cancelled wait (shutdown, a producer restart) must not cancel the producer's
+        # own futures, which a retry waits for again
+        results = await asyncio.gather(*(asyncio.shield(f) for _, f in pending), return_exceptions=True)
         for ((group, chunk, start, end), _), res in zip(pending, results, strict=True):
             if not isinstance(res, BaseException):
                 done.add((group, chunk))
