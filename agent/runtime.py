@@ -123,6 +123,8 @@ class Agent:
         self.tailing: dict[str, _Tailing] = {}
         self.files_seen: set[tuple[int, int]] = set()
         self._warned: set[str] = set()
+        # (dev, ino) -> (fd, path) of files opened before they had a first line
+        self._unidentified: dict[tuple[int, int], tuple[int, str]] = {}
         self._stop_reading = asyncio.Event()
         self._stopped = asyncio.Event()
         self._rescan = asyncio.Event()
@@ -185,6 +187,9 @@ class Agent:
                 t.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
             await self._stop_tailers()
+            for fd, _ in self._unidentified.values():
+                os.close(fd)
+            self._unidentified.clear()
             self.checkpoints.persist()
             if shipper is not None:  # a last snapshot with the final totals
                 await shipper.ship()
@@ -261,7 +266,8 @@ class Agent:
     async def _discover(self) -> None:
         src = self.s.source
         now = time.time()
-        open_inodes = {t.inode for t in self.tailing.values()}
+        self._identify_held()
+        open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
         for path, st in scan(src.include, src.exclude):
             if (st.st_dev, st.st_ino) in open_inodes:
                 continue
@@ -312,6 +318,21 @@ class Agent:
                     self._start_file(cand, st, expect=key, label=label, real=real)
                     break
 
+    def _identify_held(self) -> None:
+        """Files opened before they had a first line to fingerprint are held open (see
+        `_start_file`); those that have one now are tailed, whatever their name is by now."""
+        for ident, (fd, path) in list(self._unidentified.items()):
+            fid = identify(fd, self.s.source.fingerprint_bytes)
+            if fid is not None:
+                del self._unidentified[ident]
+                if fid.key in self.tailing:
+                    os.close(fd)
+                else:
+                    self._tail_fd(fd, fid, path)
+            elif os.fstat(fd).st_nlink == 0:  # deleted before it had a line: nothing to read
+                del self._unidentified[ident]
+                os.close(fd)
+
     def _start_file(self, path: str, st: os.stat_result, expect: str | None = None,
                     label: str | None = None, real: str | None = None) -> None:
         """Open and tail `path`; `expect`: only if its identity is this key; `label`: the path
@@ -329,9 +350,24 @@ class Agent:
         except OSError:
             return  # vanished between the scan and the open
         fid = identify(fd, self.s.source.fingerprint_bytes, allow_short=self.once)
-        if fid is None or fid.key in self.tailing or (expect is not None and fid.key != expect):
-            os.close(fd)  # not enough data to identify it yet; the next scan retries
+        if fid is None and expect is None and not self.once:
+            # no complete first line yet: hold the file open and look again soon, so that a file
+            # rotated away within a scan interval of its creation is still read (by descriptor)
+            ident = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+            if ident in self._unidentified:
+                os.close(fd)
+            else:
+                self._unidentified[ident] = (fd, path)
+                asyncio.get_running_loop().call_later(self.s.source.poll_interval_ms / 1000,
+                                                      self._rescan.set)
             return
+        if fid is None or fid.key in self.tailing or (expect is not None and fid.key != expect):
+            os.close(fd)
+            return
+        self._tail_fd(fd, fid, path, label, real)
+
+    def _tail_fd(self, fd: int, fid: FileId, path: str, label: str | None = None,
+                 real: str | None = None) -> None:
         offset = self._start_offset(fid, path, os.fstat(fd).st_size)
         real_path = real or os.path.realpath(path)
         if not self.once and self.checkpoints.opened(fid.key, offset, label or path, real_path):

@@ -360,7 +360,9 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
     log.touch()
     topic = create_topic(bootstrap, 1)
     cmd = agent_cmd(agent, go, str(log), f"kafka://{bootstrap}/{topic}", False, d / "data")
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    errlog = open(d / "agent.err", "wb")  # noqa: SIM115 - a file, not a pipe nobody reads
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, cwd=ROOT)
+    errlog.close()  # the child has its own descriptor
     w = Watch(p)
     cpu0 = w.settle()  # started: only what follows is the work
     writer = RateWriter(log, rate, seconds)

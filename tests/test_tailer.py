@@ -421,3 +421,20 @@ async def test_recovered_rotation_interrupted_again_is_recovered_again(tmp_path)
     async with running(Agent(s, sink3)):
         await wait_until(lambda: len(sink3.records) == 50, what="the rest of the old file and the new one")
     assert sorted(sink3.messages()) == sorted(expected("old", 40, 70) + expected("new", 0, 20))
+
+
+async def test_file_rotated_away_before_its_first_line_was_scanned_is_read(tmp_path):
+    """A file that is still empty when discovery sees it is held open, not dropped: if it gets
+    its lines and is renamed out of the include pattern before the next scan (a busy container
+    under kubelet rotation), its lines are still read, through the open descriptor."""
+    log = tmp_path / "app.log"
+    log.touch()
+    s = fast_settings(tmp_path, [str(tmp_path / "*.log")], scan_interval_secs=60.0)
+    sink = CollectSink()
+    async with running(agent := Agent(s, sink)):
+        await wait_until(lambda: bool(agent._unidentified), what="the empty file held open")
+        append(log, lines("early", 0, 10))
+        log.rename(tmp_path / "app.log.1")  # rotated away: the pattern no longer matches it
+        await wait_until(lambda: len(sink.records) == 10, what="the rotated file's lines")
+    assert sink.messages() == expected("early", 0, 10)
+    assert agent._unidentified == {}
