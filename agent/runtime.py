@@ -17,7 +17,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from agent.metrics import Metrics
 from agent.server import MetricsServer
 from agent.settings import Settings
 from agent.tailer import FileTailer
+from pipelines.backoff import Backoff
 from pipelines.batch import AckTracker, Batcher, ByteBudget
 from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
@@ -456,7 +456,7 @@ class Agent:
                 self.queue.task_done()
 
     async def _deliver(self, batch: Batch) -> None:
-        delay = self.s.sink.retry_initial_ms / 1000
+        backoff = Backoff(self.s.sink.retry_initial_ms / 1000, self.s.sink.retry_max_ms / 1000)
         attempt = 0
         m, name = self.metrics, self.sink.name
         while True:
@@ -476,8 +476,7 @@ class Agent:
                     self.failing_since = t0
                 if attempt == 1 or attempt % 10 == 0:
                     log.warning("%s (attempt %d; retrying, files wait on disk)", exc, attempt)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.s.sink.retry_max_ms / 1000)
+                await asyncio.sleep(backoff.next())
             except FatalSinkError as exc:
                 m.batches.labels(name, "fatal").inc()
                 log.error("%s", exc)

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import struct
 import zlib
 from collections import deque
@@ -39,6 +38,7 @@ from typing import Any
 import orjson
 import zstandard
 
+from pipelines.backoff import Backoff
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
@@ -319,7 +319,7 @@ class BufferedSink:
                 fut.set_result(None)
 
     async def _deliver(self, batch: Batch) -> bool:
-        delay = self.retry_initial
+        backoff = Backoff(self.retry_initial, self.retry_max)
         attempt = 0
         while True:
             try:
@@ -331,8 +331,7 @@ class BufferedSink:
                 if attempt == 1 or attempt % 10 == 0:
                     log.warning("%s (attempt %d; the disk buffer holds %d batch(es), %d bytes)",
                                 exc, attempt, len(self.buf.frames), self.buf.bytes)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.retry_max)
+                await asyncio.sleep(backoff.next())
             except FatalSinkError as exc:
                 log.error("%s", exc)
                 self._fatal = exc

@@ -21,9 +21,10 @@ back and the broker drops what it already has.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from pipelines.backoff import Backoff
 
 Update = Callable[[Any, Any], Awaitable[bool]]
 
@@ -31,19 +32,19 @@ Update = Callable[[Any, Any], Awaitable[bool]]
 class Damper:
     def __init__(self, initial: float = 0.1, cap: float = 1.0, jitter: float = 0.2,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.initial, self.cap, self.jitter, self.sleep = initial, cap, jitter, sleep
-        self.delay = initial
+        self.initial, self.sleep = initial, sleep
+        self.backoff = Backoff(initial, cap, 1 - jitter, 1 + jitter)
         self.failures = 0  # failed updates in a row
 
     def wrap(self, update: Update) -> Update:
         async def damped(cluster: Any, topics: Any) -> bool:
             ok = await update(cluster, topics)
             if ok:
-                self.delay, self.failures = self.initial, 0
+                self.backoff.reset()
+                self.failures = 0
                 return ok
             self.failures += 1
-            await self.sleep(self.delay * (1 + random.uniform(-self.jitter, self.jitter)))
-            self.delay = min(self.cap, self.delay * 2)
+            await self.sleep(self.backoff.next())
             return ok
 
         return damped
