@@ -15,7 +15,7 @@ def scan(include: list[str], exclude: list[str]) -> list[tuple[str, os.stat_resu
     found: list[tuple[str, os.stat_result]] = []
     for pattern in include:
         for path in sorted(glob.glob(pattern, recursive=True)):
-            if exclude and _excluded(path, exclude):
+            if exclude and excluded(exclude, path, os.path.realpath(path)):
                 continue
             try:
                 st = os.stat(path)
@@ -31,6 +31,6 @@ def scan(include: list[str], exclude: list[str]) -> list[tuple[str, os.stat_resu
     return found
 
 
-def _excluded(path: str, exclude: list[str]) -> bool:
-    real = os.path.realpath(path)
-    return any(fnmatch(path, p) or fnmatch(real, p) for p in exclude)
+def excluded(exclude: list[str], *paths: str) -> bool:
+    """Whether any of `paths` (a path and its target, say) matches an `exclude` pattern."""
+    return any(fnmatch(path, p) for path in paths for p in exclude)

@@ -20,11 +20,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from typing import Any
 
 from agent.checkpoints import CheckpointStore
-from agent.discovery import scan
+from agent.discovery import excluded, scan
 from agent.identity import FileId, identify
 from agent.metrics import Metrics
 from agent.server import MetricsServer
@@ -296,8 +295,7 @@ class Agent:
             if key in self.tailing or not isinstance(real, str):
                 continue
             label = str(e.get("path") or real)
-            if self.s.source.exclude and any(fnmatch(p, x) for p in (label, real)
-                                             for x in self.s.source.exclude):
+            if excluded(self.s.source.exclude, label, real):
                 continue  # excluded since it was read
             dev, ino = (int(x) for x in key.split(":", 2)[:2])
             folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
@@ -353,7 +351,8 @@ class Agent:
         if fid is None and expect is None and not self.once:
             # no complete first line yet: hold the file open and look again soon, so that a file
             # rotated away within a scan interval of its creation is still read (by descriptor)
-            ident = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+            fst = os.fstat(fd)
+            ident = (fst.st_dev, fst.st_ino)
             if ident in self._unidentified:
                 os.close(fd)
             else:

@@ -27,7 +27,6 @@ import asyncio
 import datetime as dt
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -44,7 +43,7 @@ import orjson
 import psutil
 
 from bench import kafka
-from bench.generate import generate_tree
+from bench.generate import generate_tree, record_seq
 
 ROOT = Path(__file__).resolve().parent.parent
 GO_DIR = ROOT / "bench" / "go-baseline"
@@ -254,7 +253,7 @@ async def consume(bootstrap: str, topic: str, expect: int | Any, within: float,
                     tid = rec.get("trace_id")
                     if (m.key or None) != (tid.encode() if isinstance(tid, str) else None):
                         got.bad_keys += 1
-                    seq = _seq(rec)
+                    seq = record_seq(rec)
                     if seq is None:
                         continue  # a stack-trace line without a number of its own
                     seqs.add(seq)
@@ -264,17 +263,6 @@ async def consume(bootstrap: str, topic: str, expect: int | Any, within: float,
     finally:
         await c.stop()
     return got
-
-
-_SEQ = re.compile(r"seq=(\d+)")
-
-
-def _seq(rec: dict[str, Any]) -> int | None:
-    """The generator's sequence number: a `seq` field, or `seq=N` in a plain-text message."""
-    if "seq" in rec:
-        return int(rec["seq"])
-    m = _SEQ.search(str(rec.get("message", "")))
-    return int(m.group(1)) if m else None
 
 
 def create_topic(bootstrap: str, partitions: int) -> str:

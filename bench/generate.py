@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import calendar
 import os
+import re
 import shutil
 import sys
 import time
@@ -199,6 +200,18 @@ def _app_ts(t_ns: int) -> str:
     secs, ns = divmod(t_ns, 1_000_000_000)
     head = _sec_cache.get(secs) or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
     return f"{head}.{ns // 1_000_000:03d}Z"
+
+
+_SEQ = re.compile(r"seq=(\d+)")
+
+
+def record_seq(rec: dict[str, Any]) -> int | None:
+    """A generated line's sequence number in a shipped record: its `seq` field, or `seq=N` in a
+    plain-text message; None for a line without one (a stack-trace continuation)."""
+    if "seq" in rec:
+        return int(rec["seq"])
+    m = _SEQ.search(str(rec.get("message", "")))
+    return int(m.group(1)) if m else None
 
 
 def parse_start(value: str | float | int | None) -> int:

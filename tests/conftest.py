@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import orjson
 
 from agent.runtime import Agent
 from agent.settings import Settings
+from bench.generate import record_seq
 from pipelines.errors import RetriableSinkError
 from pipelines.records import Batch
 
@@ -83,8 +83,6 @@ async def running(agent: Agent) -> AsyncIterator[Agent]:
 
 def seq_of(rec: dict) -> int:
     """The generator's sequence number of a shipped record (a field, or `seq=N` in plain text)."""
-    if "seq" in rec:
-        return int(rec["seq"])
-    m = re.search(r"seq=(\d+)", rec["message"])
-    assert m, f"no sequence number in {rec['message'][:200]!r}"
-    return int(m.group(1))
+    seq = record_seq(rec)
+    assert seq is not None, f"no sequence number in {rec['message'][:200]!r}"
+    return seq
