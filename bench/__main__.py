@@ -163,9 +163,10 @@ def agent_cmd(agent: str, go: Path, include: str, to: str, once: bool, data: Pat
     return [str(go), "-include", include, "-to", to, *(["-once"] if once else [])]
 
 
-def reap(p: subprocess.Popen[bytes], timeout: float | None = None) -> tuple[float, int]:
-    """Wait for `p` (killed after `timeout`); (user+sys CPU-s, peak RSS bytes) of it and its
-    descendants from the kernel's accounting (wait4), exact where sampling misses the end."""
+def reap(p: subprocess.Popen[bytes], timeout: float | None = None) -> float:
+    """Wait for `p` (killed after `timeout`); user+sys CPU-s of it and its descendants from the
+    kernel's accounting (wait4), exact where sampling misses the end. (Not its ru_maxrss: that
+    counts the forked runner's pages before exec; peaks come from `Watch`.)"""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         pid, status, ru = os.wait4(p.pid, 0 if deadline is None else os.WNOHANG)
@@ -176,7 +177,7 @@ def reap(p: subprocess.Popen[bytes], timeout: float | None = None) -> tuple[floa
             deadline = None
         time.sleep(0.05)
     p.returncode = os.waitstatus_to_exitcode(status)
-    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss * 1024
+    return float(ru.ru_utime + ru.ru_stime)
 
 
 def run_once(agent: str, cmd: list[str], scenario: str, lines: int, nbytes: int) -> tuple[Run, str, str]:
@@ -188,10 +189,10 @@ def run_once(agent: str, cmd: list[str], scenario: str, lines: int, nbytes: int)
     for t in readers:
         t.start()
     w = Watch(p)
-    cpu, _ = reap(p)
+    cpu = reap(p)
     wall = time.monotonic() - t0
     w.stop()
-    rss = w.peak  # sampled: wait4's ru_maxrss counts the forked runner's pages before exec
+    rss = w.peak
     for t in readers:
         t.join(60)
     out, err = streams.get("out", b"").decode(), streams.get("err", b"").decode()
@@ -300,7 +301,7 @@ class RateWriter(threading.Thread):
         t_end = t0 + self.seconds
         tick = 0.02
         size = 0
-        f = open(self.path, "a")  # noqa: SIM115 - reopened at each rotation
+        f = open(self.path, "ab")  # noqa: SIM115 - reopened at each rotation
         try:
             next_t = time.monotonic()
             while time.monotonic() < t_end and not self.stop_evt.is_set():
@@ -314,14 +315,14 @@ class RateWriter(threading.Thread):
                     chunk.append(orjson.dumps({"log": payload + "\n", "stream": "stdout", "time": ts}))
                     self.written += 1
                 data = b"\n".join(chunk) + b"\n"
-                f.write(data.decode())
+                f.write(data)
                 f.flush()
                 size += len(data)
                 self.bytes += len(data)
                 if size >= self.rotate_bytes:
                     f.close()
                     self._rotate()
-                    f = open(self.path, "a")  # noqa: SIM115
+                    f = open(self.path, "ab")  # noqa: SIM115
                     size = 0
                 next_t += tick
                 time.sleep(max(0.0, next_t - time.monotonic()))
@@ -379,9 +380,9 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
     reader.join(wait + 30)
     done = time.monotonic()
     p.send_signal(signal.SIGTERM)
-    cpu, _ = reap(p, timeout=60)
+    cpu = reap(p, timeout=60)
     w.stop()
-    rss = w.peak  # sampled: wait4's ru_maxrss counts the forked runner's pages before exec
+    rss = w.peak
     # wall = the writer's run: lines/s is the offered rate; CPU is from the start of the writer
     # to the agent's exit (the drain included, the start-up not)
     run = Run(agent, "stall" if stall else "latency", wall=writer.elapsed or seconds, cpu=cpu - cpu0,
