@@ -26,7 +26,8 @@ PARSE_ERRORS = {"malformed": "malformed", "invalid_utf8": "invalid_utf8",
                 "line_too_long": "line_too_long", "partial_emitted": "partial",
                 "partial_line_emitted": "partial"}
 FILE_EVENTS = {"file_truncated": "truncated", "file_rotated": "rotated", "file_discovered": "discovered",
-               "file_deleted": "deleted", "file_renamed_while_stopped": "renamed_while_stopped"}
+               "file_deleted": "deleted", "file_renamed_while_stopped": "renamed_while_stopped",
+               "file_rotated_unseen": "rotated_unseen"}
 LAG_BUCKETS = (0, 4096, 65536, 1 << 20, 16 << 20, 256 << 20, 1 << 30)
 
 
@@ -59,7 +60,8 @@ class Metrics:
         self.truncated = Counter("tailship_truncated_records_total", "Records cut at max_line_bytes or "
                                  "a multiline bound", registry=r)
         self.files = Counter("tailship_files_total", "File lifecycle events (discovered, rotated, "
-                             "truncated, deleted, renamed_while_stopped)", ["event"], registry=r)
+                             "truncated, deleted, renamed_while_stopped, rotated_unseen)",
+                             ["event"], registry=r)
         self.events_total = Counter("tailship_events_total", "Notable events by kind", ["event"],
                                     registry=r)
         self.files_open = Gauge("tailship_files_open", "Files being tailed", registry=r)

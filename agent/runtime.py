@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class _Tailing:
     tailer: FileTailer
     task: asyncio.Task[None]
     inode: tuple[int, int]
+    label: str      # the path its records are reported under
+    real: str       # the real path it was opened at
 
 
 @dataclass
@@ -121,6 +124,8 @@ class Agent:
                                settings.batch.linger_ms / 1000, self._ship)
         self.tailing: dict[str, _Tailing] = {}
         self.files_seen: set[tuple[int, int]] = set()
+        self._fingerprints: set[str] = set()     # first-line fingerprints of every file tailed
+        self._siblings_checked: set[tuple[int, int, int]] = set()  # (dev, ino, ctime_ns)
         self._warned: set[str] = set()
         # (dev, ino) -> (fd, path) of files opened before they had a first line
         self._unidentified: dict[tuple[int, int], tuple[int, str]] = {}
@@ -131,6 +136,7 @@ class Agent:
         self._fatal: BaseException | None = None
         self._first_scan = True
         self._started = 0.0
+        self._started_wall = time.time()
         self._cpu0 = 0.0
         self.unacked = 0
         self.queued_bytes = 0                      # closed batches waiting for a sender
@@ -149,6 +155,7 @@ class Agent:
 
     async def run(self) -> int:
         self._started, self._cpu0 = time.monotonic(), time.process_time()
+        self._started_wall = time.time()
         prepare_data_dir(self.s.data_dir)
         self.checkpoints.load()
         await self.sink.start()
@@ -275,6 +282,8 @@ class Agent:
             self._start_file(path, st)
         if self._first_scan:
             self._recover_renamed()
+        else:
+            self._recover_rotated_unseen()
         self._first_scan = False
         active = set(self.tailing)
         self.checkpoints.forget_stale(active)
@@ -315,6 +324,59 @@ class Agent:
                     self.metrics.event("file_renamed_while_stopped")
                     self._start_file(cand, st, expect=key, label=label, real=real)
                     break
+
+    def _recover_rotated_unseen(self) -> None:
+        """Read files that were created, filled and rotated away between two scans.
+
+        Under fast rotation (a container writing megabytes a second, rotated at `10 MiB`) a
+        file's whole life at the watched path can fit between two scans, mostly while the
+        tailer of the file before it is still behind (it asks for a rescan only at its end).
+        Beside the real path of every file being tailed, `<name>.*` files renamed during this
+        run (changed since the agent started) whose inode was never opened and whose first
+        line was never seen are such files: read from their head, reported under the path of
+        the file they rotated from. The fingerprint check keeps copytruncate's copies out (a
+        copy starts with the first line of the file it copies); `.gz` and excluded names are
+        not read.
+        """
+        src = self.s.source
+        now = time.time()
+        open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
+        by_real = {t.real: t.label for t in self.tailing.values()}
+        for real, label in by_real.items():
+            folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
+            try:
+                names = [n for n in os.listdir(folder) if n.startswith(prefix) and not n.endswith(".gz")]
+            except OSError:
+                continue
+            for name in names:
+                cand = os.path.join(folder, name)
+                try:
+                    st = os.stat(cand)
+                except OSError:
+                    continue
+                seen = (st.st_dev, st.st_ino, st.st_ctime_ns)
+                # ctime: the kernel's coarse clock may lag time.time() by a tick
+                if ((st.st_dev, st.st_ino) in open_inodes or seen in self._siblings_checked
+                        or st.st_ctime < self._started_wall - 1.0 or not stat.S_ISREG(st.st_mode)
+                        or (src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs)
+                        or excluded(src.exclude, label, cand)):
+                    continue
+                try:
+                    fd = os.open(cand, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    fid = identify(fd, src.fingerprint_bytes)
+                finally:
+                    os.close(fd)
+                if fid is None:
+                    continue  # no complete first line yet: looked at again at the next scan
+                self._siblings_checked.add(seen)
+                if fid.fp in self._fingerprints:
+                    continue  # tailed before (the file this one rotated from), or a copy of one
+                log.info("%s: rotated to %s before it was seen; reading it from its head", label, cand)
+                self.metrics.event("file_rotated_unseen")
+                self._start_file(cand, st, expect=fid.key, label=label, real=real)
 
     def _identify_held(self) -> None:
         """Files opened before they had a first line to fingerprint are held open (see
@@ -376,8 +438,9 @@ class Agent:
                             emit=self._emit, metrics=self.metrics, settings=self.s.source,
                             once=self.once, stop=self._stop_reading, on_gone=self._rescan.set)
         task = asyncio.create_task(self._tail(tailer), name=f"tail:{path}")
-        self.tailing[fid.key] = _Tailing(tailer, task, (fid.dev, fid.ino))
+        self.tailing[fid.key] = _Tailing(tailer, task, (fid.dev, fid.ino), label or path, real_path)
         self.files_seen.add((fid.dev, fid.ino))
+        self._fingerprints.add(fid.fp)
         self.metrics.files_open.inc()
         self.metrics.files.labels("discovered").inc()
         log.debug("%s: tailing from offset %d (%s)", path, offset, fid.key)

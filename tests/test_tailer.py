@@ -438,3 +438,49 @@ async def test_file_rotated_away_before_its_first_line_was_scanned_is_read(tmp_p
         await wait_until(lambda: len(sink.records) == 10, what="the rotated file's lines")
     assert sink.messages() == expected("early", 0, 10)
     assert agent._unidentified == {}
+
+
+async def test_file_created_and_rotated_away_between_two_scans_is_read(tmp_path):
+    """Fast rotation: a whole file lives at the watched path between two scans (the periodic
+    scan is a minute away and the tailer of the file before it has not reached its end). It is
+    found beside the rotated files and read from its head; nothing is read twice."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 10))
+    s = fast_settings(tmp_path, [str(log)], scan_interval_secs=60.0)
+    sink = CollectSink()
+    async with running(agent := Agent(s, sink)):
+        await wait_until(lambda: len(sink.records) == 10, what="first file")
+        # no await in between: the agent sees none of the intermediate states
+        append(log, lines("a", 10, 20))
+        os.rename(log, tmp_path / "app.log.1")
+        log.write_text(lines("b", 0, 30))
+        os.rename(log, tmp_path / "app.log.2")
+        log.write_text(lines("c", 0, 5))
+        await wait_until(lambda: len(sink.records) == 55, what="all three files")
+        assert agent.metrics.events["file_rotated_unseen"] == 1
+    want = expected("a", 0, 20) + expected("b", 0, 30) + expected("c", 0, 5)
+    assert sorted(sink.messages()) == sorted(want)
+    b = [r for r in sink.records if r["message"].startswith("b")]
+    assert {r["log"]["file"]["path"] for r in b} == {str(log)}
+    assert [r["message"] for r in b] == expected("b", 0, 30)
+
+
+async def test_copytruncate_copy_beside_the_file_is_not_read_again(tmp_path):
+    """A copy made by copytruncate starts with the first line of a file already read: the
+    rotated-sibling check examines it and leaves it alone."""
+    log = tmp_path / "app.log"
+    log.write_text(lines("before", 0, 20))
+    sink = CollectSink()
+    async with running(a := Agent(fast_settings(tmp_path, [str(log)]), sink)):
+        await wait_until(lambda: len(sink.records) == 20, what="first lines")
+        (tmp_path / "app.log.1").write_bytes(log.read_bytes())
+        with open(log, "r+") as f:
+            f.truncate(0)
+        await wait_until(lambda: a.metrics.events["file_truncated"] == 1, what="truncation seen")
+        append(log, lines("after", 0, 3))
+        await wait_until(lambda: len(sink.records) == 23, what="lines after truncation")
+        copy = os.stat(tmp_path / "app.log.1")
+        await wait_until(lambda: (copy.st_dev, copy.st_ino, copy.st_ctime_ns) in a._siblings_checked,
+                         what="the copy examined")
+    assert sink.messages() == expected("before", 0, 20) + expected("after", 0, 3)
+    assert a.metrics.events["file_rotated_unseen"] == 0
