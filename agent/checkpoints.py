@@ -116,3 +116,48 @@ class CheckpointStore:
     def age(self) -> float:
         """Seconds the newest acknowledgements have waited to be written (0 when all are)."""
         return time.monotonic() - self.written_at if self._dirty else 0.0
+
+
+def worker_dir(data_dir: str, index: int, workers: int) -> str:
+    """Where worker `index` of `workers` keeps its state (checkpoints, buffer, dead letters)."""
+    return data_dir if workers <= 1 else os.path.join(data_dir, f"worker-{index}")
+
+
+def repartition(data_dir: str, workers: int, owner: Callable[[str, int], int]) -> int:
+    """Move checkpoints to the store of the worker that now owns their file.
+
+    Stores live in `<data_dir>` (one process) and `<data_dir>/worker-<i>`; after a change of
+    `workers` an entry may sit in a store its file's owner never reads. Every entry is written
+    to its owner's store (the highest offset wins if a file is in two), then stores that should
+    hold nothing are emptied. Returns how many entries moved. Run before any worker starts."""
+    sources = [data_dir, *sorted(str(p) for p in Path(data_dir).glob("worker-*") if p.is_dir())]
+    stores: dict[str, CheckpointStore] = {}
+    for d in sources:
+        if os.path.exists(os.path.join(d, FILE_NAME)):
+            st = CheckpointStore(d, lambda _k, _n: None)
+            st.load()
+            stores[d] = st
+    targets: dict[str, dict[str, dict[str, Any]]] = {}
+    moved = 0
+    for d, st in stores.items():
+        for key, e in st.entries.items():
+            dest = worker_dir(data_dir, owner(str(e.get("path") or e.get("real") or ""), workers), workers)
+            moved += dest != d
+            have = targets.setdefault(dest, {}).get(key)
+            if have is None or e["offset"] > have["offset"]:
+                targets[dest][key] = e
+    if not moved:
+        return 0
+    for dest, entries in targets.items():
+        os.makedirs(dest, exist_ok=True)
+        st = stores.get(dest) or CheckpointStore(dest, lambda _k, _n: None)
+        st.entries = entries
+        st._dirty = True
+        st.persist()
+    for d, st in stores.items():
+        if d not in targets:
+            st.entries = {}
+            st._dirty = True
+            st.persist()
+    log.info("checkpoints of %d file(s) moved to the store of the worker that now reads them", moved)
+    return moved

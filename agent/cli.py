@@ -14,12 +14,19 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from agent import __version__, logs
 from agent.config import load_config, settings_from_dict
-from agent.runtime import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, Agent, Summary, install_signal_handlers
+from agent.runtime import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    Agent,
+    Summary,
+    install_signal_handlers,
+    run_loop,
+)
 from agent.settings import MetricsSettings, Settings
 from pipelines.errors import ConfigError, TailshipError
 from pipelines.sinks.registry import build_sink, parse_sink_url
@@ -69,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--read-from", default="head", choices=("head", "tail"))
     tail.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     tail.add_argument("--multiline", default="none", choices=("none", "java", "python", "go", "auto"))
+    tail.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="worker processes (default 0: one per CPU available; 1: no supervisor)")
     tail.add_argument("--no-progress", action="store_true", help="no live progress line")
     tail.add_argument("--metrics-listen", metavar="HOST:PORT", default="",
                       help="serve /metrics, /healthz, /readyz at HOST:PORT (default: off)")
@@ -86,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     if args.metrics_listen is not None:
         settings.metrics = _listen(settings, args.metrics_listen)
-    return _run_agent(settings, once=args.once, progress=False)
+    return _run_agent(settings, once=args.once, progress=False, log_level=args.log_level)
 
 
 def _listen(settings: Settings, listen: str) -> MetricsSettings:
@@ -121,22 +130,28 @@ def cmd_tail(args: argparse.Namespace) -> int:
                    "read_from": args.read_from},
         "multiline": {"preset": args.multiline},
         "metrics": {"listen": args.metrics_listen},
+        "workers": args.workers,
         "sink": sink,
     }, source="command line", interpolate=False)
     progress = not args.no_progress and sys.stderr.isatty()
     try:
-        return _run_agent(settings, once=args.once, progress=progress)
+        return _run_agent(settings, once=args.once, progress=progress, log_level=args.log_level)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
-def _run_agent(settings: Settings, *, once: bool, progress: bool) -> int:
+def _run_agent(settings: Settings, *, once: bool, progress: bool, log_level: str = "info") -> int:
+    from agent.workers import resolve_workers
+
+    workers = resolve_workers(settings.workers)
+    if workers > 1:
+        return _run_workers(settings, workers, once=once, progress=progress, log_level=log_level)
     agent = Agent(settings, build_sink(settings.sink, settings.data_dir), once=once)
 
     async def go() -> int:
         install_signal_handlers(agent)
-        ticker = asyncio.create_task(_progress(agent)) if progress else None
+        ticker = asyncio.create_task(_progress(agent.summary)) if progress else None
         try:
             return await agent.run()
         finally:
@@ -144,7 +159,7 @@ def _run_agent(settings: Settings, *, once: bool, progress: bool) -> int:
                 ticker.cancel()
 
     try:
-        code = _run_loop(go)
+        code = run_loop(go)
     except TailshipError as exc:
         log.error("%s", exc)
         code = EXIT_RUNTIME
@@ -152,20 +167,24 @@ def _run_agent(settings: Settings, *, once: bool, progress: bool) -> int:
     return code
 
 
-def _run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+def _run_workers(settings: Settings, workers: int, *, once: bool, progress: bool, log_level: str) -> int:
+    from agent.workers import run_supervisor
+
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        return asyncio.run(main())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main())
+        code, summary = run_supervisor(settings, workers, once=once, log_level=log_level,
+                                       progress=_progress if progress else None)
+    except TailshipError as exc:
+        log.error("%s", exc)
+        return EXIT_RUNTIME
+    _print_summary(summary, progress)
+    return code
 
 
-async def _progress(agent: Agent) -> None:
-    prev = agent.summary()
+async def _progress(summary: Callable[[], Summary]) -> None:
+    prev = summary()
     while True:
         await asyncio.sleep(1.0)
-        cur = agent.summary()
+        cur = summary()
         dt = max(cur.elapsed_secs - prev.elapsed_secs, 1e-9)
         errors = sum(v for k, v in cur.events.items() if k in _ERROR_EVENTS)
         sys.stderr.write(

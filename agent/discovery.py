@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import stat
+import zlib
 from fnmatch import fnmatch
 
 
@@ -34,3 +35,10 @@ def scan(include: list[str], exclude: list[str]) -> list[tuple[str, os.stat_resu
 def excluded(exclude: list[str], *paths: str) -> bool:
     """Whether any of `paths` (a path and its target, say) matches an `exclude` pattern."""
     return any(fnmatch(path, p) for path in paths for p in exclude)
+
+
+def owner(path: str, workers: int) -> int:
+    """The worker (0 .. workers-1) that reads the file found under `path`: a stable hash of the
+    path, the same in every process and every run, so that a container's log and its rotations
+    stay with one worker and a worker finds its own checkpoints after a restart."""
+    return zlib.crc32(path.encode("utf-8", "surrogateescape")) % workers if workers > 1 else 0

@@ -69,9 +69,11 @@ class RepeatFilter(logging.Filter):
         return True
 
 
-def setup(level: str) -> None:
+def setup(level: str, process: str = "") -> None:
+    """`process`: a worker's name, shown after `tailship` in each line."""
+    tag = f"tailship[{process}]" if process else "tailship"
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="tailship %(levelname)s %(name)s: %(message)s")
+                        format=f"{tag} %(levelname)s %(name)s: %(message)s", force=bool(process))
     for handler in logging.getLogger().handlers:
         handler.addFilter(SecretFilter())
     repeats = RepeatFilter()

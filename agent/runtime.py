@@ -19,12 +19,12 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.checkpoints import CheckpointStore
-from agent.discovery import excluded, scan
+from agent.checkpoints import CheckpointStore, repartition
+from agent.discovery import excluded, owner, scan
 from agent.identity import FileId, identify
 from agent.metrics import Metrics
 from agent.server import MetricsServer
@@ -100,9 +100,10 @@ class Summary:
 
 class Agent:
     def __init__(self, settings: Settings, sink: Sink, *, once: bool = False,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, shard: tuple[int, int] = (0, 1)) -> None:
         self.s = settings
         self.once = once
+        self.shard = shard  # (index, workers): this process reads the files `owner` gives it
         self.metrics = metrics or Metrics()
         if settings.buffer.type == "disk":
             b = settings.buffer
@@ -157,6 +158,8 @@ class Agent:
         self._started, self._cpu0 = time.monotonic(), time.process_time()
         self._started_wall = time.time()
         prepare_data_dir(self.s.data_dir)
+        if self.shard[1] == 1:  # checkpoints left by worker processes of an earlier run
+            repartition(self.s.data_dir, 1, owner)
         self.checkpoints.load()
         await self.sink.start()
         if self.s.metrics.listen:
@@ -274,8 +277,9 @@ class Agent:
         now = time.time()
         self._identify_held()
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
+        index, workers = self.shard
         for path, st in scan(src.include, src.exclude):
-            if (st.st_dev, st.st_ino) in open_inodes:
+            if (st.st_dev, st.st_ino) in open_inodes or owner(path, workers) != index:
                 continue
             if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
                 continue
@@ -304,8 +308,8 @@ class Agent:
             if key in self.tailing or not isinstance(real, str):
                 continue
             label = str(e.get("path") or real)
-            if excluded(self.s.source.exclude, label, real):
-                continue  # excluded since it was read
+            if excluded(self.s.source.exclude, label, real) or owner(label, self.shard[1]) != self.shard[0]:
+                continue  # excluded since it was read, or another worker's
             dev, ino = (int(x) for x in key.split(":", 2)[:2])
             folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
             try:
@@ -616,6 +620,16 @@ class Agent:
             cpu_secs=time.process_time() - self._cpu0, unacked_records=self.unacked,
             events=dict(m.events),
         )
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run `main` on uvloop (asyncio's own loop where uvloop is missing)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
 
 
 def install_signal_handlers(agent: Agent) -> None:

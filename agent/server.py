@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -36,9 +36,13 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 class MetricsServer:
     def __init__(self, listen: str, registry: CollectorRegistry,
-                 readiness: Callable[[], tuple[bool, str]]) -> None:
+                 readiness: Callable[[], tuple[bool, str]],
+                 render: Callable[[], Awaitable[bytes]] | None = None) -> None:
+        """`render`: produces the /metrics body instead of `registry` (the supervisor's merge
+        of its workers' metrics)."""
         self.host, self.port = parse_listen(listen)
         self.registry = registry
+        self.render = render
         self.readiness = readiness
         self.last_tick = time.monotonic()
         self._runner: web.AppRunner | None = None
@@ -83,7 +87,7 @@ class MetricsServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        body = generate_latest(self.registry)
+        body = await self.render() if self.render is not None else generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -197,6 +197,10 @@ class Settings:
     shutdown_timeout_secs: float = opt(30.0, min=0, help="how long a stop waits for acknowledgements")
     checkpoint_interval_secs: float = opt(0.2, min=0.01,
                                           help="checkpoints are persisted after acks, at most this often")
+    workers: int = opt(0, min=0, max=256,
+                       help="worker processes sharing the files; 0 = one per CPU available")
+    worker_stuck_secs: float = opt(60.0, min=1,
+                                   help="a worker not answering for this long is restarted")
     source: SourceSettings = field(default_factory=SourceSettings)
     parse: ParseSettings = field(default_factory=ParseSettings)
     trace: TraceSettings = field(default_factory=TraceSettings)

@@ -2,8 +2,9 @@
 
 Each batch is appended as one complete zstd frame and fsynced before `send` returns: the
 acknowledgement means durable. Concatenated frames are a valid .zst stream. Files are named
-`tailship-<UTC yyyymmddTHHMMSS>-<seq>.ndjson.zst`; the sequence number continues from the highest
-one already in the directory, so name order is creation order even within one second.
+`tailship-<UTC yyyymmddTHHMMSS>-<seq>.ndjson.zst` (`-w<i>-<seq>` for worker i when several worker
+processes share the directory); the sequence number continues from the highest one already in
+the directory, so name order is creation order even within one second (per worker).
 
 A file is never appended to after a failure: every start opens a new file, and so does the
 attempt after a failed write. A torn frame (crash or full disk mid-write) is therefore always the
@@ -33,7 +34,7 @@ from pipelines.records import Batch
 log = logging.getLogger("tailship.sinks.file")
 
 SUFFIX = ".ndjson.zst"
-_NAME = re.compile(r"tailship-\d{8}T\d{6}-(\d+)" + re.escape(SUFFIX))
+_NAME = re.compile(r"tailship-\d{8}T\d{6}-((?:w\d+-)?)(\d+)" + re.escape(SUFFIX))
 T = TypeVar("T")
 
 
@@ -41,8 +42,10 @@ class FileSink:
     name = "file"
 
     def __init__(self, directory: str, compression_level: int = 3,
-                 rotate_bytes: int = 64 << 20) -> None:
+                 rotate_bytes: int = 64 << 20, worker: int | None = None) -> None:
         self.dir = Path(directory)
+        # worker processes sharing a directory each number their own files: `-w<i>-<seq>`
+        self.tag = "" if worker is None else f"w{worker}-"
         self.rotate_bytes = rotate_bytes
         self.path: Path | None = None     # the file being written, None between files
         self._codec = ZstdCodec(compression_level)  # used on the writer thread only
@@ -95,7 +98,7 @@ class FileSink:
             probe = self.dir / f".probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
-            self._seq = max(self._seq, last_seq(self.dir))
+            self._seq = max(self._seq, last_seq(self.dir, self.tag))
         except OSError as exc:
             raise FatalSinkError(self.name, f"output directory {str(self.dir)!r} is not writable: "
                                  f"{exc.strerror or exc}") from exc
@@ -126,7 +129,7 @@ class FileSink:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         while True:
             self._seq += 1
-            self.path = self.dir / f"tailship-{stamp}-{self._seq:06d}{SUFFIX}"
+            self.path = self.dir / f"tailship-{stamp}-{self.tag}{self._seq:06d}{SUFFIX}"
             try:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 break
@@ -155,10 +158,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def last_seq(directory: str | os.PathLike[str]) -> int:
-    """The highest sequence number of the output files in `directory` (0 if none)."""
+def last_seq(directory: str | os.PathLike[str], tag: str = "") -> int:
+    """The highest sequence number of the output files in `directory` named with `tag` (0 if none)."""
     seqs = (_NAME.fullmatch(name) for name in os.listdir(directory))
-    return max((int(m.group(1)) for m in seqs if m), default=0)
+    return max((int(m.group(2)) for m in seqs if m and m.group(1) == tag), default=0)
 
 
 def read_ndjson_zst(path: str | os.PathLike[str]) -> list[bytes]:

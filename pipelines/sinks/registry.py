@@ -19,15 +19,16 @@ SUPPORTED = ("stdout", "null", "file:DIR", "file://DIR", "kafka://HOST:PORT[,HOS
 TYPES = ("file", "stdout", "null", "kafka", "elasticsearch")
 
 
-def build_sink(settings: SinkSettings, data_dir: str) -> Sink:
-    """The sink `settings.type` names; the file sink writes to `<data_dir>/out` unless `path` is set."""
+def build_sink(settings: SinkSettings, data_dir: str, worker: int | None = None) -> Sink:
+    """The sink `settings.type` names; the file sink writes to `<data_dir>/out` unless `path` is
+    set (`worker`: the index of a worker process, which names its own files there)."""
     if settings.type == "null":
         return NullSink()
     if settings.type == "stdout":
         return StdoutSink()
     if settings.type == "file":
         path = settings.path or os.path.join(data_dir, "out")
-        return FileSink(path, settings.compression_level, settings.rotate_bytes)
+        return FileSink(path, settings.compression_level, settings.rotate_bytes, worker)
     if settings.type == "kafka":
         from pipelines.sinks.kafka import KafkaSink  # aiokafka is imported only when used
 

@@ -1,0 +1,486 @@
+"""Worker processes: one CPython process uses one core, so `workers = N` runs N shared-nothing
+agents under a supervisor.
+
+Each worker is a whole agent (its own tailers, pipeline, sink clients and checkpoints under
+`<data_dir>/worker-<i>`) that reads only the files `agent.discovery.owner` gives it: a stable hash
+of the path a file is found under, so a container's log and its rotations stay with one worker
+and keep their order, and a restarted worker finds its own checkpoints. The memory limit and the
+disk buffer are divided among the workers.
+
+The supervisor starts the workers (multiprocessing, forked from a fork server that imported the agent), pings each one every second over a
+pipe (the answer carries its running totals and readiness), restarts one that exits on its own
+or does not answer within `worker_stuck_secs` (killed first; it resumes from its checkpoints),
+serves `/metrics` as the sum of the workers' metrics (fetched over the same pipes at each
+scrape), and on SIGTERM/SIGINT stops every worker with SIGTERM and waits for them to drain
+(SIGKILL after `shutdown_timeout_secs` plus a margin). A worker failing for good (exit 2 or 3:
+a sink that refuses the credentials, say) stops the others; the supervisor then exits 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.checkpoints import repartition, worker_dir
+from agent.discovery import owner
+from agent.runtime import EXIT_OK, EXIT_RUNTIME, Summary, prepare_data_dir, run_loop
+from agent.settings import Settings
+from pipelines.backoff import Backoff
+
+log = logging.getLogger("tailship.supervisor")
+
+PING_SECS = 1.0
+STOP_MARGIN_SECS = 10.0           # beyond shutdown_timeout_secs before a draining worker is killed
+SCRAPE_TIMEOUT_SECS = 5.0
+# gauges whose sum over workers means nothing: the merged value is the largest
+MAX_GAUGES = frozenset(("tailship_checkpoint_age_seconds", "tailship_build_info"))
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (v2 `cpu.max`
+    or v1 `cpu.cfs_quota_us`), rounded up; at least 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
+def _cgroup_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs granted by the cgroup CPU quota, None when there is none."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(root, "cpu.max")) as f:
+            q, period = f.read().split()[:2]
+        return None if q == "max" else int(q) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+            q1 = int(f.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+            p1 = int(f.read())
+        return None if q1 <= 0 else q1 / p1
+    return None
+
+
+def resolve_workers(configured: int) -> int:
+    return configured if configured > 0 else available_cpus()
+
+
+def worker_settings(s: Settings, index: int, workers: int) -> Settings:
+    """The settings of worker `index`: its own data directory, its share of the memory limit and
+    of the disk buffer, no HTTP server of its own (the supervisor serves /metrics)."""
+    w = copy.deepcopy(s)
+    w.workers = 1
+    w.data_dir = worker_dir(s.data_dir, index, workers)
+    w.batch.memory_limit_bytes = max(1 << 20, s.batch.memory_limit_bytes // workers)
+    w.buffer.max_size_bytes = max(1 << 20, s.buffer.max_size_bytes // workers)
+    if s.buffer.path:
+        w.buffer.path = worker_dir(s.buffer.path, index, workers)
+    if s.sink.type == "file" and not s.sink.path:
+        w.sink.path = os.path.join(s.data_dir, "out")  # one output directory, files named per worker
+    w.metrics.listen = ""
+    return w
+
+
+def preload_modules(s: Settings) -> list[str]:
+    """Modules a worker needs, imported once by the fork server."""
+    mods = ["agent.runtime", "agent.logs", "pipelines.sinks.registry", "uvloop", "orjson", "zstandard"]
+    if s.sink.type == "kafka":
+        mods.append("pipelines.sinks.kafka")
+    elif s.sink.type == "elasticsearch":
+        mods.append("pipelines.sinks.elasticsearch")
+    return mods
+
+
+def _stop_fork_server() -> None:
+    """Stop and reap the fork server now, not after we exit: it has reaped the workers, so the
+    kernel adds their CPU time to ours (what `time` and the benchmark's wait4 report)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's own (used by its tests)
+    if stop is not None:
+        with contextlib.suppress(OSError, ChildProcessError):
+            stop()
+
+
+# -- the worker process ---------------------------------------------------------------------------
+
+def worker_main(settings: Settings, index: int, workers: int, once: bool, log_level: str,
+                conn: Connection) -> None:
+    """Entry point of worker `index` (forked from the fork server)."""
+    os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it stops the workers once
+    from agent import logs
+    from agent.runtime import Agent, install_signal_handlers
+    from pipelines.errors import TailshipError
+    from pipelines.sinks.registry import build_sink
+
+    logs.setup(log_level, f"w{index}")
+    ws = worker_settings(settings, index, workers)
+    agent = Agent(ws, build_sink(ws.sink, ws.data_dir, index), once=once, shard=(index, workers))
+
+    async def go() -> int:
+        install_signal_handlers(agent)
+        loop = asyncio.get_running_loop()
+
+        def on_message() -> None:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):  # the supervisor is gone: drain and stop
+                loop.remove_reader(conn.fileno())
+                agent.request_stop()
+                return
+            if msg == "ping":
+                conn.send(("pong", dataclasses.asdict(agent.summary()), agent.readiness()))
+            elif msg == "scrape":
+                conn.send(("metrics", generate_latest(agent.metrics.registry)))
+
+        loop.add_reader(conn.fileno(), on_message)
+        try:
+            return await agent.run()
+        finally:
+            loop.remove_reader(conn.fileno())
+
+    try:
+        code = run_loop(go)
+    except TailshipError as exc:
+        log.error("%s", exc)
+        code = EXIT_RUNTIME
+    with contextlib.suppress(OSError):
+        conn.send(("summary", dataclasses.asdict(agent.summary())))
+    sys.exit(code)
+
+
+# -- the supervisor -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Worker:
+    index: int
+    proc: Any = None                       # multiprocessing.Process
+    conn: Connection | None = None
+    started: float = 0.0
+    last_answer: float = 0.0
+    live: dict[str, Any] = dataclasses.field(default_factory=dict)   # running totals (last pong)
+    ready: tuple[bool, str] = (False, "starting")
+    final: dict[str, Any] | None = None    # the summary it sent when it stopped
+    done: bool = False                     # exited 0 in --once mode, or stopped on request
+    scrape: asyncio.Future[bytes] | None = None
+    stuck: bool = False                    # killed by the supervisor for not answering
+    backoff: Backoff = dataclasses.field(default_factory=lambda: Backoff(0.5, 30.0))
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, workers: int, *, once: bool = False,
+                 log_level: str = "info") -> None:
+        self.s = settings
+        self.n = workers
+        self.once = once
+        self.log_level = log_level
+        # workers fork from a server process that imported the agent once: a worker starts in
+        # milliseconds and shares those pages, instead of importing everything again (spawn)
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(preload_modules(settings))
+        self.workers = [_Worker(i) for i in range(workers)]
+        self.carried = Summary()         # totals of worker incarnations that died
+        self.registry = CollectorRegistry()
+        self.restarts = Counter("tailship_worker_restarts_total", "Workers restarted by the "
+                                "supervisor, by cause (exited, stuck)", ["cause"], registry=self.registry)
+        for cause in ("exited", "stuck"):
+            self.restarts.labels(cause)
+        Gauge("tailship_workers", "Worker processes configured", registry=self.registry).set(workers)
+        self._stopping = False
+        self._failed = False
+        self._changed = asyncio.Event()
+        self._started = time.monotonic()
+        self._cpu0 = time.process_time()
+        self.server: Any = None
+
+    # -- lifecycle
+
+    def request_stop(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            for w in self.workers:
+                if w.proc is not None and w.proc.is_alive():
+                    with contextlib.suppress(OSError):
+                        os.kill(w.proc.pid, signal.SIGTERM)
+        self._changed.set()
+
+    async def run(self) -> int:
+        self._started, self._cpu0 = time.monotonic(), time.process_time()
+        prepare_data_dir(self.s.data_dir)
+        repartition(self.s.data_dir, self.n, owner)
+        if self.s.metrics.listen:
+            from agent.runtime import StartupError
+            from agent.server import MetricsServer
+
+            self.server = MetricsServer(self.s.metrics.listen, self.registry, self.readiness,
+                                        render=self.render_metrics)
+            try:
+                await self.server.start()
+            except OSError as exc:
+                raise StartupError(str(exc.strerror or exc)) from exc
+        log.info("%d workers", self.n)
+        for w in self.workers:
+            self._spawn(w)
+        pinger = asyncio.create_task(self._ping_loop(), name="ping")
+        try:
+            while not all(w.done for w in self.workers):
+                await self._changed.wait()
+                self._changed.clear()
+                if self._stopping:
+                    await self._stop_all()
+                    break
+        finally:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+            if self.server is not None:
+                await self.server.stop()
+            _stop_fork_server()
+        return EXIT_RUNTIME if self._failed else EXIT_OK
+
+    def _spawn(self, w: _Worker) -> None:
+        parent, child = self.ctx.Pipe()
+        w.proc = self.ctx.Process(target=worker_main, name=f"tailship-worker-{w.index}",
+                                  args=(self.s, w.index, self.n, self.once, self.log_level, child))
+        w.proc.start()
+        child.close()
+        w.conn, w.started, w.last_answer = parent, time.monotonic(), time.monotonic()
+        w.live, w.final, w.ready = {}, None, (False, "starting")
+        loop = asyncio.get_running_loop()
+        loop.add_reader(parent.fileno(), self._on_message, w)
+        loop.add_reader(w.proc.sentinel, self._on_exit, w)
+
+    def _on_message(self, w: _Worker) -> bool:
+        """Handle one message of `w`; False at the end of its pipe."""
+        assert w.conn is not None
+        try:
+            msg = w.conn.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(w.conn.fileno())
+            return False
+        w.last_answer = time.monotonic()
+        kind = msg[0]
+        if kind == "pong":
+            w.live, w.ready = msg[1], msg[2]
+            if w.last_answer - w.started > 30:
+                w.backoff.reset()
+        elif kind == "metrics" and w.scrape is not None and not w.scrape.done():
+            w.scrape.set_result(msg[1])
+        elif kind == "summary":
+            w.final = msg[1]
+        return True
+
+    def _on_exit(self, w: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        proc = w.proc
+        loop.remove_reader(proc.sentinel)
+        proc.join()
+        if w.conn is not None:
+            with contextlib.suppress(OSError, EOFError):
+                while w.conn.poll() and self._on_message(w):  # the summary sent just before exiting
+                    pass
+            loop.remove_reader(w.conn.fileno())
+            w.conn.close()
+            w.conn = None
+        code = proc.exitcode
+        if w.scrape is not None and not w.scrape.done():
+            w.scrape.set_result(b"")
+        if self._stopping or (self.once and code == EXIT_OK):
+            w.done = True
+        elif code in (2, 3):
+            log.error("worker %d failed (exit %d); stopping the others", w.index, code)
+            self._failed = True
+            w.done = True
+            self.request_stop()
+        else:
+            cause = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            if w.stuck:
+                cause += ", killed when it stopped answering"
+            self.restarts.labels("stuck" if w.stuck else "exited").inc()
+            w.stuck = False
+            self._carry(w)
+            delay = w.backoff.next()
+            log.error("worker %d (pid %d) died (%s); restarting it in %.1fs, it resumes from its "
+                      "checkpoints", w.index, proc.pid, cause, delay)
+            loop.call_later(delay, self._respawn, w)
+        self._changed.set()
+
+    def _respawn(self, w: _Worker) -> None:
+        if not self._stopping:
+            self._spawn(w)
+
+    def _carry(self, w: _Worker) -> None:
+        """Keep the totals of a worker incarnation that is gone."""
+        got = w.final or w.live
+        for f in dataclasses.fields(Summary):
+            if f.name in ("elapsed_secs", "events", "unacked_records") or f.name not in got:
+                continue
+            setattr(self.carried, f.name, getattr(self.carried, f.name) + got[f.name])
+        for k, v in got.get("events", {}).items():
+            self.carried.events[k] = self.carried.events.get(k, 0) + v
+        w.live, w.final = {}, None
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PING_SECS)
+            now = time.monotonic()
+            for w in self.workers:
+                if w.conn is None or w.proc is None or not w.proc.is_alive():
+                    continue
+                if not self._stopping and now - w.last_answer > self.s.worker_stuck_secs:
+                    log.error("worker %d (pid %d) has not answered for %.0fs; killing it",
+                              w.index, w.proc.pid, now - w.last_answer)
+                    w.stuck = True
+                    w.proc.kill()
+                    continue
+                with contextlib.suppress(OSError):
+                    w.conn.send("ping")
+
+    async def _stop_all(self) -> None:
+        deadline = time.monotonic() + self.s.shutdown_timeout_secs + STOP_MARGIN_SECS
+        while any(w.proc is not None and w.proc.is_alive() for w in self.workers):
+            if time.monotonic() > deadline:
+                for w in self.workers:
+                    if w.proc is not None and w.proc.is_alive():
+                        log.error("worker %d did not stop in time; killing it", w.index)
+                        w.proc.kill()
+                deadline = math.inf
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.5)
+            self._changed.clear()
+        await asyncio.sleep(0)  # let the exit callbacks run
+
+    def kill_now(self) -> None:
+        """A second signal: no draining."""
+        for w in self.workers:
+            if w.proc is not None and w.proc.is_alive():
+                w.proc.kill()
+
+    # -- reporting
+
+    def summary(self) -> Summary:
+        total = dataclasses.replace(self.carried, events=dict(self.carried.events))
+        for w in self.workers:
+            got = w.final or w.live
+            for f in dataclasses.fields(Summary):
+                if f.name in ("elapsed_secs", "events") or f.name not in got:
+                    continue
+                setattr(total, f.name, getattr(total, f.name) + got[f.name])
+            for k, v in got.get("events", {}).items():
+                total.events[k] = total.events.get(k, 0) + v
+        total.elapsed_secs = time.monotonic() - self._started
+        total.cpu_secs += time.process_time() - self._cpu0
+        return total
+
+    def readiness(self) -> tuple[bool, str]:
+        for w in self.workers:
+            if not w.done and not w.ready[0]:
+                return False, f"worker {w.index}: {w.ready[1]}"
+        return True, "ready"
+
+    async def render_metrics(self) -> bytes:
+        """The workers' metrics summed (see `merge`), plus the supervisor's own."""
+        loop = asyncio.get_running_loop()
+        asked = []
+        for w in self.workers:
+            if w.conn is None:
+                continue
+            w.scrape = loop.create_future()
+            with contextlib.suppress(OSError):
+                w.conn.send("scrape")
+                asked.append(w.scrape)
+        texts = []
+        for fut in asked:
+            with contextlib.suppress(TimeoutError):
+                texts.append((await asyncio.wait_for(fut, SCRAPE_TIMEOUT_SECS)).decode())
+        return merge([t for t in texts if t]) + generate_latest(self.registry)
+
+
+def merge(texts: list[str]) -> bytes:
+    """Prometheus text expositions of several workers as one: samples with the same name and
+    labels are added (counters, histogram buckets and sums, gauges such as bytes in flight);
+    `_created` samples take the earliest, and gauges in MAX_GAUGES the largest value."""
+    fams: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            if fam.name not in fams:
+                fams[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                values[fam.name] = {}
+            acc = values[fam.name]
+            for sample in fam.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                have = acc.get(key)
+                if have is None:
+                    acc[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    acc[key] = min(have, sample.value)
+                elif fam.type in ("info", "stateset") or fam.name in MAX_GAUGES:
+                    acc[key] = max(have, sample.value)
+                else:
+                    acc[key] = have + sample.value
+
+    class _Merged:
+        def collect(self) -> Iterator[Metric]:
+            for name, fam in fams.items():
+                for (sname, labels), v in values[name].items():
+                    fam.add_sample(sname, dict(labels), v)
+                yield fam
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_Merged())  # type: ignore[arg-type]
+    return generate_latest(reg)
+
+
+def run_supervisor(settings: Settings, workers: int, *, once: bool, log_level: str,
+                   progress: Callable[[Callable[[], Summary]], Any] | None = None
+                   ) -> tuple[int, Summary]:
+    """Run `workers` worker processes until done (--once) or a signal; (exit code, totals)."""
+    sup = Supervisor(settings, workers, once=once, log_level=log_level)
+
+    async def go() -> int:
+        loop = asyncio.get_running_loop()
+        hits = 0
+
+        def handler(signame: str) -> None:
+            nonlocal hits
+            hits += 1
+            if hits == 1:
+                log.info("%s: stopping the workers (send again to force)", signame)
+                sup.request_stop()
+            else:
+                log.warning("%s again: killing the workers without draining", signame)
+                sup.kill_now()
+                os._exit(130)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, handler, sig.name)
+        ticker = asyncio.create_task(progress(sup.summary)) if progress is not None else None
+        try:
+            return await sup.run()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+
+    code = run_loop(go)
+    return code, sup.summary()
