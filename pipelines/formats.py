@@ -50,8 +50,13 @@ def detect_format(line: bytes) -> str:
     return "text"
 
 
+# every combination of the flags, named once (flags < 2 ** len(FLAG_NAMES))
+_FLAG_LISTS = tuple(tuple(name for bit, name in enumerate(FLAG_NAMES) if flags >> bit & 1)
+                    for flags in range(1 << len(FLAG_NAMES)))
+
+
 def flag_names(flags: int) -> list[str]:
-    return [name for bit, name in enumerate(FLAG_NAMES) if flags >> bit & 1]
+    return list(_FLAG_LISTS[flags])
 
 
 def _text(line: bytes) -> tuple[str, int]:

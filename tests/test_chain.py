@@ -107,6 +107,30 @@ def test_continuation_inherits_only_within_window_and_same_stream():
     assert "trace_id" not in recs[3]  # outside the window
 
 
+def test_inherited_records_counted_and_prior_time_reread_when_it_changes():
+    """`trace_inherited` counts every inheriting record, also across calls and in flush;
+    a new preceding record (same stream) is compared with its own time, not the last one's."""
+    counts: dict[str, int] = {}
+    p = FileProcessor(ChainSpec(host_name="h", inherit_window_secs=1.0), "1:2:ff", "/logs/x.log",
+                      {}, lambda name, n: counts.__setitem__(name, counts.get(name, 0) + n))
+    tid, tid2 = "12" * 16, "34" * 16
+    head = orjson.dumps({"msg": "boom", "trace_id": tid}).decode() + "\n"
+    head2 = orjson.dumps({"msg": "again", "trace_id": tid2}).decode() + "\n"
+    recs = run(p, [docker(head, time="2026-11-24T10:00:00Z"),
+                   docker("\tat a(A.java:1)\n", time="2026-11-24T10:00:00.5Z"),
+                   docker("\tat b(A.java:2)\n", time="2026-11-24T10:00:00.9Z")])
+    recs += run(p, [docker("\tat c(A.java:3)\n", time="2026-11-24T10:00:01.5Z"),  # 1.5 s after
+                    docker(head2, time="2026-11-24T10:00:02Z"),
+                    docker("\tat d(A.java:4)\n", time="2026-11-24T10:00:02.5Z")])
+    assert [r.get("trace_id") for r in recs] == [tid, tid, tid, None, tid2, tid2]
+    assert counts == {"trace_inherited": 3}
+    # a held partial line is emitted by flush, which counts too
+    assert run(p, [docker("\tat e(A.java:5)", time="2026-11-24T10:00:02.6Z")]) == []
+    [rec] = [orjson.loads(r) for r in p.flush(1000, 0.0).records]
+    assert rec["trace_id"] == tid2 and rec["log"]["flags"] == ["partial", "trace_inherited"]
+    assert counts == {"trace_inherited": 4, "partial_emitted": 1}
+
+
 def test_non_continuation_line_breaks_inheritance():
     """A normal line without ids resets the context: later stack lines inherit nothing."""
     lines = [docker(orjson.dumps({"trace_id": "ab" * 16}).decode() + "\n"),
