@@ -131,12 +131,20 @@ def repartition(data_dir: str, workers: int, owner: Callable[[str, int], int]) -
     to its owner's store (the highest offset wins if a file is in two), then stores that should
     hold nothing are emptied. Returns how many entries moved. Run before any worker starts."""
     sources = [data_dir, *sorted(str(p) for p in Path(data_dir).glob("worker-*") if p.is_dir())]
+    sources = [d for d in sources if os.path.exists(os.path.join(d, FILE_NAME))]
+    if not sources or (workers <= 1 and sources == [data_dir]):
+        return 0  # nothing stored, or one process's store where one process reads it
     stores: dict[str, CheckpointStore] = {}
     for d in sources:
-        if os.path.exists(os.path.join(d, FILE_NAME)):
-            st = CheckpointStore(d, lambda _k, _n: None)
-            st.load()
-            stores[d] = st
+        st = CheckpointStore(d, lambda _k, _n: None)
+        try:
+            st.entries = orjson.loads(st.path.read_bytes())["files"]
+            if not isinstance(st.entries, dict) or not all(
+                    isinstance(e, dict) and type(e.get("offset")) is int for e in st.entries.values()):
+                raise ValueError("unexpected structure")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: left where it is, for its owner's load to set aside and report
+        stores[d] = st
     targets: dict[str, dict[str, dict[str, Any]]] = {}
     moved = 0
     for d, st in stores.items():

@@ -144,7 +144,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def _run_agent(settings: Settings, *, once: bool, progress: bool, log_level: str = "info") -> int:
     from agent.workers import resolve_workers
 
-    workers = resolve_workers(settings.workers)
+    workers = resolve_workers(settings)
     if workers > 1:
         return _run_workers(settings, workers, once=once, progress=progress, log_level=log_level)
     agent = Agent(settings, build_sink(settings.sink, settings.data_dir), once=once)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import stat
-import zlib
 from fnmatch import fnmatch
 
 
@@ -41,4 +41,8 @@ def owner(path: str, workers: int) -> int:
     """The worker (0 .. workers-1) that reads the file found under `path`: a stable hash of the
     path, the same in every process and every run, so that a container's log and its rotations
     stay with one worker and a worker finds its own checkpoints after a restart."""
-    return zlib.crc32(path.encode("utf-8", "surrogateescape")) % workers if workers > 1 else 0
+    if workers <= 1:
+        return 0
+    # not crc32: it is linear, so names differing in one digit can all land on one worker
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % workers

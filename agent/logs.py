@@ -28,6 +28,11 @@ def add_secret(value: str) -> None:
         _SECRETS.add(value)
 
 
+def secrets() -> list[str]:
+    """The registered secrets (handed to worker processes, which mask them too)."""
+    return sorted(_SECRETS)
+
+
 class SecretFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if _SECRETS:

@@ -7,13 +7,14 @@ of the path a file is found under, so a container's log and its rotations stay w
 and keep their order, and a restarted worker finds its own checkpoints. The memory limit and the
 disk buffer are divided among the workers.
 
-The supervisor starts the workers (multiprocessing, forked from a fork server that imported the agent), pings each one every second over a
-pipe (the answer carries its running totals and readiness), restarts one that exits on its own
-or does not answer within `worker_stuck_secs` (killed first; it resumes from its checkpoints),
-serves `/metrics` as the sum of the workers' metrics (fetched over the same pipes at each
-scrape), and on SIGTERM/SIGINT stops every worker with SIGTERM and waits for them to drain
-(SIGKILL after `shutdown_timeout_secs` plus a margin). A worker failing for good (exit 2 or 3:
-a sink that refuses the credentials, say) stops the others; the supervisor then exits 3.
+The supervisor starts the workers (forked from a fork server that imported the agent once),
+pings each one every second over a pipe (the answer carries its running totals and readiness),
+restarts one that exits on its own or does not answer within `worker_stuck_secs` (killed
+first; it resumes from its checkpoints), serves `/metrics` as the sum of the workers' metrics
+(fetched over the same pipes at each scrape), and on SIGTERM/SIGINT stops every worker with
+SIGTERM and waits for them to drain (SIGKILL after `shutdown_timeout_secs` plus a margin). A
+worker failing for good (exit 2 or 3: a sink that refuses the credentials, say) stops the
+others; the supervisor then exits 3.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent import logs
 from agent.checkpoints import repartition, worker_dir
 from agent.discovery import owner
 from agent.runtime import EXIT_OK, EXIT_RUNTIME, Summary, prepare_data_dir, run_loop
@@ -48,6 +50,7 @@ log = logging.getLogger("tailship.supervisor")
 PING_SECS = 1.0
 STOP_MARGIN_SECS = 10.0           # beyond shutdown_timeout_secs before a draining worker is killed
 SCRAPE_TIMEOUT_SECS = 5.0
+REFRESH_PINGS = 5                 # every this many pings a worker's metrics are fetched and kept
 # gauges whose sum over workers means nothing: the merged value is the largest
 MAX_GAUGES = frozenset(("tailship_checkpoint_age_seconds", "tailship_build_info"))
 
@@ -80,8 +83,15 @@ def _cgroup_quota(root: str = "/sys/fs/cgroup") -> float | None:
     return None
 
 
-def resolve_workers(configured: int) -> int:
-    return configured if configured > 0 else available_cpus()
+AUTO_MAX_WORKERS = 8              # workers = 0 on a big machine: each worker costs ~70 MiB at rest
+
+
+def resolve_workers(s: Settings) -> int:
+    """`workers`, or one per CPU available (at most AUTO_MAX_WORKERS) when 0; always 1 for the
+    stdout sink (lines written by several processes to one pipe could interleave)."""
+    if s.sink.type == "stdout":
+        return 1
+    return s.workers if s.workers > 0 else min(AUTO_MAX_WORKERS, available_cpus())
 
 
 def worker_settings(s: Settings, index: int, workers: int) -> Settings:
@@ -124,14 +134,15 @@ def _stop_fork_server() -> None:
 # -- the worker process ---------------------------------------------------------------------------
 
 def worker_main(settings: Settings, index: int, workers: int, once: bool, log_level: str,
-                conn: Connection) -> None:
+                secrets: list[str], conn: Connection) -> None:
     """Entry point of worker `index` (forked from the fork server)."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it stops the workers once
-    from agent import logs
     from agent.runtime import Agent, install_signal_handlers
     from pipelines.errors import TailshipError
     from pipelines.sinks.registry import build_sink
 
+    for secret in secrets:  # registered while the supervisor read the configuration
+        logs.add_secret(secret)
     logs.setup(log_level, f"w{index}")
     ws = worker_settings(settings, index, workers)
     agent = Agent(ws, build_sink(ws.sink, ws.data_dir, index), once=once, shard=(index, workers))
@@ -143,10 +154,14 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
         def on_message() -> None:
             try:
                 msg = conn.recv()
-            except (EOFError, OSError):  # the supervisor is gone: drain and stop
-                loop.remove_reader(conn.fileno())
-                agent.request_stop()
-                return
+            except (EOFError, OSError):
+                # the supervisor is gone (killed): stop at once rather than drain, so that a new
+                # supervisor's worker never reads the same files alongside this one; what is
+                # not acknowledged is read again from the checkpoints
+                log.error("the supervisor is gone; worker %d exits", index)
+                with contextlib.suppress(OSError):
+                    agent.checkpoints.persist()
+                os._exit(EXIT_RUNTIME)
             if msg == "ping":
                 conn.send(("pong", dataclasses.asdict(agent.summary()), agent.readiness()))
             elif msg == "scrape":
@@ -183,6 +198,7 @@ class _Worker:
     done: bool = False                     # exited 0 in --once mode, or stopped on request
     scrape: asyncio.Future[bytes] | None = None
     stuck: bool = False                    # killed by the supervisor for not answering
+    last_metrics: bytes = b""              # its latest exposition (refreshed every few seconds)
     backoff: Backoff = dataclasses.field(default_factory=lambda: Backoff(0.5, 30.0))
 
 
@@ -205,6 +221,9 @@ class Supervisor:
         for cause in ("exited", "stuck"):
             self.restarts.labels(cause)
         Gauge("tailship_workers", "Worker processes configured", registry=self.registry).set(workers)
+        # counters of worker incarnations that died, added to the live ones so that the merged
+        # counters never go back (a restarted worker counts from 0 again)
+        self.dead_counters = b""
         self._stopping = False
         self._failed = False
         self._changed = asyncio.Event()
@@ -237,7 +256,6 @@ class Supervisor:
                 await self.server.start()
             except OSError as exc:
                 raise StartupError(str(exc.strerror or exc)) from exc
-        log.info("%d workers", self.n)
         for w in self.workers:
             self._spawn(w)
         pinger = asyncio.create_task(self._ping_loop(), name="ping")
@@ -260,9 +278,11 @@ class Supervisor:
     def _spawn(self, w: _Worker) -> None:
         parent, child = self.ctx.Pipe()
         w.proc = self.ctx.Process(target=worker_main, name=f"tailship-worker-{w.index}",
-                                  args=(self.s, w.index, self.n, self.once, self.log_level, child))
+                                  args=(self.s, w.index, self.n, self.once, self.log_level,
+                                        logs.secrets(), child))
         w.proc.start()
         child.close()
+        log.info("worker %d started (pid %d)", w.index, w.proc.pid)
         w.conn, w.started, w.last_answer = parent, time.monotonic(), time.monotonic()
         w.live, w.final, w.ready = {}, None, (False, "starting")
         loop = asyncio.get_running_loop()
@@ -283,8 +303,10 @@ class Supervisor:
             w.live, w.ready = msg[1], msg[2]
             if w.last_answer - w.started > 30:
                 w.backoff.reset()
-        elif kind == "metrics" and w.scrape is not None and not w.scrape.done():
-            w.scrape.set_result(msg[1])
+        elif kind == "metrics":
+            w.last_metrics = msg[1]
+            if w.scrape is not None and not w.scrape.done():
+                w.scrape.set_result(msg[1])
         elif kind == "summary":
             w.final = msg[1]
         return True
@@ -318,6 +340,9 @@ class Supervisor:
             self.restarts.labels("stuck" if w.stuck else "exited").inc()
             w.stuck = False
             self._carry(w)
+            self.dead_counters = merge([self.dead_counters.decode(), w.last_metrics.decode()],
+                                       counters_only=True)
+            w.last_metrics = b""
             delay = w.backoff.next()
             log.error("worker %d (pid %d) died (%s); restarting it in %.1fs, it resumes from its "
                       "checkpoints", w.index, proc.pid, cause, delay)
@@ -340,9 +365,11 @@ class Supervisor:
         w.live, w.final = {}, None
 
     async def _ping_loop(self) -> None:
+        pings = 0
         while True:
             await asyncio.sleep(PING_SECS)
             now = time.monotonic()
+            pings += 1
             for w in self.workers:
                 if w.conn is None or w.proc is None or not w.proc.is_alive():
                     continue
@@ -354,6 +381,8 @@ class Supervisor:
                     continue
                 with contextlib.suppress(OSError):
                     w.conn.send("ping")
+                    if pings % REFRESH_PINGS == 0:  # its counters, in case it dies before a scrape
+                        w.conn.send("scrape")
 
     async def _stop_all(self) -> None:
         deadline = time.monotonic() + self.s.shutdown_timeout_secs + STOP_MARGIN_SECS
@@ -412,22 +441,27 @@ class Supervisor:
         for fut in asked:
             with contextlib.suppress(TimeoutError):
                 texts.append((await asyncio.wait_for(fut, SCRAPE_TIMEOUT_SECS)).decode())
-        return merge([t for t in texts if t]) + generate_latest(self.registry)
+        return merge([t for t in [*texts, self.dead_counters.decode()] if t]) + generate_latest(self.registry)
 
 
-def merge(texts: list[str]) -> bytes:
+def merge(texts: list[str], counters_only: bool = False) -> bytes:
     """Prometheus text expositions of several workers as one: samples with the same name and
     labels are added (counters, histogram buckets and sums, gauges such as bytes in flight);
-    `_created` samples take the earliest, and gauges in MAX_GAUGES the largest value."""
+    `_created` samples take the earliest, and gauges in MAX_GAUGES the largest value.
+    `counters_only`: keep only what accumulates (counters, histograms, summaries)."""
     fams: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for text in texts:
         for fam in text_string_to_metric_families(text):
+            if counters_only and fam.type not in ("counter", "histogram", "summary"):
+                continue
             if fam.name not in fams:
                 fams[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
                 values[fam.name] = {}
             acc = values[fam.name]
             for sample in fam.samples:
+                if counters_only and sample.name.endswith("_created"):
+                    continue
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 have = acc.get(key)
                 if have is None:

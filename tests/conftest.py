@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,20 @@ def seq_of(rec: dict) -> int:
     seq = record_seq(rec)
     assert seq is not None, f"no sequence number in {rec['message'][:200]!r}"
     return seq
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def state_files(data: Path, name: str) -> list[Path]:
+    """`<data>/<name>` of one process, or `<data>/worker-<i>/<name>` of each worker process
+    (`workers = 0`, the default, runs one per CPU), those that exist."""
+    return [p for p in (data / name, *sorted(data.glob(f"worker-*/{name}"))) if p.exists()]
+
+
+def state_lines(data: Path, name: str) -> list[bytes]:
+    """The lines of every `state_files(data, name)`."""
+    return [line for p in state_files(data, name) for line in p.read_bytes().splitlines()]

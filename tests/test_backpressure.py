@@ -10,7 +10,6 @@ TAILSHIP_STALL_MBPS scale it up (the closing note reports a full-size run).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,16 +20,12 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import free_port
+
 STALL_SECS = float(os.environ.get("TAILSHIP_STALL_SECS", "20"))
 MBPS = float(os.environ.get("TAILSHIP_STALL_MBPS", "10"))
 MEMORY_LIMIT = 64 << 20       # batch.memory_limit_bytes default (the tail command uses it)
 OVERHEAD = 160 << 20          # documented fixed overhead: interpreter, clients, chunk buffers, allocator
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -135,6 +135,7 @@ async def test_on_delivery_waits_for_the_sink(tmp_path):
 def _config(tmp_path: Path, log: Path) -> Path:
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'''data_dir = "{tmp_path / 'data'}"
+workers = 1  # one process: the test looks into its buffer directory
 checkpoint_interval_secs = 0.05
 [source]
 include = ["{log}"]

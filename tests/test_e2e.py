@@ -17,7 +17,7 @@ import pytest
 
 from bench.generate import Manifest, generate_tree
 from pipelines.sinks.file import read_dir
-from tests.conftest import seq_of
+from tests.conftest import seq_of, state_files
 from tests.crash import kill_while_writing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -77,7 +77,7 @@ def test_run_once_with_default_config(tree, tmp_path):
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     check_records([orjson.loads(x) for x in read_dir(tmp_path / "data" / "out")], m)
-    assert (tmp_path / "data" / "checkpoints.json").exists()
+    assert state_files(tmp_path / "data", "checkpoints.json")
 
 
 def test_validate_reports_every_problem(tmp_path):
@@ -119,7 +119,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0, err.decode()
     assert len(read_dir(out)) == 100
-    assert (tmp_path / "d" / "checkpoints.json").exists()
+    assert state_files(tmp_path / "d", "checkpoints.json")
 
 
 def test_kill_9_repeatedly_loses_nothing(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 
 from bench.generate import generate_tree
 from bench.kafka import create_topic
-from tests.conftest import seq_of
+from tests.conftest import seq_of, state_files, state_lines
 from tests.crash import kill_while_writing
 from tests.services import SERVICES, start
 
@@ -92,7 +92,8 @@ def wait_opened(data: Path, reals: set[str], proc: subprocess.Popen[bytes], time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            entries = orjson.loads((data / "checkpoints.json").read_bytes())["files"].values()
+            entries = [e for f in state_files(data, "checkpoints.json")
+                       for e in orjson.loads(f.read_bytes())["files"].values()]
             if reals <= {e.get("real") for e in entries}:
                 return
         except (OSError, orjson.JSONDecodeError, KeyError):
@@ -182,7 +183,7 @@ def test_oversized_record_dead_lettered_rest_flow(kafka, tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     msgs = asyncio.run(consume(bootstrap, topic, 2, timeout=30))
     assert sorted(orjson.loads(x.value)["message"] for x in msgs) == ["small 1", "small 2"]
-    [dead] = [orjson.loads(x) for x in (data / "deadletter" / "kafka.ndjson").read_bytes().splitlines()]
+    [dead] = [orjson.loads(x) for x in state_lines(data, "deadletter/kafka.ndjson")]
     assert "exceeds max_record_bytes" in dead["reason"]
     assert dead["file"] == str(log) and dead["offset"] == len("small 1\n")
     assert orjson.loads(dead["record"])["message"] == "B" * 1_040_000
@@ -206,8 +207,7 @@ def test_invalid_topic_is_dead_lettered(kafka, tmp_path):
     r = subprocess.run(tail_cmd([str(log)], bootstrap, "bad topic!", tmp_path / "d", once=True),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    [dead] = [orjson.loads(x) for x in (tmp_path / "d" / "deadletter" / "kafka.ndjson").read_bytes()
-              .splitlines()]
+    [dead] = [orjson.loads(x) for x in state_lines(tmp_path / "d", "deadletter/kafka.ndjson")]
     assert dead["reason"] == "invalid Kafka topic name 'bad topic!'" and dead["offset"] == 0
 
 
