@@ -57,7 +57,8 @@ class Run:
     scenario: str
     wall: float = 0.0
     cpu: float = 0.0
-    rss: int = 0
+    rss: int = 0      # peak RSS of the agent's whole process tree (the sum of the processes' peaks)
+    rss_proc: int = 0  # the largest single process's peak RSS (a worker's, with worker processes)
     lines: int = 0
     bytes: int = 0
     lost: int = 0
@@ -106,6 +107,7 @@ class Watch:
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.p = psutil.Process(proc.pid)
         self.peak = 0
+        self.peak_proc = 0
         self.cpu = 0.0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -114,11 +116,12 @@ class Watch:
     def _sample(self) -> None:
         try:
             procs = [self.p, *self.p.children(recursive=True)]
-            rss = sum(_hwm(p) for p in procs)
+            hwms = [_hwm(p) for p in procs]
             cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
         except psutil.Error:
             return
-        self.peak = max(self.peak, rss)
+        self.peak = max(self.peak, sum(hwms))
+        self.peak_proc = max(self.peak_proc, max(hwms))
         self.cpu = max(self.cpu, cpu)
 
     def _run(self) -> None:
@@ -156,10 +159,13 @@ def build_go() -> Path:
     return binary
 
 
+WORKERS = 0  # tailship's --workers (0: one per CPU); set from the command line
+
+
 def agent_cmd(agent: str, go: Path, include: str, to: str, once: bool, data: Path) -> list[str]:
     if agent == "tailship":
         return [sys.executable, "-m", "agent", "tail", include, "--to", to, "--data-dir", str(data),
-                "--no-progress", *(["--once"] if once else [])]
+                "--workers", str(WORKERS), "--no-progress", *(["--once"] if once else [])]
     return [str(go), "-include", include, "-to", to, *(["-once"] if once else [])]
 
 
@@ -192,13 +198,14 @@ def run_once(agent: str, cmd: list[str], scenario: str, lines: int, nbytes: int)
     cpu = reap(p)
     wall = time.monotonic() - t0
     w.stop()
-    rss = w.peak
+    rss, rss_proc = w.peak, w.peak_proc
     for t in readers:
         t.join(60)
     out, err = streams.get("out", b"").decode(), streams.get("err", b"").decode()
     if p.returncode != 0:
         raise SystemExit(f"bench: {agent} failed ({p.returncode}): {err[-2000:]}")
-    return Run(agent, scenario, wall=wall, cpu=cpu, rss=rss, lines=lines, bytes=nbytes), out, err
+    return Run(agent, scenario, wall=wall, cpu=cpu, rss=rss, rss_proc=rss_proc, lines=lines,
+               bytes=nbytes), out, err
 
 
 def startup(agent: str, go: Path, work: Path, to: str) -> tuple[float, float]:
@@ -373,7 +380,9 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
         time.sleep(seconds / 5)
         services("down", "kafka")
         time.sleep(stall)
-        services("up", "kafka")
+        again = services("up", "kafka")
+        if again != bootstrap:  # e.g. TAILSHIP_KAFKA_PORT changed since a broker was started
+            raise SystemExit(f"bench: the broker came back at {again}, not at {bootstrap}")
         restarted = time.monotonic()
     writer.join()
     t_written = time.monotonic()
@@ -382,11 +391,12 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
     p.send_signal(signal.SIGTERM)
     cpu = reap(p, timeout=60)
     w.stop()
-    rss = w.peak
+    rss, rss_proc = w.peak, w.peak_proc
     # wall = the writer's run: lines/s is the offered rate; CPU is from the start of the writer
     # to the agent's exit (the drain included, the start-up not)
     run = Run(agent, "stall" if stall else "latency", wall=writer.elapsed or seconds, cpu=cpu - cpu0,
-              rss=rss, lines=writer.written, bytes=writer.bytes, lost=writer.written - len(got.seqs),
+              rss=rss, rss_proc=rss_proc, lines=writer.written, bytes=writer.bytes,
+              lost=writer.written - len(got.seqs),
               dups=got.dups, bad_keys=got.bad_keys,
               latencies=sorted(latencies))
     if stall:
@@ -432,6 +442,7 @@ def median_run(runs: list[Run]) -> Run:
     m.wall = statistics.median(r.wall for r in runs)
     m.cpu = statistics.median(r.cpu for r in runs)
     m.rss = int(statistics.median(r.rss for r in runs))
+    m.rss_proc = int(statistics.median(r.rss_proc for r in runs))
     m.lines = runs[0].lines
     m.bytes = runs[0].bytes
     m.startup_cpu, m.startup_wall = runs[0].startup_cpu, runs[0].startup_wall
@@ -471,9 +482,13 @@ def report(results: dict[str, dict[str, Run]], args: argparse.Namespace, out: Pa
              "latency and stall follow a file written at a fixed rate (kubelet-style rotation at 10 MiB); "
              "their CPU counts from the first written line to the agent's exit.", "",
              f"Same job: {getattr(args, 'parity', 'not checked')}", "",
-             "| scenario | agent | lines/s | MB/s | CPU-s per M lines | peak RSS MiB | p50 ms | p99 ms | "
-             "max ms | recovery s | lost | dup | bad key | tailship/Go lines/s | tailship/Go CPU per line |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"tailship workers: {WORKERS or 'one per CPU'} (`--workers`). Peak RSS: the sum of the "
+             "peaks of the agent's processes; largest process: the peak of the biggest one (a "
+             "worker's, for tailship with workers).", "",
+             "| scenario | agent | lines/s | MB/s | CPU-s per M lines | peak RSS MiB | largest process "
+             "MiB | p50 ms | p99 ms | max ms | recovery s | lost | dup | bad key | tailship/Go lines/s | "
+             "tailship/Go CPU per line |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario, by_agent in results.items():
         go = by_agent.get("go")
         for agent, r in by_agent.items():
@@ -485,7 +500,8 @@ def report(results: dict[str, dict[str, Run]], args: argparse.Namespace, out: Pa
             fmt_lat = [f"{x:.0f}" for x in lat] if lat else ["", "", ""]
             mbs = r.bytes / r.work_wall / 1e6
             lines.append(f"| {scenario} | {agent} | {r.lines_per_s:,.0f} | {mbs:.1f} | "
-                         f"{r.cpu_per_m:.2f} | {r.rss / 2**20:.0f} | {' | '.join(fmt_lat)} | "
+                         f"{r.cpu_per_m:.2f} | {r.rss / 2**20:.0f} | {r.rss_proc / 2**20:.0f} | "
+                         f"{' | '.join(fmt_lat)} | "
                          f"{'' if r.recovery is None else f'{r.recovery:.1f}'} | {r.lost} | {r.dups} | "
                          f"{r.bad_keys if scenario != 'null' else ''} | {ratio_l} | "
                          f"{ratio_c} |")
@@ -536,8 +552,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kafka", help="bootstrap host:port (default: start one with scripts/services)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="tailship's worker processes (default 0: one per CPU, as the agent does)")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    global WORKERS
+    WORKERS = args.workers
     lines = args.lines or (30_000 if args.quick else 200_000)
     scenarios = args.scenarios.split(",")
     if args.kafka and "stall" in scenarios:
@@ -551,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap = args.kafka or (services("up", "kafka") if {"kafka", "latency", "stall"} & set(scenarios)
                                else "")
     tree = work / "tree"
-    m = generate_tree(tree, seed=7, pods=4, lines=lines, fmt="mixed", avg_bytes=1024, long_every=2000,
+    # 16 containers: a node runs dozens; tailship's workers take whole files, Go's pool takes lines
+    m = generate_tree(tree, seed=7, pods=16, lines=lines, fmt="mixed", avg_bytes=1024, long_every=2000,
                       stack_every=500, with_expected=False, clean=True)
     include = str(tree / "containers" / "*.log")
     results: dict[str, dict[str, Run]] = {}
@@ -590,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"bench: unknown scenario {scenario!r}")
                 runs[agent].append(run)
                 print(f"{scenario:8} {agent:8} round {rnd + 1}: {run.lines_per_s:10,.0f} lines/s "
-                      f"{run.cpu_per_m:6.2f} CPU-s/M lines  RSS {run.rss >> 20:4d} MiB  lost {run.lost}",
+                      f"{run.cpu_per_m:6.2f} CPU-s/M lines  RSS {run.rss >> 20:4d} MiB "
+                      f"(largest process {run.rss_proc >> 20} MiB)  lost {run.lost}",
                       file=sys.stderr)
         results[scenario] = {a: median_run(rs) for a, rs in runs.items()}
     cmdline = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
