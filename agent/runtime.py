@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Coroutine
@@ -26,6 +27,7 @@ from typing import Any
 from agent.checkpoints import CheckpointStore, repartition
 from agent.discovery import excluded, owner, scan
 from agent.identity import FileId, identify
+from agent.inotify import NAMES_CHANGED, DirWatcher
 from agent.metrics import Metrics
 from agent.server import MetricsServer
 from agent.settings import Settings
@@ -41,6 +43,8 @@ from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
 
 log = logging.getLogger("tailship.agent")
+
+RESCAN_COALESCE_SECS = 0.02  # an asked-for scan waits this long, so a burst of events makes one
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -83,6 +87,10 @@ class _Tailing:
     label: str      # the path its records are reported under
     real: str       # the real path it was opened at
 
+    def names(self) -> set[tuple[str, str]]:
+        """(directory, name) pairs under which inotify reports changes to this file."""
+        return {os.path.split(self.tailer.path), os.path.split(self.real)}
+
 
 @dataclass
 class Summary:
@@ -124,6 +132,9 @@ class Agent:
         self.batcher = Batcher(settings.batch.max_records, settings.batch.max_bytes,
                                settings.batch.linger_ms / 1000, self._ship)
         self.tailing: dict[str, _Tailing] = {}
+        self.watcher: DirWatcher | None = None
+        self._by_name: dict[tuple[str, str], set[FileTailer]] = {}  # (dir, name) -> tailers to wake
+        self._held_names: set[tuple[str, str]] = set()  # (dir, name) of files in _unidentified
         self.files_seen: set[tuple[int, int]] = set()
         self._fingerprints: set[str] = set()     # first-line fingerprints of every file tailed
         self._siblings_checked: set[tuple[int, int, int]] = set()  # (dev, ino, ctime_ns)
@@ -177,6 +188,7 @@ class Agent:
             bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
         bg.append(asyncio.create_task(self.batcher.linger(), name="linger"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+        self._start_watching()
         try:
             if self.once:
                 await self._discover()
@@ -199,6 +211,9 @@ class Agent:
             for fd, _ in self._unidentified.values():
                 os.close(fd)
             self._unidentified.clear()
+            if self.watcher is not None:
+                self.watcher.close(asyncio.get_running_loop())
+                self.watcher = None
             self.checkpoints.persist()
             if shipper is not None:  # a last snapshot with the final totals
                 await shipper.ship()
@@ -251,6 +266,8 @@ class Agent:
 
     async def _stop_tailers(self) -> None:
         self._stop_reading.set()
+        for entry in self.tailing.values():
+            entry.tailer.wake.set()
         tasks = [t.task for t in self.tailing.values()]
         for t in tasks:
             t.cancel()
@@ -266,11 +283,39 @@ class Agent:
     async def _discovery_loop(self) -> None:
         while True:
             await self._discover()
-            # a tailer that sees its path name another file (rotation) asks for a scan at once,
-            # so the new file is opened before it can be rotated away unread
+            # a tailer that sees its path name another file (rotation), or inotify reporting a
+            # name created or moved, asks for a scan at once, so the new file is opened before
+            # it can be rotated away unread
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._rescan.wait(), self.s.source.scan_interval_secs)
+                await asyncio.sleep(RESCAN_COALESCE_SECS)  # one scan for a burst of events
             self._rescan.clear()
+
+    # -- inotify --------------------------------------------------------------------------------
+
+    def _start_watching(self) -> None:
+        if self.once or not self.s.source.inotify:
+            return
+        self.watcher = DirWatcher(self._on_fs_event, self._on_fs_overflow)
+        if not self.watcher.start(asyncio.get_running_loop()):
+            self.watcher = None
+            return
+        for pattern in self.s.source.include:  # new files: the fixed directory of each pattern
+            head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+            self.watcher.watch(os.path.dirname(head) if head != pattern else os.path.dirname(pattern))
+
+    def _on_fs_event(self, directory: str, name: str, mask: int) -> None:
+        if mask & NAMES_CHANGED or (directory, name) in self._held_names:
+            # a name appeared or went, or a file held until its first line is written to
+            self._rescan.set()
+        for tailer in self._by_name.get((directory, name), ()):
+            tailer.wake.set()
+
+    def _on_fs_overflow(self) -> None:
+        self.metrics.event("inotify_overflow")
+        self._rescan.set()
+        for t in self.tailing.values():
+            t.tailer.wake.set()
 
     async def _discover(self) -> None:
         src = self.s.source
@@ -385,6 +430,9 @@ class Agent:
     def _identify_held(self) -> None:
         """Files opened before they had a first line to fingerprint are held open (see
         `_start_file`); those that have one now are tailed, whatever their name is by now."""
+        self._held_names.clear()
+        for _fd, path in self._unidentified.values():
+            self._held_names.update((os.path.split(path), os.path.split(os.path.realpath(path))))
         for ident, (fd, path) in list(self._unidentified.items()):
             fid = identify(fd, self.s.source.fingerprint_bytes)
             if fid is not None:
@@ -423,6 +471,8 @@ class Agent:
                 os.close(fd)
             else:
                 self._unidentified[ident] = (fd, path)
+                self._held_names.add(os.path.split(path))
+                self._held_names.add(os.path.split(os.path.realpath(path)))
                 asyncio.get_running_loop().call_later(self.s.source.poll_interval_ms / 1000,
                                                       self._rescan.set)
             return
@@ -442,7 +492,12 @@ class Agent:
                             emit=self._emit, metrics=self.metrics, settings=self.s.source,
                             once=self.once, stop=self._stop_reading, on_gone=self._rescan.set)
         task = asyncio.create_task(self._tail(tailer), name=f"tail:{path}")
-        self.tailing[fid.key] = _Tailing(tailer, task, (fid.dev, fid.ino), label or path, real_path)
+        tailing = _Tailing(tailer, task, (fid.dev, fid.ino), label or path, real_path)
+        self.tailing[fid.key] = tailing
+        if self.watcher is not None:
+            for folder, name in tailing.names():
+                self.watcher.watch(folder)
+                self._by_name.setdefault((folder, name), set()).add(tailer)
         self.files_seen.add((fid.dev, fid.ino))
         self._fingerprints.add(fid.fp)
         self.metrics.files_open.inc()
@@ -477,6 +532,12 @@ class Agent:
             for key, t in list(self.tailing.items()):
                 if t.tailer is tailer:
                     del self.tailing[key]
+                    for name in t.names():
+                        waiting = self._by_name.get(name)
+                        if waiting is not None:
+                            waiting.discard(tailer)
+                            if not waiting:
+                                del self._by_name[name]
             self.metrics.files_open.dec()
 
     # -- data path ------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ class SourceSettings:
     ignore_older_secs: float = opt(0.0, min=0, help="skip files not modified for this long (0 = off)")
     scan_interval_secs: float = opt(1.0, min=0.05, help="how often to look for new files")
     poll_interval_ms: int = opt(250, min=1, help="how often an idle file is checked for new data")
+    inotify: bool = opt(True, help="wake on changes reported by inotify (Linux); polls stay as fallback")
     read_chunk_bytes: int = opt(1 << 20, min=4096, help="bytes read from a file at once")
     read_budget_bytes: int = opt(4 << 20, min=4096,
                                  help="bytes one file may read before yielding to others")

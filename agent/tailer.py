@@ -55,12 +55,15 @@ class FileTailer:
         self.gone_polls = 0        # polls at EOF since the file was rotated away or deleted
         self.last_data = 0.0
         self.done = False
+        # set when inotify reports a write (or the agent stops): ends the wait before a poll
+        self.wake = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.last_data = loop.time()
         try:
             while not self.stop.is_set():
+                self.wake.clear()  # before reading: a write after this point ends the next wait
                 if self.pos and self._replaced():
                     await self._truncated()
                     continue
@@ -70,7 +73,7 @@ class FileTailer:
                 if await self._at_eof(loop.time()):
                     break
                 try:
-                    await asyncio.wait_for(self.stop.wait(), self.s.poll_interval_ms / 1000)
+                    await asyncio.wait_for(self.wake.wait(), self.s.poll_interval_ms / 1000)
                 except TimeoutError:
                     pass
             self.done = True

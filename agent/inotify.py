@@ -1,0 +1,127 @@
+"""Linux inotify, through libc with ctypes: file changes wake the tailers and new files wake
+discovery at once, instead of at the next poll (`poll_interval_ms`) or scan
+(`scan_interval_secs`), which stay as the fallback (inotify misses changes on some network and
+FUSE filesystems, and its queue can overflow).
+
+Directories are watched, not files: the directory of a file tells about writes to it
+(IN_MODIFY), and about its rotation and its successor (IN_MOVED_FROM, IN_CREATE) even before the
+new file is known. A watch ends by itself when its directory is deleted (IN_IGNORED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+from collections.abc import Callable
+
+log = logging.getLogger("tailship.inotify")
+
+IN_MODIFY = 0x2
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ONLYDIR = 0x1000000
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+MASK = IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_ONLYDIR
+NAMES_CHANGED = IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
+
+
+class DirWatcher:
+    """Watches directories; calls `on_event(directory, name, mask)` for each event (name "" for
+    the directory itself) and `on_overflow()` when the kernel dropped events."""
+
+    def __init__(self, on_event: Callable[[str, str, int], None], on_overflow: Callable[[], None]) -> None:
+        self.on_event = on_event
+        self.on_overflow = on_overflow
+        self.fd = -1
+        self.dirs: dict[int, str] = {}      # watch descriptor -> directory
+        self.watched: dict[str, int] = {}   # directory -> watch descriptor
+        self._libc: ctypes.CDLL | None = None
+        self._full_warned = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Open the inotify instance; False (and polling only) where inotify is not available."""
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name, use_errno=True)
+            init = libc.inotify_init1
+        except (OSError, AttributeError, TypeError):
+            return False
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        fd = init(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            log.warning("inotify unavailable (%s); files are polled", os.strerror(ctypes.get_errno()))
+            return False
+        self.fd, self._libc = fd, libc
+        loop.add_reader(fd, self._readable)
+        return True
+
+    def watch(self, directory: str) -> None:
+        if self._libc is None or directory in self.watched:
+            return
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), MASK)
+        if wd < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOSPC and not self._full_warned:
+                self._full_warned = True
+                log.warning("inotify watch limit reached (fs.inotify.max_user_watches); %s and "
+                            "later directories are polled", directory)
+            return  # gone, not a directory, or no room: polling covers it
+        self.dirs[wd] = directory
+        self.watched[directory] = wd
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.fd >= 0:
+            loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        self._libc = None
+        self.dirs.clear()
+        self.watched.clear()
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.warning("inotify read failed (%s); files are polled", exc.strerror)
+            with contextlib.suppress(RuntimeError):
+                self.close(asyncio.get_running_loop())
+            return
+        for wd, mask, name in parse(data):
+            if mask & IN_Q_OVERFLOW:
+                self.on_overflow()
+                continue
+            directory = self.dirs.get(wd)
+            if directory is None:
+                continue
+            if mask & IN_IGNORED:  # the directory is gone (or unmounted): the watch ended
+                del self.dirs[wd]
+                self.watched.pop(directory, None)
+                continue
+            self.on_event(directory, name, mask)
+
+
+def parse(data: bytes) -> list[tuple[int, int, str]]:
+    """(watch descriptor, mask, name) of each `struct inotify_event` in `data`."""
+    out = []
+    pos, size = 0, _HEADER.size
+    while pos + size <= len(data):
+        wd, mask, _cookie, length = _HEADER.unpack_from(data, pos)
+        raw = data[pos + size: pos + size + length]
+        out.append((wd, mask, os.fsdecode(raw.rstrip(b"\0"))))
+        pos += size + length
+    return out
