@@ -9,8 +9,10 @@ of every file: duplicates, never loss.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ import orjson
 log = logging.getLogger("tailship.checkpoints")
 
 FILE_NAME = "checkpoints.json"
+_KEY = re.compile(r"\d+:\d+:[0-9a-f]+")  # device:inode:fingerprint
 VERSION = 1
 
 
@@ -123,7 +126,7 @@ def worker_dir(data_dir: str, index: int, workers: int) -> str:
     return data_dir if workers <= 1 else os.path.join(data_dir, f"worker-{index}")
 
 
-def repartition(data_dir: str, workers: int, owner: Callable[[str, int], int]) -> int:
+def repartition(data_dir: str, workers: int, owner: Callable[[int, int, int], int]) -> int:
     """Move checkpoints to the store of the worker that now owns their file.
 
     Stores live in `<data_dir>` (one process) and `<data_dir>/worker-<i>`; after a change of
@@ -140,16 +143,25 @@ def repartition(data_dir: str, workers: int, owner: Callable[[str, int], int]) -
         try:
             st.entries = orjson.loads(st.path.read_bytes())["files"]
             if not isinstance(st.entries, dict) or not all(
-                    isinstance(e, dict) and type(e.get("offset")) is int for e in st.entries.values()):
+                    isinstance(e, dict) and type(e.get("offset")) is int and e["offset"] >= 0
+                    and _KEY.fullmatch(k) for k, e in st.entries.items()):
                 raise ValueError("unexpected structure")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # unreadable: left where it is, for its owner's load to set aside and report
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # unreadable: set aside and reported as the agent's own load does; its files are
+            # read again from their head (duplicates, not loss)
+            aside = st.path.with_name(f"{FILE_NAME}.corrupt-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                os.replace(st.path, aside)
+            log.warning("checkpoint file %s is corrupt (%s); set aside as %s, its files are read "
+                        "again from their head", st.path, exc, aside.name)
+            continue
         stores[d] = st
     targets: dict[str, dict[str, dict[str, Any]]] = {}
     moved = 0
     for d, st in stores.items():
         for key, e in st.entries.items():
-            dest = worker_dir(data_dir, owner(str(e.get("path") or e.get("real") or ""), workers), workers)
+            dev, ino = (int(x) for x in key.split(":", 2)[:2])
+            dest = worker_dir(data_dir, owner(dev, ino, workers), workers)
             moved += dest != d
             have = targets.setdefault(dest, {}).get(key)
             if have is None or e["offset"] > have["offset"]:

@@ -37,12 +37,12 @@ def excluded(exclude: list[str], *paths: str) -> bool:
     return any(fnmatch(path, p) for path in paths for p in exclude)
 
 
-def owner(path: str, workers: int) -> int:
-    """The worker (0 .. workers-1) that reads the file found under `path`: a stable hash of the
-    path, the same in every process and every run, so that a container's log and its rotations
-    stay with one worker and a worker finds its own checkpoints after a restart."""
+def owner(dev: int, ino: int, workers: int) -> int:
+    """The worker (0 .. workers-1) that reads the file with device `dev` and inode `ino`: a
+    stable hash of the file's identity, the same in every process and every run. A file keeps
+    its inode through renames, so a rotated file stays with its worker whatever its new name
+    (and whichever of several paths finds it), and a restarted worker finds its checkpoints."""
     if workers <= 1:
         return 0
-    # not crc32: it is linear, so names differing in one digit can all land on one worker
-    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{dev}:{ino}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % workers

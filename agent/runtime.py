@@ -138,6 +138,7 @@ class Agent:
         self.files_seen: set[tuple[int, int]] = set()
         self._fingerprints: set[str] = set()     # first-line fingerprints of every file tailed
         self._siblings_checked: set[tuple[int, int, int]] = set()  # (dev, ino, ctime_ns)
+        self._scanned_sizes: dict[tuple[int, int], int] = {}  # size when last fingerprinted
         self._warned: set[str] = set()
         # (dev, ino) -> (fd, path) of files opened before they had a first line
         self._unidentified: dict[tuple[int, int], tuple[int, str]] = {}
@@ -169,7 +170,10 @@ class Agent:
         self._started, self._cpu0 = time.monotonic(), time.process_time()
         self._started_wall = time.time()
         prepare_data_dir(self.s.data_dir)
-        if self.shard[1] == 1:  # checkpoints left by worker processes of an earlier run
+        if self.shard[1] == 1:  # state left by worker processes of an earlier run
+            from agent.workers import check_buffers
+
+            check_buffers(self.s, 1)
             repartition(self.s.data_dir, 1, owner)
         self.checkpoints.load()
         await self.sink.start()
@@ -323,21 +327,23 @@ class Agent:
         self._identify_held()
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
         index, workers = self.shard
-        for path, st in scan(src.include, src.exclude):
-            if (st.st_dev, st.st_ino) in open_inodes or owner(path, workers) != index:
+        found = scan(src.include, src.exclude)
+        scanned = {(st.st_dev, st.st_ino) for _, st in found}  # every worker's, not only ours
+        for path, st in found:
+            if (st.st_dev, st.st_ino) in open_inodes or owner(st.st_dev, st.st_ino, workers) != index:
                 continue
             if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
                 continue
             self._start_file(path, st)
         if self._first_scan:
-            self._recover_renamed()
+            self._recover_renamed(scanned)
         else:
-            self._recover_rotated_unseen()
+            self._recover_rotated_unseen(found)
         self._first_scan = False
         active = set(self.tailing)
         self.checkpoints.forget_stale(active)
 
-    def _recover_renamed(self) -> None:
+    def _recover_renamed(self, scanned: set[tuple[int, int]]) -> None:
         """Read the rest of files renamed while the agent was down.
 
         The kubelet rotates by renaming `N.log` to `N.log.<time>`, which the include patterns do
@@ -353,9 +359,9 @@ class Agent:
             if key in self.tailing or not isinstance(real, str):
                 continue
             label = str(e.get("path") or real)
-            if excluded(self.s.source.exclude, label, real) or owner(label, self.shard[1]) != self.shard[0]:
-                continue  # excluded since it was read, or another worker's
             dev, ino = (int(x) for x in key.split(":", 2)[:2])
+            if excluded(self.s.source.exclude, label, real) or (dev, ino) in scanned:
+                continue  # excluded since it was read, or found by the scan under a new name
             folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
             try:
                 names = [n for n in os.listdir(folder) if n.startswith(prefix) and not n.endswith(".gz")]
@@ -374,24 +380,34 @@ class Agent:
                     self._start_file(cand, st, expect=key, label=label, real=real)
                     break
 
-    def _recover_rotated_unseen(self) -> None:
+    def _recover_rotated_unseen(self, found: list[tuple[str, os.stat_result]]) -> None:
         """Read files that were created, filled and rotated away between two scans.
 
         Under fast rotation (a container writing megabytes a second, rotated at `10 MiB`) a
-        file's whole life at the watched path can fit between two scans, mostly while the
-        tailer of the file before it is still behind (it asks for a rescan only at its end).
-        Beside the real path of every file being tailed, `<name>.*` files renamed during this
-        run (changed since the agent started) whose inode was never opened and whose first
-        line was never seen are such files: read from their head, reported under the path of
-        the file they rotated from. The fingerprint check keeps copytruncate's copies out (a
-        copy starts with the first line of the file it copies); `.gz` and excluded names are
-        not read.
+        file's whole life at the watched path can fit between two scans (inotify makes that
+        rare; it is not always there). Beside the real path of every file the scan found (every
+        worker's), `<name>.*` files of this worker (`owner`), renamed during this run (changed
+        since the agent started), not found by the scan, never opened and with a first line
+        never seen are such files: read from their head, reported under the path of the file
+        beside which they were found. The fingerprint check keeps copytruncate's copies out (a
+        copy starts with the first line of the file it copies: the fingerprints of every
+        scanned file, this worker's or not, are remembered and taken again when one shrinks);
+        `.gz` and excluded names are not read.
         """
         src = self.s.source
         now = time.time()
+        index, workers = self.shard
+        scanned = {(st.st_dev, st.st_ino) for _, st in found}
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
-        by_real = {t.real: t.label for t in self.tailing.values()}
-        for real, label in by_real.items():
+        for gone in self._scanned_sizes.keys() - scanned:
+            del self._scanned_sizes[gone]
+        families: dict[str, str] = {}
+        for path, st in found:
+            self._remember_fingerprint(path, st)
+            families.setdefault(os.path.realpath(path), path)
+        for t in self.tailing.values():
+            families.setdefault(t.real, t.label)
+        for real, label in families.items():
             folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
             try:
                 names = [n for n in os.listdir(folder) if n.startswith(prefix) and not n.endswith(".gz")]
@@ -403,21 +419,16 @@ class Agent:
                     st = os.stat(cand)
                 except OSError:
                     continue
+                ident = (st.st_dev, st.st_ino)
                 seen = (st.st_dev, st.st_ino, st.st_ctime_ns)
                 # ctime: the kernel's coarse clock may lag time.time() by a tick
-                if ((st.st_dev, st.st_ino) in open_inodes or seen in self._siblings_checked
+                if (ident in open_inodes or ident in scanned or seen in self._siblings_checked
+                        or owner(st.st_dev, st.st_ino, workers) != index
                         or st.st_ctime < self._started_wall - 1.0 or not stat.S_ISREG(st.st_mode)
                         or (src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs)
                         or excluded(src.exclude, label, cand)):
                     continue
-                try:
-                    fd = os.open(cand, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
-                    continue
-                try:
-                    fid = identify(fd, src.fingerprint_bytes)
-                finally:
-                    os.close(fd)
+                fid = self._fingerprint_of(cand)
                 if fid is None:
                     continue  # no complete first line yet: looked at again at the next scan
                 self._siblings_checked.add(seen)
@@ -426,6 +437,30 @@ class Agent:
                 log.info("%s: rotated to %s before it was seen; reading it from its head", label, cand)
                 self.metrics.event("file_rotated_unseen")
                 self._start_file(cand, st, expect=fid.key, label=label, real=real)
+
+    def _fingerprint_of(self, path: str) -> FileId | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return identify(fd, self.s.source.fingerprint_bytes)
+        finally:
+            os.close(fd)
+
+    def _remember_fingerprint(self, path: str, st: os.stat_result) -> None:
+        """Fingerprints of scanned files (also those of other workers), taken once per file and
+        again after it shrank (copytruncate): copies of them are not new files."""
+        ident = (st.st_dev, st.st_ino)
+        size = self._scanned_sizes.get(ident)
+        self._scanned_sizes[ident] = st.st_size
+        if size is not None and st.st_size >= size:
+            return
+        fid = self._fingerprint_of(path)
+        if fid is None:
+            self._scanned_sizes.pop(ident, None)  # no first line yet: again at the next scan
+        else:
+            self._fingerprints.add(fid.fp)
 
     def _identify_held(self) -> None:
         """Files opened before they had a first line to fingerprint are held open (see

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -50,9 +51,11 @@ log = logging.getLogger("tailship.supervisor")
 PING_SECS = 1.0
 STOP_MARGIN_SECS = 10.0           # beyond shutdown_timeout_secs before a draining worker is killed
 SCRAPE_TIMEOUT_SECS = 5.0
-REFRESH_PINGS = 5                 # every this many pings a worker's metrics are fetched and kept
+REFRESH_PINGS = 2                 # every this many pings a worker's metrics are fetched and kept
 # gauges whose sum over workers means nothing: the merged value is the largest
 MAX_GAUGES = frozenset(("tailship_checkpoint_age_seconds", "tailship_build_info"))
+# histograms that describe the present (not accumulated): not kept from a worker that died
+SNAPSHOT_FAMILIES = frozenset(("tailship_file_unread_bytes",))
 
 
 def available_cpus() -> int:
@@ -112,12 +115,51 @@ def worker_settings(s: Settings, index: int, workers: int) -> Settings:
 
 def preload_modules(s: Settings) -> list[str]:
     """Modules a worker needs, imported once by the fork server."""
-    mods = ["agent.runtime", "agent.logs", "pipelines.sinks.registry", "uvloop", "orjson", "zstandard"]
+    mods = ["agent.forkserver_signals", "agent.runtime", "agent.logs", "pipelines.sinks.registry",
+            "uvloop", "orjson", "zstandard"]
     if s.sink.type == "kafka":
         mods.append("pipelines.sinks.kafka")
     elif s.sink.type == "elasticsearch":
         mods.append("pipelines.sinks.elasticsearch")
     return mods
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a pid reused by another user's process
+        return False
+    return True
+
+
+def check_buffers(s: Settings, workers: int) -> None:
+    """A disk buffer written with another `workers` would never be read again (each worker reads
+    its own): refuse to start, naming it, rather than leave its records behind."""
+    if s.buffer.type != "disk":
+        return
+    base = s.buffer.path or os.path.join(s.data_dir, "buffer")
+    candidates = [(base, 1)]
+    roots = [s.buffer.path] if s.buffer.path else [s.data_dir]
+    for root in roots:
+        for wd in sorted(Path(root).glob("worker-*")):
+            k = wd.name.removeprefix("worker-")
+            if k.isdigit():
+                candidates.append((str(wd if s.buffer.path else wd / "buffer"), int(k) + 1))
+    for d, written_by in candidates:
+        expected = written_by == 1 if workers <= 1 else (written_by > 1 and written_by <= workers)
+        if expected:
+            continue
+        held = sum(p.stat().st_size for p in Path(d).glob("seg-*.tsb")) if os.path.isdir(d) else 0
+        if held:
+            from agent.runtime import StartupError
+
+            raise StartupError(
+                f"the disk buffer {d} holds {held} bytes written with "
+                f"{'workers = 1' if written_by == 1 else f'at least {written_by} workers'}, which "
+                f"workers = {workers} would never deliver: start once more with the earlier "
+                f"`workers` until it is empty, or remove it (its records are lost then)")
 
 
 def _stop_fork_server() -> None:
@@ -137,6 +179,8 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
                 secrets: list[str], conn: Connection) -> None:
     """Entry point of worker `index` (forked from the fork server)."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it stops the workers once
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the fork server ignores them; a worker must not
+        signal.signal(sig, signal.SIG_DFL)
     from agent.runtime import Agent, install_signal_handlers
     from pipelines.errors import TailshipError
     from pipelines.sinks.registry import build_sink
@@ -196,8 +240,11 @@ class _Worker:
     ready: tuple[bool, str] = (False, "starting")
     final: dict[str, Any] | None = None    # the summary it sent when it stopped
     done: bool = False                     # exited 0 in --once mode, or stopped on request
-    scrape: asyncio.Future[bytes] | None = None
     stuck: bool = False                    # killed by the supervisor for not answering
+    incarnations: int = 0                  # processes started for this index so far
+    pings: int = 0                         # pings sent and not answered yet
+    scrapes_asked: int = 0                 # scrapes sent and not answered yet
+    waiting: list[asyncio.Future[bytes]] = dataclasses.field(default_factory=list)  # /metrics requests
     last_metrics: bytes = b""              # its latest exposition (refreshed every few seconds)
     backoff: Backoff = dataclasses.field(default_factory=lambda: Backoff(0.5, 30.0))
 
@@ -216,9 +263,9 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(workers)]
         self.carried = Summary()         # totals of worker incarnations that died
         self.registry = CollectorRegistry()
-        self.restarts = Counter("tailship_worker_restarts_total", "Workers restarted by the "
-                                "supervisor, by cause (exited, stuck)", ["cause"], registry=self.registry)
-        for cause in ("exited", "stuck"):
+        self.restarts = Counter("tailship_worker_restarts_total", "Workers restarted by the supervisor, "
+                                "by cause (exited, stuck, start_failed)", ["cause"], registry=self.registry)
+        for cause in ("exited", "stuck", "start_failed"):
             self.restarts.labels(cause)
         Gauge("tailship_workers", "Worker processes configured", registry=self.registry).set(workers)
         # counters of worker incarnations that died, added to the live ones so that the merged
@@ -245,6 +292,7 @@ class Supervisor:
     async def run(self) -> int:
         self._started, self._cpu0 = time.monotonic(), time.process_time()
         prepare_data_dir(self.s.data_dir)
+        check_buffers(self.s, self.n)
         repartition(self.s.data_dir, self.n, owner)
         if self.s.metrics.listen:
             from agent.runtime import StartupError
@@ -256,6 +304,9 @@ class Supervisor:
                 await self.server.start()
             except OSError as exc:
                 raise StartupError(str(exc.strerror or exc)) from exc
+        if self._stopping:  # a signal during start-up: no worker was started
+            await self._shutdown_server()
+            return EXIT_OK
         for w in self.workers:
             self._spawn(w)
         pinger = asyncio.create_task(self._ping_loop(), name="ping")
@@ -270,17 +321,40 @@ class Supervisor:
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger
-            if self.server is not None:
-                await self.server.stop()
+            await self._shutdown_server()
             _stop_fork_server()
         return EXIT_RUNTIME if self._failed else EXIT_OK
 
+    async def _shutdown_server(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
     def _spawn(self, w: _Worker) -> None:
+        if self._stopping:
+            w.done = True
+            self._changed.set()
+            return
+        s = self.s
+        if w.incarnations:  # a restart: files without a checkpoint appeared while it was down
+            s = copy.deepcopy(s)
+            s.source.read_from = "head"
         parent, child = self.ctx.Pipe()
-        w.proc = self.ctx.Process(target=worker_main, name=f"tailship-worker-{w.index}",
-                                  args=(self.s, w.index, self.n, self.once, self.log_level,
-                                        logs.secrets(), child))
-        w.proc.start()
+        proc = self.ctx.Process(target=worker_main, name=f"tailship-worker-{w.index}",
+                                args=(s, w.index, self.n, self.once, self.log_level, logs.secrets(), child))
+        try:
+            proc.start()
+        except OSError as exc:  # no process (EMFILE, ENOMEM, fork server trouble): try again
+            parent.close()
+            child.close()
+            self.restarts.labels("start_failed").inc()
+            delay = w.backoff.next()
+            log.error("worker %d could not be started (%s); trying again in %.1fs", w.index, exc, delay)
+            asyncio.get_running_loop().call_later(delay, self._respawn, w)
+            return
+        w.proc = proc
+        w.incarnations += 1
+        w.pings = w.scrapes_asked = 0
         child.close()
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
         w.conn, w.started, w.last_answer = parent, time.monotonic(), time.monotonic()
@@ -300,13 +374,17 @@ class Supervisor:
         w.last_answer = time.monotonic()
         kind = msg[0]
         if kind == "pong":
+            w.pings = max(0, w.pings - 1)
             w.live, w.ready = msg[1], msg[2]
             if w.last_answer - w.started > 30:
                 w.backoff.reset()
         elif kind == "metrics":
+            w.scrapes_asked = max(0, w.scrapes_asked - 1)
             w.last_metrics = msg[1]
-            if w.scrape is not None and not w.scrape.done():
-                w.scrape.set_result(msg[1])
+            for fut in w.waiting:
+                if not fut.done():
+                    fut.set_result(msg[1])
+            w.waiting.clear()
         elif kind == "summary":
             w.final = msg[1]
         return True
@@ -324,8 +402,16 @@ class Supervisor:
             w.conn.close()
             w.conn = None
         code = proc.exitcode
-        if w.scrape is not None and not w.scrape.done():
-            w.scrape.set_result(b"")
+        if _alive(proc.pid):
+            # the fork server died, not the worker (its status pipe closed): a worker we can no
+            # longer watch is stopped and started again; it resumes from its checkpoints
+            log.error("worker %d (pid %d): its fork server is gone; killing it", w.index, proc.pid)
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGKILL)
+        for fut in w.waiting:  # its last metrics stand in
+            if not fut.done():
+                fut.set_result(w.last_metrics)
+        w.waiting.clear()
         if self._stopping or (self.once and code == EXIT_OK):
             w.done = True
         elif code in (2, 3):
@@ -357,8 +443,8 @@ class Supervisor:
         """Keep the totals of a worker incarnation that is gone."""
         got = w.final or w.live
         for f in dataclasses.fields(Summary):
-            if f.name in ("elapsed_secs", "events", "unacked_records") or f.name not in got:
-                continue
+            if f.name in ("elapsed_secs", "events", "unacked_records", "files") or f.name not in got:
+                continue  # a restarted worker counts its files again
             setattr(self.carried, f.name, getattr(self.carried, f.name) + got[f.name])
         for k, v in got.get("events", {}).items():
             self.carried.events[k] = self.carried.events.get(k, 0) + v
@@ -379,10 +465,14 @@ class Supervisor:
                     w.stuck = True
                     w.proc.kill()
                     continue
+                # at most one ping and one scrape unanswered: sends to a worker that does not
+                # read can never fill the pipe and block this loop
                 with contextlib.suppress(OSError):
-                    w.conn.send("ping")
+                    if not w.pings:
+                        w.pings += 1
+                        w.conn.send("ping")
                     if pings % REFRESH_PINGS == 0:  # its counters, in case it dies before a scrape
-                        w.conn.send("scrape")
+                        self._ask_metrics(w)
 
     async def _stop_all(self) -> None:
         deadline = time.monotonic() + self.s.shutdown_timeout_secs + STOP_MARGIN_SECS
@@ -426,21 +516,33 @@ class Supervisor:
                 return False, f"worker {w.index}: {w.ready[1]}"
         return True, "ready"
 
+    def _ask_metrics(self, w: _Worker) -> None:
+        if w.conn is not None and not w.scrapes_asked:
+            w.scrapes_asked += 1
+            w.conn.send("scrape")
+
     async def render_metrics(self) -> bytes:
-        """The workers' metrics summed (see `merge`), plus the supervisor's own."""
+        """The workers' metrics summed (see `merge`), plus the supervisor's own. A worker that
+        does not answer within SCRAPE_TIMEOUT_SECS is represented by its latest exposition, so
+        that the sums do not drop (which Prometheus would read as counter resets)."""
         loop = asyncio.get_running_loop()
-        asked = []
+        asked: list[tuple[_Worker, asyncio.Future[bytes]]] = []
         for w in self.workers:
             if w.conn is None:
                 continue
-            w.scrape = loop.create_future()
+            fut: asyncio.Future[bytes] = loop.create_future()
+            w.waiting.append(fut)
             with contextlib.suppress(OSError):
-                w.conn.send("scrape")
-                asked.append(w.scrape)
-        texts = []
-        for fut in asked:
-            with contextlib.suppress(TimeoutError):
-                texts.append((await asyncio.wait_for(fut, SCRAPE_TIMEOUT_SECS)).decode())
+                self._ask_metrics(w)
+            asked.append((w, fut))
+        if asked:
+            await asyncio.wait([f for _, f in asked], timeout=SCRAPE_TIMEOUT_SECS)
+        texts = [(f.result() if f.done() else w.last_metrics).decode() for w, f in asked]
+        for w, f in asked:
+            if not f.done():
+                f.cancel()
+                with contextlib.suppress(ValueError):
+                    w.waiting.remove(f)
         return merge([t for t in [*texts, self.dead_counters.decode()] if t]) + generate_latest(self.registry)
 
 
@@ -453,7 +555,8 @@ def merge(texts: list[str], counters_only: bool = False) -> bytes:
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for text in texts:
         for fam in text_string_to_metric_families(text):
-            if counters_only and fam.type not in ("counter", "histogram", "summary"):
+            if counters_only and (fam.type not in ("counter", "histogram", "summary")
+                                  or fam.name in SNAPSHOT_FAMILIES):
                 continue
             if fam.name not in fams:
                 fams[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
@@ -464,8 +567,10 @@ def merge(texts: list[str], counters_only: bool = False) -> bytes:
                     continue
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 have = acc.get(key)
-                if have is None:
+                if have is None or math.isnan(have):
                     acc[key] = sample.value
+                elif math.isnan(sample.value):
+                    continue
                 elif sample.name.endswith("_created"):
                     acc[key] = min(have, sample.value)
                 elif fam.type in ("info", "stateset") or fam.name in MAX_GAUGES:
