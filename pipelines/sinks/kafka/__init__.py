@@ -260,25 +260,30 @@ class KafkaSink:
                                  for off, rec in zip(seg.offsets, seg.records, strict=True))
                 continue
             nparts = await self._topic_partitions(topic)
-            for i, (rec, tid) in enumerate(zip(seg.records, seg.trace_ids, strict=True)):
+            fit: list[int] = []
+            for i, rec in enumerate(seg.records):
                 if len(rec) > limit:
                     too_large.append((f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
                                       seg.path, seg.offsets[i], rec))
                     continue
-                if self.key_path is not None:
-                    key = _field(rec, self.key_path)
-                elif self.s.key == "trace_id" and tid is not None:
-                    key = tid.encode()
-                else:
-                    key = None
-                part = self.partitioner(key, nparts)
-                groups.setdefault((topic, part), []).append((key, rec, seg, i))
+                fit.append(i)
+            keys = [self._key(seg, i) for i in fit]
+            for i, key, part in zip(fit, keys, self.partitioner.partitions(keys, nparts), strict=True):
+                groups.setdefault((topic, part), []).append((key, seg.records[i], seg, i))
         if too_large and _DEAD not in done:
             self.dead.write(too_large)
             done.add(_DEAD)
             log.warning("%d record(s) Kafka cannot take written to %s: %s", len(too_large),
                         self.dead.path, too_large[0][0])
         return groups
+
+    def _key(self, seg: Segment, i: int) -> bytes | None:
+        if self.key_path is not None:
+            return _field(seg.records[i], self.key_path)
+        tid = seg.trace_ids[i]
+        if self.s.key == "trace_id" and tid is not None:
+            return tid.encode()
+        return None
 
     def _chunks(self, items: list[Item]) -> Iterator[tuple[int, Any, int, int]]:
         """Record batches of one group: (chunk index, builder, first item, end item)."""
