@@ -74,6 +74,7 @@ def test_record_batches_carry_every_record_once_keyed_with_headers_in_order(tmp_
         assert topic == "t"
         for _, builder, start, end in sink._chunks(recs):
             nchunks += 1
+            assert builder.record_count() == end - start  # the producer's sequence numbers
             records = list(DefaultRecordBatch(bytes(builder._build())))
             assert [r.offset for r in records] == list(range(end - start))
             got.setdefault(part, []).extend((r.key, r.value, list(r.headers)) for r in records)

@@ -90,14 +90,18 @@ def _fill(builder: Any, recs: Records, start: int) -> int:
     """Append records from `start` on until the builder is full; how many it took.
 
     The producer's BatchBuilder wraps the C record batch builder in a Python method per record;
-    with no serializers (the sink passes bytes) its work is the C append plus an offset count, so
-    that is done here directly (aiokafka 0.14's private attributes; the version is pinned)."""
+    with no serializers (the sink passes bytes) its work is the C append plus the record count
+    (which the idempotent producer's sequence numbers follow), so that is done here directly
+    (aiokafka 0.14's private attributes, the version is pinned; anything else takes the public
+    method)."""
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
     raw = getattr(builder, "_builder", None)
-    direct = (type(raw) is DefaultRecordBatchBuilder and builder._relative_offset == 0
-              and builder._key_serializer is None and builder._value_serializer is None
-              and not builder._closed)
+    direct = (type(raw) is DefaultRecordBatchBuilder
+              and getattr(builder, "_relative_offset", None) == 0
+              and getattr(builder, "_key_serializer", 0) is None
+              and getattr(builder, "_value_serializer", 0) is None
+              and getattr(builder, "_closed", None) is False)
     append = raw.append if direct else None  # type: ignore[union-attr]
     n = 0
     for key, value, path, t, s in islice(zip(recs.keys, recs.values, recs.paths, recs.trace_ids,
