@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from agent.settings import KafkaSettings
@@ -266,3 +267,49 @@ def test_a_retry_waits_for_chunks_still_in_the_producer_instead_of_sending_them_
     [producer] = fake_producer.instances
     values = [v for _, _, vals in producer.sent for v in vals]
     assert sorted(values) == sorted(b'{"message":"m%d"}' % i for i in range(6))  # each once
+
+
+@pytest.mark.timeout(30)
+def test_a_record_batch_rejected_for_its_content_is_dead_lettered_with_its_own_records(
+        fake_producer, monkeypatch, tmp_path):
+    """The broker rejects one record batch as too large: exactly its records (here the last of
+    one file and the first of the next) go to the dead-letter file with their files and offsets;
+    the delivery succeeds and the other batches were sent."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    calls = 0
+
+    async def send_batch(self: FakeProducer, builder: FakeBuilder, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
+        nonlocal calls
+        calls += 1
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if calls == 2:
+            fut.set_exception(MessageSizeTooLargeError())
+        else:
+            self.sent.append((topic, partition, builder.values))
+            fut.set_result(None)
+        return fut
+
+    monkeypatch.setattr(FakeProducer, "send_batch", send_batch)
+    fake_producer.modes = ["ok"]
+    batch = make_batch(3)
+    second = make_batch(3).segments[0]
+    second.path = "/y.log"
+    second.records = [b'{"message":"n%d"}' % i for i in range(3)]
+    batch.add(second)
+
+    async def go() -> None:
+        k = sink(tmp_path)
+        await k.start()
+        await k.send(batch)  # chunks of two: m0 m1 | m2 n0 (rejected) | n1 n2
+        await k.close(1)
+
+    asyncio.run(go())
+    [producer] = fake_producer.instances
+    assert [v for _, _, vals in producer.sent for v in vals] == [
+        b'{"message":"m0"}', b'{"message":"m1"}', b'{"message":"n1"}', b'{"message":"n2"}']
+    dead = [orjson.loads(x) for x in (tmp_path / "deadletter" / "kafka.ndjson").read_bytes().splitlines()]
+    assert [(d["file"], d["offset"], d["record"]) for d in dead] == [
+        ("/x.log", 20, '{"message":"m2"}'), ("/y.log", 0, '{"message":"n0"}')]
+    assert all(d["reason"].startswith("MessageSizeTooLargeError") for d in dead)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.sinks.kafka.partition import KeyPartitioner, murmur2, partition_for
+from pipelines.sinks.kafka.partition import KeyPartitioner, murmur2, murmur2_many, partition_for
 
 # Apache Kafka's UtilsTest.testMurmur2: key → Utils.murmur2(key) (a Java int)
 JAVA_VECTORS = {
@@ -33,15 +33,35 @@ def test_agrees_with_aiokafka_default_partitioner(key, n):
     assert partition_for(key, n) == (theirs(key) & 0x7FFFFFFF) % n
 
 
-def test_keys_cached_keyless_rotate_per_batch():
-    p = KeyPartitioner(limit=2)
-    assert p(b"foobar", 3) == (-790332482 & 0x7FFFFFFF) % 3
+@given(st.lists(st.binary(max_size=40), max_size=60))
+def test_batch_hash_equals_the_scalar_one(keys):
+    """murmur2_many (all keys of one length hashed at once) gives murmur2 of each key, for mixed
+    lengths, every tail length and groups both below and above the scalar threshold."""
+    assert murmur2_many(keys) == [murmur2(k) & 0xFFFFFFFF for k in keys]
+
+
+@given(st.integers(min_value=0, max_value=40), st.integers(min_value=1, max_value=300))
+def test_batch_hash_of_many_keys_of_one_length(n, count):
+    keys = [bytes((i * 7 + j * 13 + 5) % 256 for j in range(n)) for i in range(count)]
+    assert murmur2_many(keys) == [murmur2(k) & 0xFFFFFFFF for k in keys]
+
+
+def test_java_vectors_hashed_together():
+    keys = [k for k in JAVA_VECTORS for _ in range(10)]  # ten of each: above the scalar threshold
+    assert murmur2_many(keys) == [JAVA_VECTORS[k] & 0xFFFFFFFF for k in keys]
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_keyed_partitions_and_keyless_rotation_per_batch(n):
+    p = KeyPartitioner()
+    keys = [b"foobar", None, b"%032x" % 5, None] + [b"%032x" % i for i in range(40)]
     seen = []
     for _ in range(4):
-        seen.append({p(None, 3) for _ in range(10)})  # one partition for a whole batch
+        parts = p.partitions(keys, n)
+        assert [q for k, q in zip(keys, parts, strict=True) if k is not None] == [
+            partition_for(k, n) for k in keys if k is not None]
+        seen.append({q for k, q in zip(keys, parts, strict=True) if k is None})  # one partition for a batch
         p.next_batch()
     assert [len(s) for s in seen] == [1, 1, 1, 1]
-    assert [next(iter(s)) for s in seen] == [0, 1, 2, 0]
-    for i in range(5):  # the cache stays bounded and answers stay right
-        assert p(b"k%d" % i, 7) == partition_for(b"k%d" % i, 7)
-    assert len(p._cache) <= 2
+    assert [next(iter(s)) for s in seen] == [i % n for i in range(4)]
+    assert p.partitions(keys, n)[0] == (-790332482 & 0x7FFFFFFF) % n

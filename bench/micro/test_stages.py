@@ -176,9 +176,9 @@ def test_6_kafka_batch(benchmark: BenchmarkFixture, work: Workload, tmp_path: Pa
     assert all(b.record_count() == end - start for _, b, start, end in chunks)
     # read the first record batch back as a broker would (BatchBuilder._build is what the sender calls)
     _, builder, start, end = chunks[0]
-    items = next(iter(groups.values()))[start:end]
+    recs = next(iter(groups.values()))
     got = list(DefaultRecordBatch(bytes(builder._build())))
-    assert [r.value for r in got] == [rec for _, rec, _, _ in items]
-    tids = [work.segment.trace_ids[i] for _, _, _, i in items]
+    assert [r.value for r in got] == recs.values[start:end]
+    tids = [work.segment.trace_ids[i] for _, i in recs.origins(start, end)]
     assert [r.key for r in got] == [t.encode() for t in tids if t]
     assert [dict(r.headers)["trace_id"] for r in got] == [t.encode() for t in tids if t]

@@ -17,7 +17,8 @@ import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,83 @@ _AUTH_ERRORS = ("SaslAuthenticationFailedError", "TopicAuthorizationFailedError"
                 "ClusterAuthorizationFailedError", "AuthenticationFailedError",
                 "UnsupportedSaslMechanismError", "IllegalSaslStateError")
 Group = tuple[str, int]  # topic, partition
-Item = tuple[bytes | None, bytes, Segment, int]  # key, record, its segment, index in the segment
+Header = tuple[str, bytes]
 _DEAD = (("", -1), -1)  # marks a batch whose oversized records were already dead-lettered
 _RESTART_AFTER = 5  # failed deliveries in a row before the producer is replaced
+
+
+class Records:
+    """The records of one (topic, partition) in order, as parallel lists, and where they come from
+    (segments with the indices taken from each, in the same order). Headers are made only as the
+    records are appended to a record batch (measured cheaper than a list per record kept for the
+    whole delivery)."""
+
+    __slots__ = ("keys", "values", "paths", "trace_ids", "span_ids", "_from")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes] = []
+        self.paths: list[Header] = []  # the `log.file.path` header of each record
+        self.trace_ids: list[bytes | None] = []
+        self.span_ids: list[bytes | None] = []
+        self._from: list[tuple[Segment, Sequence[int]]] = []
+
+    def add(self, seg: Segment, indices: Sequence[int], keys: list[bytes | None],
+            trace_ids: list[bytes | None], span_ids: list[bytes | None], path: Header) -> None:
+        if len(indices) == len(seg.records):
+            self.values.extend(seg.records)
+        else:
+            records = seg.records
+            self.values.extend([records[i] for i in indices])
+        self.keys.extend(keys)
+        self.trace_ids.extend(trace_ids)
+        self.span_ids.extend(span_ids)
+        self.paths.extend([path] * len(keys))
+        self._from.append((seg, indices))
+
+    def origins(self, start: int, end: int) -> Iterator[tuple[Segment, int]]:
+        """(segment, index in it) of records start..end."""
+        pos = 0
+        for seg, indices in self._from:
+            for i in indices[max(start - pos, 0):max(end - pos, 0)]:
+                yield seg, i
+            pos += len(indices)
+
+
+def _fill(builder: Any, recs: Records, start: int) -> int:
+    """Append records from `start` on until the builder is full; how many it took.
+
+    The producer's BatchBuilder wraps the C record batch builder in a Python method per record;
+    with no serializers (the sink passes bytes) its work is the C append plus the record count
+    (which the idempotent producer's sequence numbers follow), so that is done here directly
+    (aiokafka 0.14's private attributes, the version is pinned; anything else takes the public
+    method)."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    raw = getattr(builder, "_builder", None)
+    direct = (type(raw) is DefaultRecordBatchBuilder
+              and getattr(builder, "_relative_offset", None) == 0
+              and getattr(builder, "_key_serializer", 0) is None
+              and getattr(builder, "_value_serializer", 0) is None
+              and getattr(builder, "_closed", None) is False)
+    append = raw.append if direct else None  # type: ignore[union-attr]
+    n = 0
+    for key, value, path, t, s in islice(zip(recs.keys, recs.values, recs.paths, recs.trace_ids,
+                                             recs.span_ids, strict=True), start, None):
+        headers: list[Any] = ([path, ("trace_id", t), ("span_id", s)]
+                              if t is not None and s is not None
+                              else [path] if t is None and s is None
+                              else [path, ("trace_id", t)] if t is not None
+                              else [path, ("span_id", s)])
+        if append is not None:
+            if append(n, None, key, value, headers) is None:
+                break
+        elif builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            break
+        n += 1
+    if direct:
+        builder._relative_offset = n
+    return n
 
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -249,8 +324,8 @@ class KafkaSink:
         except Exception:  # noqa: BLE001 - any failure means "not reachable now"
             return False
 
-    async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, list[Item]]:
-        groups: dict[Group, list[Item]] = {}
+    async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, Records]:
+        groups: dict[Group, Records] = {}
         too_large: list[tuple[str, str, int, bytes]] = []  # dead letters: reason, file, offset, record
         limit = self.s.max_record_bytes
         for seg in batch.segments:
@@ -260,19 +335,25 @@ class KafkaSink:
                                  for off, rec in zip(seg.offsets, seg.records, strict=True))
                 continue
             nparts = await self._topic_partitions(topic)
-            for i, (rec, tid) in enumerate(zip(seg.records, seg.trace_ids, strict=True)):
-                if len(rec) > limit:
-                    too_large.append((f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
-                                      seg.path, seg.offsets[i], rec))
+            fit: Sequence[int] = range(len(seg.records))
+            if max(map(len, seg.records), default=0) > limit:
+                fit = [i for i in fit if len(seg.records[i]) <= limit]
+                too_large.extend((f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
+                                  seg.path, seg.offsets[i], rec)
+                                 for i, rec in enumerate(seg.records) if len(rec) > limit)
+            keys, tids, sids = self._keys(seg, fit)
+            path = ("log.file.path", seg.path.encode())
+            parts = self.partitioner.partitions(keys, nparts)
+            for part in dict.fromkeys(parts):
+                recs = groups.get((topic, part))
+                if recs is None:
+                    recs = groups[(topic, part)] = Records()
+                if len(parts) == 0 or parts.count(part) == len(parts):  # all in one partition
+                    recs.add(seg, fit, keys, tids, sids, path)
                     continue
-                if self.key_path is not None:
-                    key = _field(rec, self.key_path)
-                elif self.s.key == "trace_id" and tid is not None:
-                    key = tid.encode()
-                else:
-                    key = None
-                part = self.partitioner(key, nparts)
-                groups.setdefault((topic, part), []).append((key, rec, seg, i))
+                sel = [j for j, p in enumerate(parts) if p == part]
+                recs.add(seg, [fit[j] for j in sel], [keys[j] for j in sel], [tids[j] for j in sel],
+                         [sids[j] for j in sel], path)
         if too_large and _DEAD not in done:
             self.dead.write(too_large)
             done.add(_DEAD)
@@ -280,30 +361,35 @@ class KafkaSink:
                         self.dead.path, too_large[0][0])
         return groups
 
-    def _chunks(self, items: list[Item]) -> Iterator[tuple[int, Any, int, int]]:
-        """Record batches of one group: (chunk index, builder, first item, end item)."""
+    def _keys(self, seg: Segment, fit: Sequence[int]
+              ) -> tuple[list[bytes | None], list[bytes | None], list[bytes | None]]:
+        """Message keys, trace ids and span ids (encoded) of the records `fit` of `seg`."""
+        whole = len(fit) == len(seg.records)
+        tids = [None if t is None else t.encode()
+                for t in (seg.trace_ids if whole else [seg.trace_ids[i] for i in fit])]
+        sids = [None if t is None else t.encode()
+                for t in (seg.span_ids if whole else [seg.span_ids[i] for i in fit])]
+        if self.key_path is not None:
+            keys = [_field(seg.records[i], self.key_path) for i in fit]
+        elif self.s.key == "trace_id":
+            keys = tids
+        else:
+            keys = [None] * len(tids)
+        return keys, tids, sids
+
+    def _chunks(self, recs: Records) -> Iterator[tuple[int, Any, int, int]]:
+        """Record batches of one group: (chunk index, builder, first record, end record)."""
         start = 0
         chunk = 0
-        while start < len(items):
+        while start < len(recs.values):
             builder = self._producer.create_batch()
-            end = start
-            while end < len(items):
-                key, rec, seg, i = items[end]
-                headers = [("log.file.path", seg.path.encode())]
-                tid, sid = seg.trace_ids[i], seg.span_ids[i]
-                if tid is not None:
-                    headers.append(("trace_id", tid.encode()))
-                if sid is not None:
-                    headers.append(("span_id", sid.encode()))
-                if builder.append(key=key, value=rec, timestamp=None, headers=headers) is None:
-                    break
-                end += 1
+            end = start + _fill(builder, recs, start)
             builder.close()
             yield chunk, builder, start, end
             start = end
             chunk += 1
 
-    async def _submit(self, groups: dict[Group, list[Item]], done: set[tuple[Group, int]],
+    async def _submit(self, groups: dict[Group, Records], done: set[tuple[Group, int]],
                       pending: dict[tuple[Group, int], asyncio.Future[Any]]) -> Any:
         for group, items in groups.items():
             for chunk, builder, start, end in self._chunks(items):
@@ -315,7 +401,7 @@ class KafkaSink:
                     pending[(group, chunk)] = fut
                 yield ((group, chunk, start, end), fut)
 
-    async def _collect(self, pending: list[Any], groups: dict[Group, list[Item]],
+    async def _collect(self, pending: list[Any], groups: dict[Group, Records],
                        done: set[tuple[Group, int]]) -> list[Exception]:
         failures: list[Exception] = []
         # shielded: a cancelled wait (shutdown, a producer restart) must not cancel the producer's
@@ -326,11 +412,11 @@ class KafkaSink:
                 done.add((group, chunk))
                 continue
             if type(res).__name__ in _CONTENT_ERRORS:
-                items = groups[group][start:end]
-                self.dead.write((f"{type(res).__name__}: {res}", seg.path, seg.offsets[i], rec)
-                                for _, rec, seg, i in items)
+                rejected = list(groups[group].origins(start, end))
+                self.dead.write((f"{type(res).__name__}: {res}", seg.path, seg.offsets[i],
+                                 seg.records[i]) for seg, i in rejected)
                 log.warning("%d record(s) rejected by Kafka (%s) written to %s",
-                            len(items), type(res).__name__, self.dead.path)
+                            len(rejected), type(res).__name__, self.dead.path)
                 done.add((group, chunk))
                 continue
             failures.append(self._classify(res))
