@@ -150,7 +150,7 @@ def _run_agent(settings: Settings, *, once: bool, progress: bool, log_level: str
     agent = Agent(settings, build_sink(settings.sink, settings.data_dir), once=once)
 
     async def go() -> int:
-        install_signal_handlers(agent)
+        install_signal_handlers(agent.request_stop)
         ticker = asyncio.create_task(_progress(agent.summary)) if progress else None
         try:
             return await agent.run()

@@ -46,3 +46,21 @@ def owner(dev: int, ino: int, workers: int) -> int:
         return 0
     digest = hashlib.blake2b(f"{dev}:{ino}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % workers
+
+
+def rotated_siblings(real: str) -> list[tuple[str, os.stat_result]]:
+    """`<name>.*` beside the file at `real` (its rotations: `0.log.20261124-101500`), with their
+    stat; compressed ones (`.gz`) are left out: they are never read."""
+    folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and not n.endswith(".gz")]
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            out.append((path, os.stat(path)))
+        except OSError:
+            continue  # gone since the listing
+    return out

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.checkpoints import CheckpointStore, repartition
-from agent.discovery import excluded, owner, scan
+from agent.discovery import excluded, owner, rotated_siblings, scan
 from agent.identity import FileId, identify
 from agent.inotify import NAMES_CHANGED, DirWatcher
 from agent.metrics import Metrics
@@ -242,7 +242,8 @@ class Agent:
         sink = build_sink(conf.sink, os.path.join(self.s.data_dir, "log_metrics"))
         await sink.start()
         return MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
-                             default_host_name(self.s.host_name))
+                             default_host_name(self.s.host_name),
+                             worker=self.shard[0] if self.shard[1] > 1 else None)
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
@@ -362,17 +363,7 @@ class Agent:
             dev, ino = (int(x) for x in key.split(":", 2)[:2])
             if excluded(self.s.source.exclude, label, real) or (dev, ino) in scanned:
                 continue  # excluded since it was read, or found by the scan under a new name
-            folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
-            try:
-                names = [n for n in os.listdir(folder) if n.startswith(prefix) and not n.endswith(".gz")]
-            except OSError:
-                continue
-            for name in names:
-                cand = os.path.join(folder, name)
-                try:
-                    st = os.stat(cand)
-                except OSError:
-                    continue
+            for cand, st in rotated_siblings(real):
                 if (st.st_dev, st.st_ino) == (dev, ino) and st.st_size > e["offset"]:
                     log.info("%s: renamed to %s while the agent was stopped; reading its rest from "
                              "offset %d", e.get("path", real), cand, e["offset"])
@@ -408,17 +399,7 @@ class Agent:
         for t in self.tailing.values():
             families.setdefault(t.real, t.label)
         for real, label in families.items():
-            folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
-            try:
-                names = [n for n in os.listdir(folder) if n.startswith(prefix) and not n.endswith(".gz")]
-            except OSError:
-                continue
-            for name in names:
-                cand = os.path.join(folder, name)
-                try:
-                    st = os.stat(cand)
-                except OSError:
-                    continue
+            for cand, st in rotated_siblings(real):
                 ident = (st.st_dev, st.st_ino)
                 seen = (st.st_dev, st.st_ino, st.st_ctime_ns)
                 # ctime: the kernel's coarse clock may lag time.time() by a tick
@@ -728,8 +709,9 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return runner.run(main())
 
 
-def install_signal_handlers(agent: Agent) -> None:
-    """First SIGTERM/SIGINT drains; a second one exits at once."""
+def install_signal_handlers(stop: Callable[[], None], force: Callable[[], None] | None = None,
+                            what: str = "stopping") -> None:
+    """First SIGTERM/SIGINT calls `stop` (drain); a second one calls `force` and exits at once."""
     import signal
 
     loop = asyncio.get_running_loop()
@@ -739,10 +721,12 @@ def install_signal_handlers(agent: Agent) -> None:
         nonlocal hits
         hits += 1
         if hits == 1:
-            log.info("%s: stopping (send again to force)", signame)
-            agent.request_stop()
+            log.info("%s: %s (send again to force)", signame, what)
+            stop()
         else:
             log.warning("%s again: exiting without draining", signame)
+            if force is not None:
+                force()
             os._exit(130)
 
     for sig in (signal.SIGTERM, signal.SIGINT):

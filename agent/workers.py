@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent import logs
 from agent.checkpoints import repartition, worker_dir
 from agent.discovery import owner
-from agent.runtime import EXIT_OK, EXIT_RUNTIME, Summary, prepare_data_dir, run_loop
+from agent.runtime import EXIT_OK, EXIT_RUNTIME, Summary, install_signal_handlers, prepare_data_dir, run_loop
 from agent.settings import Settings
 from pipelines.backoff import Backoff
 
@@ -181,7 +181,7 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it stops the workers once
     for sig in (signal.SIGTERM, signal.SIGINT):  # the fork server ignores them; a worker must not
         signal.signal(sig, signal.SIG_DFL)
-    from agent.runtime import Agent, install_signal_handlers
+    from agent.runtime import Agent
     from pipelines.errors import TailshipError
     from pipelines.sinks.registry import build_sink
 
@@ -192,7 +192,7 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
     agent = Agent(ws, build_sink(ws.sink, ws.data_dir, index), once=once, shard=(index, workers))
 
     async def go() -> int:
-        install_signal_handlers(agent)
+        install_signal_handlers(agent.request_stop)
         loop = asyncio.get_running_loop()
 
         def on_message() -> None:
@@ -597,23 +597,7 @@ def run_supervisor(settings: Settings, workers: int, *, once: bool, log_level: s
     sup = Supervisor(settings, workers, once=once, log_level=log_level)
 
     async def go() -> int:
-        loop = asyncio.get_running_loop()
-        hits = 0
-
-        def handler(signame: str) -> None:
-            nonlocal hits
-            hits += 1
-            if hits == 1:
-                log.info("%s: stopping the workers (send again to force)", signame)
-                sup.request_stop()
-            else:
-                log.warning("%s again: killing the workers without draining", signame)
-                sup.kill_now()
-                os._exit(130)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, handler, sig.name)
+        install_signal_handlers(sup.request_stop, sup.kill_now, "stopping the workers")
         ticker = asyncio.create_task(progress(sup.summary)) if progress is not None else None
         try:
             return await sup.run()

@@ -347,10 +347,12 @@ def _matcher(rule: MetricRule) -> Callable[[dict[str, Any]], bool] | None:
     return lambda rec: all(t(rec) for t in tests)
 
 
-def snapshot(lm: LogMetrics, host: str, now: float | None = None) -> list[bytes]:
+def snapshot(lm: LogMetrics, host: str, now: float | None = None, worker: int | None = None) -> list[bytes]:
     """Every derived series as one JSON record (OpenTelemetry-like): `name`, `type`, `labels`,
     `value` for counters or `buckets` (cumulative `{le, count}`), `sum` and `count` for
-    histograms, `timestamp` (RFC 3339) and `host.name`."""
+    histograms, `timestamp` (RFC 3339) and `host.name`; with worker processes, `worker` (the
+    index of the process that counted: each counts the files it reads, so sum over workers)."""
+    extra = {} if worker is None else {"worker": worker}
     when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     ts = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     out = []
@@ -359,7 +361,7 @@ def snapshot(lm: LogMetrics, host: str, now: float | None = None) -> list[bytes]
             for values, n in s.counts.items():
                 out.append(orjson.dumps({"timestamp": ts, "name": s.name, "type": "counter",
                                          "labels": dict(zip(s.labels, values, strict=True)), "value": n,
-                                         "host": {"name": host}}))
+                                         "host": {"name": host}, **extra}))
             continue
         for values, h in s.hists.items():
             acc, buckets = 0.0, []
@@ -368,7 +370,7 @@ def snapshot(lm: LogMetrics, host: str, now: float | None = None) -> list[bytes]
                 buckets.append({"le": "+Inf" if bound == math.inf else bound, "count": acc})
             out.append(orjson.dumps({"timestamp": ts, "name": s.name, "type": "histogram",
                                      "labels": dict(zip(s.labels, values, strict=True)), "buckets": buckets,
-                                     "sum": h[-1], "count": acc, "host": {"name": host}}))
+                                     "sum": h[-1], "count": acc, "host": {"name": host}, **extra}))
     return out
 
 
@@ -378,8 +380,9 @@ class MetricShipper:
     cannot be delivered is not retried forever: the next one carries the totals."""
 
     def __init__(self, lm: LogMetrics, sink: Sink, interval: float, host: str,
-                 attempts: int = 5) -> None:
+                 attempts: int = 5, worker: int | None = None) -> None:
         self.lm, self.sink, self.interval, self.host = lm, sink, interval, host
+        self.worker = worker
         self.attempts = attempts
         self.shipped = 0   # snapshots delivered
         self.failed = 0    # snapshots given up on
@@ -391,7 +394,7 @@ class MetricShipper:
             await self.ship()
 
     async def ship(self) -> bool:
-        records = snapshot(self.lm, self.host)
+        records = snapshot(self.lm, self.host, worker=self.worker)
         if not records:
             return True
         self._seq += 1

@@ -218,3 +218,16 @@ async def test_snapshots_shipped_through_a_sink_carry_the_same_values(tmp_path):
     names = {r["name"] for r in shipped}
     assert names == {"logs_lines_total", "logs_trace_context_lines_total", "logs_dur"}
     assert sum(r["value"] for r in shipped if r["name"] == "logs_lines_total") == 4
+
+
+def test_snapshot_records_name_the_worker_process():
+    """With worker processes each worker counts the files it reads and ships its own series,
+    marked with its index (consumers sum over workers); one process ships no such field."""
+    from pipelines.logmetrics import snapshot
+
+    lm = LogMetrics(rules(MetricRule(name="errors", match_field="status", equals="500"), defaults=False))
+    lm.observe({"status": 500}, None)
+    [one] = [orjson.loads(x) for x in snapshot(lm, "node-a", now=0)]
+    assert "worker" not in one and one["value"] == 1
+    [w] = [orjson.loads(x) for x in snapshot(lm, "node-a", now=0, worker=3)]
+    assert w["worker"] == 3 and w["value"] == 1 and w["name"] == "logs_errors_total"
