@@ -418,3 +418,56 @@ def test_a_stop_before_the_workers_started_starts_none(tmp_path):
 
     assert asyncio.run(go()) == 0
     assert all(w.proc is None for w in sup.workers)
+
+
+@pytest.mark.timeout(120)
+def test_restarted_worker_reads_files_created_while_it_was_down_from_their_head(tmp_path):
+    """read_from = "tail" applies to the agent's first start only: a restarted worker reads a
+    file that appeared while it was down (no checkpoint) from its head."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    out, port = tmp_path / "out", free_port()
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""
+data_dir = "{tmp_path / 'data'}"
+workers = 2
+[source]
+include = ["{logs}/*.log"]
+read_from = "tail"
+poll_interval_ms = 20
+scan_interval_secs = 0.1
+[batch]
+linger_ms = 20
+[sink]
+type = "file"
+path = "{out}"
+[metrics]
+listen = "127.0.0.1:{port}"
+""")
+    err = open(tmp_path / "agent.err", "wb")
+    sup = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
+    try:
+        _wait(lambda: len(_workers_of(sup)) == 2, 30, "two workers")
+        _wait(lambda: ("tailship_workers", ()) in _scrape(port), 30, "metrics served")
+        victim = _workers_of(sup)[0]
+        index = 0 if victim.pid == min(p.pid for p in _workers_of(sup)) else 1  # started first
+        victim.suspend()  # it cannot scan: nothing it owns is opened until it is restarted
+        victim.kill()
+        # a file created while the worker is down, owned by it (by inode)
+        for n in range(50):
+            f = logs / f"new-{n}.log"
+            f.write_text("".join(f"line {i}\n" for i in range(100)))
+            if owner(f.stat().st_dev, f.stat().st_ino, 2) == index:
+                break  # (the others stay: deleting them would hand their inode to the next)
+        else:
+            raise AssertionError("no file name landed on the killed worker")
+        def mine() -> set[int]:
+            return {off for path, off in _distinct(out) if path == str(f)}
+        _wait(lambda: len(mine()) == 100, 30, "the new file read from its head")
+        assert mine() >= {len("line 0\n") * i for i in range(10)}  # its first lines too
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(timeout=60) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+        err.close()
