@@ -3,9 +3,9 @@ agents under a supervisor.
 
 Each worker is a whole agent (its own tailers, pipeline, sink clients and checkpoints under
 `<data_dir>/worker-<i>`) that reads only the files `agent.discovery.owner` gives it: a stable hash
-of the path a file is found under, so a container's log and its rotations stay with one worker
-and keep their order, and a restarted worker finds its own checkpoints. The memory limit and the
-disk buffer are divided among the workers.
+of a file's device and inode, so a file stays with its worker through renames and a restarted
+worker finds its own checkpoints. The memory limit and the disk buffer are divided among the
+workers.
 
 The supervisor starts the workers (forked from a fork server that imported the agent once),
 pings each one every second over a pipe (the answer carries its running totals and readiness),
