@@ -22,6 +22,7 @@ import stat
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.checkpoints import CheckpointStore, repartition
@@ -77,6 +78,39 @@ def prepare_data_dir(path: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise StartupError(f"data directory {path!r} is not usable: {exc.strerror or exc}") from exc
+
+
+def check_buffers(s: Settings, workers: int) -> None:
+    """A disk buffer written with another `workers` would never be read again (each worker reads
+    its own): refuse to start, naming it, rather than leave its records behind."""
+    if s.buffer.type != "disk":
+        return
+    # one process: <buffer.path> or <data_dir>/buffer; worker k: <buffer.path>/worker-k or
+    # <data_dir>/worker-k/buffer (see worker_settings)
+    candidates = [(s.buffer.path or os.path.join(s.data_dir, "buffer"), 1)]
+    for wd in sorted(Path(s.buffer.path or s.data_dir).glob("worker-*")):
+        k = wd.name.removeprefix("worker-")
+        if k.isdigit():
+            candidates.append((str(wd if s.buffer.path else wd / "buffer"), int(k) + 1))
+    for d, written_by in candidates:
+        expected = written_by == 1 if workers <= 1 else (written_by > 1 and written_by <= workers)
+        if expected:
+            continue
+        held = sum(p.stat().st_size for p in Path(d).glob("seg-*.tsb")) if os.path.isdir(d) else 0
+        if held:
+            raise StartupError(
+                f"the disk buffer {d} holds {held} bytes written with "
+                f"{'workers = 1' if written_by == 1 else f'at least {written_by} workers'}, which "
+                f"workers = {workers} would never deliver: start once more with the earlier "
+                f"`workers` until it is empty, or remove it (its records are lost then)")
+
+
+def prepare_state(s: Settings, workers: int) -> None:
+    """Before any reading starts: the data directory usable, no disk buffer of another worker
+    count left behind, checkpoints in the store of the process that now reads their file."""
+    prepare_data_dir(s.data_dir)
+    check_buffers(s, workers)
+    repartition(s.data_dir, workers, owner)
 
 
 @dataclass
@@ -169,12 +203,10 @@ class Agent:
     async def run(self) -> int:
         self._started, self._cpu0 = time.monotonic(), time.process_time()
         self._started_wall = time.time()
-        prepare_data_dir(self.s.data_dir)
-        if self.shard[1] == 1:  # state left by worker processes of an earlier run
-            from agent.workers import check_buffers
-
-            check_buffers(self.s, 1)
-            repartition(self.s.data_dir, 1, owner)
+        if self.shard[1] == 1:  # one process: state left by worker processes of an earlier run
+            prepare_state(self.s, 1)
+        else:  # a worker: the supervisor has prepared the state of all of them
+            prepare_data_dir(self.s.data_dir)
         self.checkpoints.load()
         await self.sink.start()
         if self.s.metrics.listen:
@@ -306,8 +338,7 @@ class Agent:
             self.watcher = None
             return
         for pattern in self.s.source.include:  # new files: the fixed directory of each pattern
-            head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
-            self.watcher.watch(os.path.dirname(head) if head != pattern else os.path.dirname(pattern))
+            self.watcher.watch(os.path.dirname(re.split(r"[*?\[]", pattern, maxsplit=1)[0]))
 
     def _on_fs_event(self, directory: str, name: str, mask: int) -> None:
         if mask & NAMES_CHANGED or (directory, name) in self._held_names:
@@ -446,9 +477,6 @@ class Agent:
     def _identify_held(self) -> None:
         """Files opened before they had a first line to fingerprint are held open (see
         `_start_file`); those that have one now are tailed, whatever their name is by now."""
-        self._held_names.clear()
-        for _fd, path in self._unidentified.values():
-            self._held_names.update((os.path.split(path), os.path.split(os.path.realpath(path))))
         for ident, (fd, path) in list(self._unidentified.items()):
             fid = identify(fd, self.s.source.fingerprint_bytes)
             if fid is not None:
@@ -460,6 +488,13 @@ class Agent:
             elif os.fstat(fd).st_nlink == 0:  # deleted before it had a line: nothing to read
                 del self._unidentified[ident]
                 os.close(fd)
+        self._note_held()
+
+    def _note_held(self) -> None:
+        """(directory, name) of the files held in `_unidentified`, for inotify: a write to one
+        asks for a scan."""
+        self._held_names = {pair for _fd, path in self._unidentified.values()
+                            for pair in (os.path.split(path), os.path.split(os.path.realpath(path)))}
 
     def _start_file(self, path: str, st: os.stat_result, expect: str | None = None,
                     label: str | None = None, real: str | None = None) -> None:
@@ -487,8 +522,7 @@ class Agent:
                 os.close(fd)
             else:
                 self._unidentified[ident] = (fd, path)
-                self._held_names.add(os.path.split(path))
-                self._held_names.add(os.path.split(os.path.realpath(path)))
+                self._note_held()
                 asyncio.get_running_loop().call_later(self.s.source.poll_interval_ms / 1000,
                                                       self._rescan.set)
             return

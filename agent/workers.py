@@ -32,7 +32,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -40,9 +39,16 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import logs
-from agent.checkpoints import repartition, worker_dir
-from agent.discovery import owner
-from agent.runtime import EXIT_OK, EXIT_RUNTIME, Summary, install_signal_handlers, prepare_data_dir, run_loop
+from agent.checkpoints import worker_dir
+from agent.runtime import (
+    EXIT_OK,
+    EXIT_RUNTIME,
+    StartupError,
+    Summary,
+    install_signal_handlers,
+    prepare_state,
+    run_loop,
+)
 from agent.settings import Settings
 from pipelines.backoff import Backoff
 
@@ -127,39 +133,9 @@ def preload_modules(s: Settings) -> list[str]:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - a pid reused by another user's process
+    except (ProcessLookupError, PermissionError):  # gone, or its pid reused by another user
         return False
     return True
-
-
-def check_buffers(s: Settings, workers: int) -> None:
-    """A disk buffer written with another `workers` would never be read again (each worker reads
-    its own): refuse to start, naming it, rather than leave its records behind."""
-    if s.buffer.type != "disk":
-        return
-    base = s.buffer.path or os.path.join(s.data_dir, "buffer")
-    candidates = [(base, 1)]
-    roots = [s.buffer.path] if s.buffer.path else [s.data_dir]
-    for root in roots:
-        for wd in sorted(Path(root).glob("worker-*")):
-            k = wd.name.removeprefix("worker-")
-            if k.isdigit():
-                candidates.append((str(wd if s.buffer.path else wd / "buffer"), int(k) + 1))
-    for d, written_by in candidates:
-        expected = written_by == 1 if workers <= 1 else (written_by > 1 and written_by <= workers)
-        if expected:
-            continue
-        held = sum(p.stat().st_size for p in Path(d).glob("seg-*.tsb")) if os.path.isdir(d) else 0
-        if held:
-            from agent.runtime import StartupError
-
-            raise StartupError(
-                f"the disk buffer {d} holds {held} bytes written with "
-                f"{'workers = 1' if written_by == 1 else f'at least {written_by} workers'}, which "
-                f"workers = {workers} would never deliver: start once more with the earlier "
-                f"`workers` until it is empty, or remove it (its records are lost then)")
 
 
 def _stop_fork_server() -> None:
@@ -291,11 +267,8 @@ class Supervisor:
 
     async def run(self) -> int:
         self._started, self._cpu0 = time.monotonic(), time.process_time()
-        prepare_data_dir(self.s.data_dir)
-        check_buffers(self.s, self.n)
-        repartition(self.s.data_dir, self.n, owner)
+        prepare_state(self.s, self.n)
         if self.s.metrics.listen:
-            from agent.runtime import StartupError
             from agent.server import MetricsServer
 
             self.server = MetricsServer(self.s.metrics.listen, self.registry, self.readiness,
@@ -440,14 +413,9 @@ class Supervisor:
             self._spawn(w)
 
     def _carry(self, w: _Worker) -> None:
-        """Keep the totals of a worker incarnation that is gone."""
-        got = w.final or w.live
-        for f in dataclasses.fields(Summary):
-            if f.name in ("elapsed_secs", "events", "unacked_records", "files") or f.name not in got:
-                continue  # a restarted worker counts its files again
-            setattr(self.carried, f.name, getattr(self.carried, f.name) + got[f.name])
-        for k, v in got.get("events", {}).items():
-            self.carried.events[k] = self.carried.events.get(k, 0) + v
+        """Keep the totals of a worker incarnation that is gone (not its files, which a restarted
+        worker counts again, nor what it had not acknowledged)."""
+        _add_totals(self.carried, w.final or w.live, skip=("unacked_records", "files"))
         w.live, w.final = {}, None
 
     async def _ping_loop(self) -> None:
@@ -499,13 +467,7 @@ class Supervisor:
     def summary(self) -> Summary:
         total = dataclasses.replace(self.carried, events=dict(self.carried.events))
         for w in self.workers:
-            got = w.final or w.live
-            for f in dataclasses.fields(Summary):
-                if f.name in ("elapsed_secs", "events") or f.name not in got:
-                    continue
-                setattr(total, f.name, getattr(total, f.name) + got[f.name])
-            for k, v in got.get("events", {}).items():
-                total.events[k] = total.events.get(k, 0) + v
+            _add_totals(total, w.final or w.live)
         total.elapsed_secs = time.monotonic() - self._started
         total.cpu_secs += time.process_time() - self._cpu0
         return total
@@ -544,6 +506,17 @@ class Supervisor:
                 with contextlib.suppress(ValueError):
                     w.waiting.remove(f)
         return merge([t for t in [*texts, self.dead_counters.decode()] if t]) + generate_latest(self.registry)
+
+
+def _add_totals(total: Summary, got: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+    """Add a worker's summary (`dataclasses.asdict` of its `Summary`) into `total`; elapsed time
+    is the supervisor's own, and the fields in `skip` are left out."""
+    for f in dataclasses.fields(Summary):
+        if f.name in ("elapsed_secs", "events", *skip) or f.name not in got:
+            continue
+        setattr(total, f.name, getattr(total, f.name) + got[f.name])
+    for k, v in got.get("events", {}).items():
+        total.events[k] = total.events.get(k, 0) + v
 
 
 def merge(texts: list[str], counters_only: bool = False) -> bytes:
