@@ -3,6 +3,7 @@ metrics merged into one scrape, a killed worker restarted without loss, SIGTERM 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -220,6 +222,27 @@ def _wait(cond, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _supervisor(tmp_path: Path, body: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`tailship run` with two workers, the TOML `body` (its top-level keys first) and /metrics
+    on a free port, once both workers run and /metrics answers: (the supervisor, the port). Its
+    stderr goes to `agent.err`; it is killed on the way out if it still runs."""
+    port = free_port()
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\nworkers = 2\n{body}\n'
+                   f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    err = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - closed below, after the process
+    sup = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
+    try:
+        _wait(lambda: len(_workers_of(sup)) == 2, 30, "two workers")
+        _wait(lambda: ("tailship_workers", ()) in _scrape(port), 30, "metrics served")
+        yield sup, port
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+        err.close()
+
+
 @pytest.mark.timeout(240)
 def test_killed_worker_is_restarted_and_nothing_is_lost(tmp_path):
     """Two workers follow six growing files; one is killed with -9 mid-stream. The supervisor
@@ -232,12 +255,12 @@ def test_killed_worker_is_restarted_and_nothing_is_lost(tmp_path):
         f.touch()
     owners = {str(f): owner(f.stat().st_dev, f.stat().st_ino, 2) for f in files}
     assert set(owners.values()) == {0, 1}, "all six files on one worker: try other names"
-    out, data, port = tmp_path / "out", tmp_path / "data", free_port()
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f"""
-data_dir = "{data}"
-workers = 2
-checkpoint_interval_secs = 0.05
+    out, data = tmp_path / "out", tmp_path / "data"
+    stop = threading.Event()
+    per_file = 6000
+    writers = [threading.Thread(target=live_writer, args=(f, per_file, 3000, stop), daemon=True)
+               for f in files]
+    with _supervisor(tmp_path, f"""checkpoint_interval_secs = 0.05
 [source]
 include = ["{logs}/*.log"]
 poll_interval_ms = 20
@@ -247,47 +270,35 @@ linger_ms = 20
 [sink]
 type = "file"
 path = "{out}"
-[metrics]
-listen = "127.0.0.1:{port}"
-""")
-    stop = threading.Event()
-    per_file = 6000
-    writers = [threading.Thread(target=live_writer, args=(f, per_file, 3000, stop), daemon=True)
-               for f in files]
-    err = open(tmp_path / "agent.err", "wb")
-    sup = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
-    try:
-        for w in writers:
-            w.start()
-        _wait(lambda: len(_workers_of(sup)) == 2, 30, "two workers")
-        # one scrape sums both workers: each has 3 of the 6 files open
-        _wait(lambda: _scrape(port).get(("tailship_files_open", ()), 0) == len(files), 30,
-              "both workers' files in one scrape")
-        _wait(lambda: _scrape(port).get(("tailship_input_lines_total", ()), 0) > 3000, 60,
-              "lines read by the workers")
-        victim = _workers_of(sup)[0]
-        victim.kill()
-        _wait(lambda: _scrape(port).get(("tailship_worker_restarts_total", (("cause", "exited"),))) == 1,
-              30, "the restart counted")
-        _wait(lambda: len(_workers_of(sup)) == 2 and victim.pid not in {p.pid for p in _workers_of(sup)},
-              30, "a new worker")
-        for w in writers:
-            w.join(timeout=60)
-        total = per_file * len(files)
-        _wait(lambda: len(_distinct(out)) >= total, 60, "every line delivered")
-        got = _scrape(port)
-        # counters stay monotonic across the restart: at least what the live workers read
-        assert got[("tailship_input_lines_total", ())] > 0
-        assert got[("tailship_workers", ())] == 2
-        assert got[("tailship_files_open", ())] == len(files)
-        pids = [p.pid for p in _workers_of(sup)]
-        sup.send_signal(signal.SIGTERM)
-        assert sup.wait(timeout=60) == 0, (tmp_path / "agent.err").read_text()
-    finally:
-        stop.set()
-        if sup.poll() is None:
-            sup.kill()
-        err.close()
+""") as (sup, port):
+        try:
+            for w in writers:
+                w.start()
+            # one scrape sums both workers: each has 3 of the 6 files open
+            _wait(lambda: _scrape(port).get(("tailship_files_open", ()), 0) == len(files), 30,
+                  "both workers' files in one scrape")
+            _wait(lambda: _scrape(port).get(("tailship_input_lines_total", ()), 0) > 3000, 60,
+                  "lines read by the workers")
+            victim = _workers_of(sup)[0]
+            victim.kill()
+            _wait(lambda: _scrape(port).get(("tailship_worker_restarts_total", (("cause", "exited"),))) == 1,
+                  30, "the restart counted")
+            _wait(lambda: len(_workers_of(sup)) == 2 and victim.pid not in {p.pid for p in _workers_of(sup)},
+                  30, "a new worker")
+            for w in writers:
+                w.join(timeout=60)
+            total = per_file * len(files)
+            _wait(lambda: len(_distinct(out)) >= total, 60, "every line delivered")
+            got = _scrape(port)
+            # counters stay monotonic across the restart: at least what the live workers read
+            assert got[("tailship_input_lines_total", ())] > 0
+            assert got[("tailship_workers", ())] == 2
+            assert got[("tailship_files_open", ())] == len(files)
+            pids = [p.pid for p in _workers_of(sup)]
+            sup.send_signal(signal.SIGTERM)
+            assert sup.wait(timeout=60) == 0, (tmp_path / "agent.err").read_text()
+        finally:
+            stop.set()
     assert not [p for p in pids if psutil.pid_exists(p)], "a worker outlived the supervisor"
     recs = [orjson.loads(x) for x in read_dir(out)]
     by_file: dict[str, Counter[int]] = {}
@@ -312,24 +323,12 @@ def test_stuck_worker_is_killed_and_restarted(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "a.log").write_text("one\n")
-    port = free_port()
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f"""
-data_dir = "{tmp_path / 'data'}"
-workers = 2
-worker_stuck_secs = 2
+    with _supervisor(tmp_path, f"""worker_stuck_secs = 2
 [source]
 include = ["{logs}/*.log"]
 [sink]
 type = "null"
-[metrics]
-listen = "127.0.0.1:{port}"
-""")
-    err = open(tmp_path / "agent.err", "wb")
-    sup = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
-    try:
-        _wait(lambda: len(_workers_of(sup)) == 2, 30, "two workers")
-        _wait(lambda: ("tailship_workers", ()) in _scrape(port), 30, "metrics served")
+""") as (sup, port):
         victim = _workers_of(sup)[0]
         victim.suspend()
         _wait(lambda: _scrape(port).get(("tailship_worker_restarts_total", (("cause", "stuck"),))) == 1,
@@ -338,10 +337,6 @@ listen = "127.0.0.1:{port}"
         _wait(lambda: len(_workers_of(sup)) == 2, 30, "two workers again")
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
-    finally:
-        if sup.poll() is None:
-            sup.kill()
-        err.close()
     assert "has not answered for" in (tmp_path / "agent.err").read_text()
 
 
@@ -425,12 +420,8 @@ def test_restarted_worker_reads_files_created_while_it_was_down_from_their_head(
     file that appeared while it was down (no checkpoint) from its head."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    out, port = tmp_path / "out", free_port()
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f"""
-data_dir = "{tmp_path / 'data'}"
-workers = 2
-[source]
+    out = tmp_path / "out"
+    with _supervisor(tmp_path, f"""[source]
 include = ["{logs}/*.log"]
 read_from = "tail"
 poll_interval_ms = 20
@@ -440,14 +431,7 @@ linger_ms = 20
 [sink]
 type = "file"
 path = "{out}"
-[metrics]
-listen = "127.0.0.1:{port}"
-""")
-    err = open(tmp_path / "agent.err", "wb")
-    sup = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
-    try:
-        _wait(lambda: len(_workers_of(sup)) == 2, 30, "two workers")
-        _wait(lambda: ("tailship_workers", ()) in _scrape(port), 30, "metrics served")
+""") as (sup, _port):
         victim = _workers_of(sup)[0]
         index = 0 if victim.pid == min(p.pid for p in _workers_of(sup)) else 1  # started first
         victim.suspend()  # it cannot scan: nothing it owns is opened until it is restarted
@@ -466,7 +450,3 @@ listen = "127.0.0.1:{port}"
         assert mine() >= {len("line 0\n") * i for i in range(10)}  # its first lines too
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
-    finally:
-        if sup.poll() is None:
-            sup.kill()
-        err.close()
