@@ -173,6 +173,8 @@ class Agent:
         self._fingerprints: set[str] = set()     # first-line fingerprints of every file tailed
         self._siblings_checked: set[tuple[int, int, int]] = set()  # (dev, ino, ctime_ns)
         self._scanned_sizes: dict[tuple[int, int], int] = {}  # size when last fingerprinted
+        self._targets: dict[str, str] = {}       # real path -> path, of the files the last scan found
+        self._left_behind: dict[str, str] = {}   # such real paths no path leads to any more
         self._warned: set[str] = set()
         # (dev, ino) -> (fd, path) of files opened before they had a first line
         self._unidentified: dict[tuple[int, int], tuple[int, str]] = {}
@@ -367,6 +369,7 @@ class Agent:
             if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
                 continue
             self._start_file(path, st)
+        self._follow_targets(found)
         if self._first_scan:
             self._recover_renamed(scanned)
         else:
@@ -374,6 +377,17 @@ class Agent:
         self._first_scan = False
         active = set(self.tailing)
         self.checkpoints.forget_stale(active)
+
+    def _follow_targets(self, found: list[tuple[str, os.stat_result]]) -> None:
+        """Remember the real path of every file the scan found (every worker's); one that no
+        found path leads to any more (a container's link removed at its restart) is kept in
+        `_left_behind`, for `_recover_rotated_unseen`."""
+        targets: dict[str, str] = {}
+        for path, _st in found:
+            targets.setdefault(os.path.realpath(path), path)
+        for real in self._targets.keys() - targets.keys():
+            self._left_behind.setdefault(real, self._targets[real])
+        self._targets = targets
 
     def _recover_renamed(self, scanned: set[tuple[int, int]]) -> None:
         """Read the rest of files renamed while the agent was down.
@@ -415,6 +429,11 @@ class Agent:
         copy starts with the first line of the file it copies: the fingerprints of every
         scanned file, this worker's or not, are remembered and taken again when one shrinks);
         `.gz` and excluded names are not read.
+
+        A real path that the scan no longer reaches (`_left_behind`) is looked at too, itself
+        as well as its rotations: the kubelet rotates `0.log` and, before a scan has followed
+        the link to the new `0.log`, the container restarts and its link is replaced by one to
+        `1.log`. It is looked at until its file has a first line or is gone.
         """
         src = self.s.source
         now = time.time()
@@ -423,14 +442,16 @@ class Agent:
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
         for gone in self._scanned_sizes.keys() - scanned:
             del self._scanned_sizes[gone]
-        families: dict[str, str] = {}
         for path, st in found:
             self._remember_fingerprint(path, st)
-            families.setdefault(os.path.realpath(path), path)
+        targets = self._targets
+        families = dict(targets)
         for t in self.tailing.values():
             families.setdefault(t.real, t.label)
+        families.update((real, label) for real, label in self._left_behind.items() if real not in families)
+        waiting: set[str] = set()  # left-behind paths whose file has no first line yet
         for real, label in families.items():
-            for cand, st in rotated_siblings(real):
+            for cand, st in self._unseen_candidates(real, real not in targets):
                 ident = (st.st_dev, st.st_ino)
                 seen = (st.st_dev, st.st_ino, st.st_ctime_ns)
                 # ctime: the kernel's coarse clock may lag time.time() by a tick
@@ -442,13 +463,27 @@ class Agent:
                     continue
                 fid = self._fingerprint_of(cand)
                 if fid is None:
+                    waiting.add(real)
                     continue  # no complete first line yet: looked at again at the next scan
                 self._siblings_checked.add(seen)
                 if fid.fp in self._fingerprints:
                     continue  # tailed before (the file this one rotated from), or a copy of one
-                log.info("%s: rotated to %s before it was seen; reading it from its head", label, cand)
+                log.info("%s: %s was never seen at this path (rotated away, or the link to it "
+                         "replaced); reading it from its head", label, cand)
                 self.metrics.event("file_rotated_unseen")
                 self._start_file(cand, st, expect=fid.key, label=label, real=real)
+        self._left_behind = {real: label for real, label in self._left_behind.items() if real in waiting}
+
+    @staticmethod
+    def _unseen_candidates(real: str, unreached: bool) -> list[tuple[str, os.stat_result]]:
+        """The rotations beside `real`, and, when no path the scan found leads to `real` any
+        more (`unreached`), the file at `real` itself: the new `0.log` a rotation made, whose
+        link went away at a container restart before any scan followed it there."""
+        siblings = rotated_siblings(real)
+        if unreached:
+            with contextlib.suppress(OSError):
+                siblings.append((real, os.stat(real)))
+        return siblings
 
     def _fingerprint_of(self, path: str) -> FileId | None:
         try:

@@ -450,3 +450,46 @@ path = "{out}"
         assert mine() >= {len("line 0\n") * i for i in range(10)}  # its first lines too
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_container_restart_right_after_a_rotation_loses_nothing(tmp_path, workers):
+    """CI found this (tests/test_kubelet.py, 400 lines lost): the kubelet rotates `0.log` and the
+    new `0.log` gets lines; before any scan has seen it, the container restarts and its link is
+    replaced by one to `1.log`. No include pattern leads to the new `0.log` any more: it is
+    found as the last target of the link that went away and read from its head, under that
+    link's name, by the worker that owns it (with two workers, the one that did not read the
+    file before it)."""
+    from agent.runtime import Agent
+    from tests.conftest import CollectSink, fast_settings, running, wait_until
+
+    pod = tmp_path / "pods" / "ns_web_uid" / "app"
+    links = tmp_path / "containers"
+    pod.mkdir(parents=True)
+    links.mkdir()
+    first = links / "web_ns_app-aaaa.log"
+    (pod / "0.log").write_text("".join(f"a {i}\n" for i in range(10)))
+    first.symlink_to(pod / "0.log")
+    sinks, agents = [CollectSink() for _ in range(workers)], []
+    for i in range(workers):
+        s = fast_settings(tmp_path / f"w{i}", [str(links / "*.log")], scan_interval_secs=60.0)
+        agents.append(Agent(s, sinks[i], shard=(i, workers)))
+
+    def got() -> list[dict]:
+        return [r for k in sinks for r in k.records]
+    async with contextlib.AsyncExitStack() as stack:
+        for agent in agents:
+            await stack.enter_async_context(running(agent))
+        await wait_until(lambda: len(got()) == 10, what="the first file")
+        # no await in between: no scan sees the new 0.log while the first link leads to it
+        os.rename(pod / "0.log", pod / "0.log.20261124-100001")
+        (pod / "0.log").write_text("".join(f"b {i}\n" for i in range(30)))
+        first.unlink()
+        (pod / "1.log").write_text("".join(f"c {i}\n" for i in range(5)))
+        (links / "web_ns_app-bbbb.log").symlink_to(pod / "1.log")
+        await wait_until(lambda: len(got()) >= 45, what="the new 0.log and 1.log")
+        assert sum(a.metrics.events["file_rotated_unseen"] for a in agents) == 1
+    assert sorted(r["message"] for r in got()) == sorted(
+        [f"a {i}" for i in range(10)] + [f"b {i}" for i in range(30)] + [f"c {i}" for i in range(5)])
+    assert {r["log"]["file"]["path"] for r in got() if r["message"].startswith("b")} == {str(first)}
