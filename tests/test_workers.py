@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -338,6 +339,41 @@ type = "null"
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
     assert "has not answered for" in (tmp_path / "agent.err").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_scrapes_while_a_worker_is_silent(tmp_path):
+    """Three scrapes at once while one worker's loop cannot run (SIGSTOP, short of the stuck
+    deadline): each answers, and the silent worker is represented by its latest exposition
+    (its files still count in `tailship_files_open`), so the sums do not drop; after it runs
+    again the scrapes are answered by both workers live."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    files = [logs / f"app-{i}.log" for i in range(6)]
+    for f in files:
+        f.write_text("one\n")
+    assert {owner(f.stat().st_dev, f.stat().st_ino, 2) for f in files} == {0, 1}
+    key = ("tailship_files_open", ())
+    with _supervisor(tmp_path, f"""worker_stuck_secs = 600
+[source]
+include = ["{logs}/*.log"]
+[sink]
+type = "null"
+""") as (sup, port):
+        _wait(lambda: _scrape(port).get(key) == 6, 30, "both workers' files in one scrape")
+        victim = _workers_of(sup)[0]
+        victim.suspend()
+        try:
+            with ThreadPoolExecutor(3) as pool:
+                got = list(pool.map(lambda _: _scrape(port), range(3)))
+        finally:
+            victim.resume()
+        assert [g.get(key) for g in got] == [6, 6, 6]
+        _wait(lambda: _scrape(port).get(key) == 6, 30, "a scrape with the worker running again")
+        assert victim.is_running() and victim.status() != psutil.STATUS_STOPPED
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(timeout=60) == 0
+    assert "has not answered" not in (tmp_path / "agent.err").read_text()
 
 
 # -- review findings ------------------------------------------------------------------------------
