@@ -5,7 +5,9 @@ FUSE filesystems, and its queue can overflow).
 
 Directories are watched, not files: the directory of a file tells about writes to it
 (IN_MODIFY), and about its rotation and its successor (IN_MOVED_FROM, IN_CREATE) even before the
-new file is known. A watch ends by itself when its directory is deleted (IN_IGNORED).
+new file is known. A watch ends by itself when its directory is deleted (IN_IGNORED). With
+several workers, each also watches the directories of the other workers' files for names only
+(no event per write), so that a rotation there wakes its discovery.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 MASK = IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_ONLYDIR
 NAMES_CHANGED = IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+NAMES_MASK = NAMES_CHANGED | IN_DELETE_SELF | IN_ONLYDIR
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 
 
@@ -50,6 +53,7 @@ class DirWatcher:
         self.watched: dict[str, int] = {}   # directory -> watch descriptor
         self._libc: ctypes.CDLL | None = None
         self._full_warned = False
+        self._names_only: set[str] = set()  # directories watched for names only
 
     def start(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Open the inotify instance; False (and polling only) where inotify is not available."""
@@ -68,10 +72,15 @@ class DirWatcher:
         loop.add_reader(fd, self._readable)
         return True
 
-    def watch(self, directory: str) -> None:
-        if self._libc is None or directory in self.watched:
+    def watch(self, directory: str, names_only: bool = False) -> None:
+        """Watch `directory`: its names changing and writes to its files, or (`names_only`) only
+        names created, moved or deleted in it; a names-only watch is widened when asked for
+        the full one (the kernel keeps one watch per directory, with the mask last given)."""
+        if self._libc is None:
             return
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), MASK)
+        if directory in self.watched and (names_only or directory not in self._names_only):
+            return
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), NAMES_MASK if names_only else MASK)
         if wd < 0:
             err = ctypes.get_errno()
             if err == errno.ENOSPC and not self._full_warned:
@@ -81,6 +90,10 @@ class DirWatcher:
             return  # gone, not a directory, or no room: polling covers it
         self.dirs[wd] = directory
         self.watched[directory] = wd
+        if names_only:
+            self._names_only.add(directory)
+        else:
+            self._names_only.discard(directory)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.fd >= 0:
@@ -90,6 +103,7 @@ class DirWatcher:
         self._libc = None
         self.dirs.clear()
         self.watched.clear()
+        self._names_only.clear()
 
     def _readable(self) -> None:
         try:
@@ -111,6 +125,7 @@ class DirWatcher:
             if mask & IN_IGNORED:  # the directory is gone (or unmounted): the watch ended
                 del self.dirs[wd]
                 self.watched.pop(directory, None)
+                self._names_only.discard(directory)
                 continue
             self.on_event(directory, name, mask)
 

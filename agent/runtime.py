@@ -387,6 +387,13 @@ class Agent:
             targets.setdefault(os.path.realpath(path), path)
         for real in self._targets.keys() - targets.keys():
             self._left_behind.setdefault(real, self._targets[real])
+        if self.watcher is not None:
+            # names created in the directory of any found file wake this worker's discovery,
+            # also where another worker reads: the kubelet rotates a file of worker 0 in its pod
+            # directory, and the new `0.log` may be worker 1's (found at once, not at the next
+            # periodic scan)
+            for real in targets.keys() - self._targets.keys():
+                self.watcher.watch(os.path.dirname(real), names_only=True)
         self._targets = targets
 
     def _recover_renamed(self, scanned: set[tuple[int, int]]) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 
 import pytest
 
-from agent.inotify import IN_CREATE, IN_MODIFY, parse
+from agent.inotify import IN_CREATE, IN_MODIFY, DirWatcher, parse
 from agent.runtime import Agent
 from tests.conftest import CollectSink, fast_settings, running, wait_until
 
@@ -20,6 +21,30 @@ def test_parse_events():
     name = b"0.log\0\0\0"
     data = struct.pack("iIII", 3, IN_MODIFY, 0, 0) + struct.pack("iIII", 4, IN_CREATE, 0, len(name)) + name
     assert parse(data) == [(3, IN_MODIFY, ""), (4, IN_CREATE, "0.log")]
+
+
+async def test_a_names_only_watch_reports_no_writes_until_widened(tmp_path):
+    """Directories where only other workers read are watched for names only (no event per
+    write); a watch asked for in full later widens the same watch."""
+    (tmp_path / "a.log").write_text("x\n")
+    events: list[tuple[str, int]] = []
+    watcher = DirWatcher(lambda _d, name, mask: events.append((name, mask)), lambda: None)
+    loop = asyncio.get_running_loop()
+    assert watcher.start(loop)
+    try:
+        watcher.watch(str(tmp_path), names_only=True)
+        with open(tmp_path / "a.log", "a") as f:
+            f.write("y\n")
+        (tmp_path / "b.log").touch()  # events come in order: a write to a.log would come first
+        await wait_until(lambda: ("b.log", IN_CREATE) in events, what="the create event")
+        assert not [e for e in events if e[1] & IN_MODIFY]
+        watcher.watch(str(tmp_path))
+        with open(tmp_path / "a.log", "a") as f:
+            f.write("z\n")
+        await wait_until(lambda: any(n == "a.log" and m & IN_MODIFY for n, m in events), what="a write event")
+        assert len(watcher.watched) == 1
+    finally:
+        watcher.close(loop)
 
 
 async def test_write_wakes_the_tailer_before_its_poll(tmp_path):

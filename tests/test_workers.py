@@ -529,3 +529,37 @@ async def test_a_container_restart_right_after_a_rotation_loses_nothing(tmp_path
     assert sorted(r["message"] for r in got()) == sorted(
         [f"a {i}" for i in range(10)] + [f"b {i}" for i in range(30)] + [f"c {i}" for i in range(5)])
     assert {r["log"]["file"]["path"] for r in got() if r["message"].startswith("b")} == {str(first)}
+
+
+@pytest.mark.timeout(60)
+async def test_a_rotation_wakes_the_worker_that_owns_the_new_file(tmp_path):
+    """The kubelet rotates a file of one worker in its pod directory; the new `0.log` belongs to
+    the other worker (by its inode), whose discovery is woken by inotify on that directory,
+    not left to its periodic scan (a minute here)."""
+    from agent.runtime import Agent
+    from tests.conftest import CollectSink, fast_settings, running, wait_until
+
+    pod, links, stage = tmp_path / "pods" / "ns_web_uid" / "app", tmp_path / "containers", tmp_path / "stage"
+    for d in (pod, links, stage):
+        d.mkdir(parents=True)
+    (pod / "0.log").write_text("".join(f"a {i}\n" for i in range(10)))
+    (links / "web_ns_app-aaaa.log").symlink_to(pod / "0.log")
+    first = owner((pod / "0.log").stat().st_dev, (pod / "0.log").stat().st_ino, 2)
+    new = stage / "0"
+    for attempt in range(64):  # an inode of the other worker, made outside the pod directory
+        new = stage / str(attempt)
+        new.write_text("".join(f"b {i}\n" for i in range(30)))
+        if owner(new.stat().st_dev, new.stat().st_ino, 2) != first:
+            break
+    sinks = [CollectSink(), CollectSink()]
+    agents = [Agent(fast_settings(tmp_path / f"w{i}", [str(links / "*.log")], scan_interval_secs=60.0),
+                    sinks[i], shard=(i, 2)) for i in range(2)]
+    async with running(agents[0]), running(agents[1]):
+        await wait_until(lambda: len(sinks[first].records) == 10, what="the first file")
+        await wait_until(lambda: all(a._targets for a in agents), what="both workers' first scans")
+        os.rename(pod / "0.log", pod / "0.log.20261124-100001")
+        os.rename(new, pod / "0.log")
+        await wait_until(lambda: len(sinks[1 - first].records) == 30,
+                         what="the new 0.log, by the other worker")
+    assert [r["message"] for r in sinks[1 - first].records] == [f"b {i}" for i in range(30)]
+    assert agents[1 - first].metrics.events["file_rotated_unseen"] == 0
