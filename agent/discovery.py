@@ -9,19 +9,43 @@ import stat
 from fnmatch import fnmatch
 
 
-def scan(include: list[str], exclude: list[str]) -> list[tuple[str, os.stat_result]]:
+class RealPaths:
+    """The real path of each path a scan finds, resolved again only when the path leads to
+    another file (device, inode) than at the scan before: `os.path.realpath` lstat()s every
+    component of the path, which was the larger part of a scan on a node with hundreds of
+    containers. Call it as `reals(path, st)`; `next_scan()` forgets the paths not found since."""
+
+    def __init__(self) -> None:
+        self._prev: dict[tuple[str, int, int], str] = {}
+        self._cur: dict[tuple[str, int, int], str] = {}
+
+    def __call__(self, path: str, st: os.stat_result) -> str:
+        key = (path, st.st_dev, st.st_ino)
+        real = self._cur.get(key)
+        if real is None:
+            real = self._cur[key] = self._prev.get(key) or os.path.realpath(path)
+        return real
+
+    def next_scan(self) -> None:
+        self._prev, self._cur = self._cur, {}
+
+
+def scan(include: list[str], exclude: list[str], reals: RealPaths | None = None
+         ) -> list[tuple[str, os.stat_result]]:
     """Paths matching `include` and no `exclude` pattern (matched against the path and its target),
     each regular file once (the first path that reaches it wins: list symlink patterns first)."""
+    reals = reals or RealPaths()
+    reals.next_scan()
     seen: set[tuple[int, int]] = set()
     found: list[tuple[str, os.stat_result]] = []
     for pattern in include:
         for path in sorted(glob.glob(pattern, recursive=True)):
-            if exclude and excluded(exclude, path, os.path.realpath(path)):
-                continue
             try:
                 st = os.stat(path)
             except OSError:
                 continue  # dangling symlink, or gone since the glob
+            if exclude and excluded(exclude, path, reals(path, st)):
+                continue
             if not stat.S_ISREG(st.st_mode):
                 continue
             ident = (st.st_dev, st.st_ino)

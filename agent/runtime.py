@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.checkpoints import CheckpointStore, repartition
-from agent.discovery import excluded, owner, rotated_siblings, scan
+from agent.discovery import RealPaths, excluded, owner, rotated_siblings, scan
 from agent.identity import FileId, identify
 from agent.inotify import NAMES_CHANGED, DirWatcher
 from agent.metrics import Metrics
@@ -173,6 +173,7 @@ class Agent:
         self._fingerprints: set[str] = set()     # first-line fingerprints of every file tailed
         self._siblings_checked: set[tuple[int, int, int]] = set()  # (dev, ino, ctime_ns)
         self._scanned_sizes: dict[tuple[int, int], int] = {}  # size when last fingerprinted
+        self._reals = RealPaths()
         self._targets: dict[str, str] = {}       # real path -> path, of the files the last scan found
         self._left_behind: dict[str, str] = {}   # such real paths no path leads to any more
         self._warned: set[str] = set()
@@ -361,7 +362,7 @@ class Agent:
         self._identify_held()
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
         index, workers = self.shard
-        found = scan(src.include, src.exclude)
+        found = scan(src.include, src.exclude, self._reals)
         scanned = {(st.st_dev, st.st_ino) for _, st in found}  # every worker's, not only ours
         for path, st in found:
             if (st.st_dev, st.st_ino) in open_inodes or owner(st.st_dev, st.st_ino, workers) != index:
@@ -383,8 +384,8 @@ class Agent:
         found path leads to any more (a container's link removed at its restart) is kept in
         `_left_behind`, for `_recover_rotated_unseen`."""
         targets: dict[str, str] = {}
-        for path, _st in found:
-            targets.setdefault(os.path.realpath(path), path)
+        for path, st in found:
+            targets.setdefault(self._reals(path, st), path)
         for real in self._targets.keys() - targets.keys():
             self._left_behind.setdefault(real, self._targets[real])
         if self.watcher is not None:

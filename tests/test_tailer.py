@@ -484,3 +484,27 @@ async def test_copytruncate_copy_beside_the_file_is_not_read_again(tmp_path):
                          what="the copy examined")
     assert sink.messages() == expected("before", 0, 20) + expected("after", 0, 3)
     assert a.metrics.events["file_rotated_unseen"] == 0
+
+
+def test_a_retargeted_link_is_resolved_again(tmp_path):
+    """Real paths are remembered per (path, device, inode) between scans: a link pointed at
+    another file is resolved again, so `exclude` (matched against the target too) and the
+    rotation recovery see where it leads now."""
+    from agent.discovery import RealPaths, scan
+
+    for d in ("a", "b", "links"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "a" / "0.log").write_text("x\n")
+    (tmp_path / "b" / "0.log").write_text("y\n")
+    link = tmp_path / "links" / "c.log"
+    link.symlink_to(tmp_path / "a" / "0.log")
+    reals = RealPaths()
+    include, exclude = [str(tmp_path / "links" / "*.log")], [str(tmp_path / "b" / "*")]
+    [(path, st)] = scan(include, exclude, reals)
+    assert reals(path, st) == str(tmp_path / "a" / "0.log")
+    assert [p for p, _ in scan(include, exclude, reals)] == [path]
+    link.unlink()
+    link.symlink_to(tmp_path / "b" / "0.log")
+    assert scan(include, exclude, reals) == []
+    [(path, st)] = scan(include, [], reals)
+    assert reals(path, st) == str(tmp_path / "b" / "0.log")
