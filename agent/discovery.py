@@ -72,12 +72,29 @@ def owner(dev: int, ino: int, workers: int) -> int:
     return int.from_bytes(digest, "big") % workers
 
 
+# the first bytes of gzip, zstd, bzip2 and xz streams
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ\x00")
+
+
+def compressed(path: str) -> bool:
+    """Whether the file at `path` starts like a compressed stream (a rotation being compressed
+    under a name the suffix check does not know)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return False
+    return head.startswith(COMPRESSED_MAGIC)
+
+
 def rotated_siblings(real: str) -> list[tuple[str, os.stat_result]]:
     """`<name>.*` beside the file at `real` (its rotations: `0.log.20261124-101500`), with their
-    stat; compressed ones (`.gz`) are left out: they are never read."""
+    stat; compressed ones (`.gz`) and the kubelet's compression in progress (`.tmp`, renamed to
+    `.gz` when done) are left out: they are never read."""
     folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix) and not n.endswith(".gz")]
+        names = [n for n in os.listdir(folder)
+                 if n.startswith(prefix) and not n.endswith((".gz", ".tmp"))]
     except OSError:
         return []
     out = []

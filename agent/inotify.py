@@ -32,6 +32,7 @@ IN_DELETE = 0x200
 IN_DELETE_SELF = 0x400
 IN_Q_OVERFLOW = 0x4000
 IN_IGNORED = 0x8000
+IN_MASK_ADD = 0x20000000
 IN_ONLYDIR = 0x1000000
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
@@ -49,7 +50,7 @@ class DirWatcher:
         self.on_event = on_event
         self.on_overflow = on_overflow
         self.fd = -1
-        self.dirs: dict[int, str] = {}      # watch descriptor -> directory
+        self.dirs: dict[int, list[str]] = {}  # watch descriptor -> the paths it was asked for by
         self.watched: dict[str, int] = {}   # directory -> watch descriptor
         self._libc: ctypes.CDLL | None = None
         self._full_warned = False
@@ -74,13 +75,15 @@ class DirWatcher:
 
     def watch(self, directory: str, names_only: bool = False) -> None:
         """Watch `directory`: its names changing and writes to its files, or (`names_only`) only
-        names created, moved or deleted in it; a names-only watch is widened when asked for
-        the full one (the kernel keeps one watch per directory, with the mask last given)."""
+        names created, moved or deleted in it. The kernel keeps one watch per directory inode,
+        whatever path reached it: a names-only request adds to its mask (never narrows a full
+        watch asked for under another path), a full one widens it."""
         if self._libc is None:
             return
         if directory in self.watched and (names_only or directory not in self._names_only):
             return
-        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), NAMES_MASK if names_only else MASK)
+        mask = NAMES_MASK | IN_MASK_ADD if names_only else MASK
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), mask)
         if wd < 0:
             err = ctypes.get_errno()
             if err == errno.ENOSPC and not self._full_warned:
@@ -88,7 +91,9 @@ class DirWatcher:
                 log.warning("inotify watch limit reached (fs.inotify.max_user_watches); %s and "
                             "later directories are polled", directory)
             return  # gone, not a directory, or no room: polling covers it
-        self.dirs[wd] = directory
+        paths = self.dirs.setdefault(wd, [])
+        if directory not in paths:
+            paths.append(directory)
         self.watched[directory] = wd
         if names_only:
             self._names_only.add(directory)
@@ -119,15 +124,17 @@ class DirWatcher:
             if mask & IN_Q_OVERFLOW:
                 self.on_overflow()
                 continue
-            directory = self.dirs.get(wd)
-            if directory is None:
+            paths = self.dirs.get(wd)
+            if paths is None:
                 continue
             if mask & IN_IGNORED:  # the directory is gone (or unmounted): the watch ended
                 del self.dirs[wd]
-                self.watched.pop(directory, None)
-                self._names_only.discard(directory)
+                for directory in paths:
+                    self.watched.pop(directory, None)
+                    self._names_only.discard(directory)
                 continue
-            self.on_event(directory, name, mask)
+            for directory in paths:
+                self.on_event(directory, name, mask)
 
 
 def parse(data: bytes) -> list[tuple[int, int, str]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.checkpoints import CheckpointStore, repartition
-from agent.discovery import RealPaths, excluded, owner, rotated_siblings, scan
+from agent.discovery import RealPaths, compressed, excluded, owner, rotated_siblings, scan
 from agent.identity import FileId, identify
 from agent.inotify import NAMES_CHANGED, DirWatcher
 from agent.metrics import Metrics
@@ -402,9 +402,11 @@ class Agent:
 
         The kubelet rotates by renaming `N.log` to `N.log.<time>`, which the include patterns do
         not match: a file rotated while the agent was stopped would lose its unread end. At
-        start, every checkpointed file that no pattern found is looked for beside its last real
-        path, as `<name>.*` with the same device, inode and fingerprint; one with data past its
-        checkpoint is read from there (reported under its old path) until it is deleted.
+        start, every checkpointed file that no pattern found is looked for at its last real
+        path and beside it, as `<name>.*`, with the same device, inode and fingerprint; one with
+        data past its checkpoint is read from there (reported under its old path) until it is
+        deleted. (At its real path: a file read through a link that is gone, such as the
+        `0.log` of a container that restarted, recovered by `_recover_rotated_unseen`.)
         Compressed rotations (`.gz`) and files now matching `exclude` are not read;
         `ignore_older_secs` does not apply (the rest of a file already being read is not "old").
         """
@@ -416,9 +418,10 @@ class Agent:
             dev, ino = (int(x) for x in key.split(":", 2)[:2])
             if excluded(self.s.source.exclude, label, real) or (dev, ino) in scanned:
                 continue  # excluded since it was read, or found by the scan under a new name
-            for cand, st in rotated_siblings(real):
+            for cand, st in self._unseen_candidates(real, True):
                 if (st.st_dev, st.st_ino) == (dev, ino) and st.st_size > e["offset"]:
-                    log.info("%s: renamed to %s while the agent was stopped; reading its rest from "
+                    log.info("%s: found at %s, where no include pattern leads (renamed while the "
+                             "agent was stopped, or its link replaced); reading its rest from "
                              "offset %d", e.get("path", real), cand, e["offset"])
                     self.metrics.event("file_renamed_while_stopped")
                     self._start_file(cand, st, expect=key, label=label, real=real)
@@ -469,13 +472,18 @@ class Agent:
                         or (src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs)
                         or excluded(src.exclude, label, cand)):
                     continue
-                fid = self._fingerprint_of(cand)
+                try:
+                    fid = self._fingerprint_of(cand)
+                except OSError:
+                    continue  # gone since, or unreadable
                 if fid is None:
                     waiting.add(real)
                     continue  # no complete first line yet: looked at again at the next scan
                 self._siblings_checked.add(seen)
-                if fid.fp in self._fingerprints:
-                    continue  # tailed before (the file this one rotated from), or a copy of one
+                if fid.fp in self._fingerprints or compressed(cand):
+                    # tailed before (the file this one rotated from), a copy of one, or a
+                    # compression in progress (the kubelet writes `<name>.tmp`, then `.gz`)
+                    continue
                 log.info("%s: %s was never seen at this path (rotated away, or the link to it "
                          "replaced); reading it from its head", label, cand)
                 self.metrics.event("file_rotated_unseen")
@@ -494,10 +502,9 @@ class Agent:
         return siblings
 
     def _fingerprint_of(self, path: str) -> FileId | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
+        """The identity of the file at `path`; None while it has no complete first line.
+        OSError if it cannot be opened."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             return identify(fd, self.s.source.fingerprint_bytes)
         finally:
@@ -511,7 +518,10 @@ class Agent:
         self._scanned_sizes[ident] = st.st_size
         if size is not None and st.st_size >= size:
             return
-        fid = self._fingerprint_of(path)
+        try:
+            fid = self._fingerprint_of(path)
+        except OSError:
+            fid = None
         if fid is None:
             self._scanned_sizes.pop(ident, None)  # no first line yet: again at the next scan
         else:

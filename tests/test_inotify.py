@@ -47,6 +47,29 @@ async def test_a_names_only_watch_reports_no_writes_until_widened(tmp_path):
         watcher.close(loop)
 
 
+async def test_a_names_only_watch_under_another_path_keeps_a_full_one(tmp_path):
+    """The kernel has one watch per directory inode: a names-only request through the real
+    path of a directory watched in full through a link adds to the watch, never narrows it;
+    events are reported under both paths."""
+    logs, alias = tmp_path / "logs", tmp_path / "alias"
+    logs.mkdir()
+    alias.symlink_to(logs)
+    (logs / "a.log").write_text("x\n")
+    events: list[tuple[str, str, int]] = []
+    watcher = DirWatcher(lambda d, name, mask: events.append((d, name, mask)), lambda: None)
+    loop = asyncio.get_running_loop()
+    assert watcher.start(loop)
+    try:
+        watcher.watch(str(alias))
+        watcher.watch(str(logs), names_only=True)
+        with open(logs / "a.log", "a") as f:
+            f.write("y\n")
+        await wait_until(lambda: {d for d, n, m in events if n == "a.log" and m & IN_MODIFY}
+                         == {str(alias), str(logs)}, what="the write, under both paths")
+    finally:
+        watcher.close(loop)
+
+
 async def test_write_wakes_the_tailer_before_its_poll(tmp_path):
     log = tmp_path / "app.log"
     log.write_text("first\n")

@@ -71,8 +71,9 @@ class Pod:
         """kubelet: compress the previous rotation, rename the live file, start a new one."""
         for old in self.dir.glob(f"{self.restarts}.log.2026*"):
             if not old.name.endswith(".gz"):
-                with open(old, "rb") as src, gzip.open(f"{old}.gz", "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                with open(old, "rb") as src, gzip.open(f"{old}.tmp", "wb") as dst:
+                    shutil.copyfileobj(src, dst)  # the kubelet's compressLog: .tmp, then .gz
+                os.rename(f"{old}.tmp", f"{old}.gz")
                 old.unlink()
         self.rotations += 1
         self.log.rename(self.dir / f"{self.restarts}.log.20261124-1000{self.rotations:02d}")

@@ -508,3 +508,25 @@ def test_a_retargeted_link_is_resolved_again(tmp_path):
     assert scan(include, exclude, reals) == []
     [(path, st)] = scan(include, [], reals)
     assert reals(path, st) == str(tmp_path / "b" / "0.log")
+
+
+async def test_compressions_in_progress_beside_a_file_are_not_read(tmp_path):
+    """The kubelet compresses a rotation into `<name>.tmp` and renames it to `.gz`: neither is
+    read as a rotation nobody saw, nor is a compressed stream under a plain name."""
+    import gzip
+
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 10))
+    sink = CollectSink()
+    async with running(agent := Agent(fast_settings(tmp_path, [str(log)]), sink)):
+        await wait_until(lambda: len(sink.records) == 10, what="the first lines")
+        (tmp_path / "app.log.20261124-100001.tmp").write_bytes(gzip.compress(os.urandom(4000)))
+        zipped = tmp_path / "app.log.20261124-100002"
+        zipped.write_bytes(gzip.compress(os.urandom(4000)))
+        st = zipped.stat()
+        await wait_until(lambda: (st.st_dev, st.st_ino, st.st_ctime_ns) in agent._siblings_checked,
+                         what="the siblings examined")
+        append(log, lines("a", 10, 12))
+        await wait_until(lambda: len(sink.records) >= 12, what="lines after")
+    assert sink.messages() == expected("a", 0, 12)
+    assert agent.metrics.events["file_rotated_unseen"] == 0

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -349,10 +350,10 @@ def test_concurrent_scrapes_while_a_worker_is_silent(tmp_path):
     again the scrapes are answered by both workers live."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    files = [logs / f"app-{i}.log" for i in range(6)]
-    for f in files:
-        f.write_text("one\n")
-    assert {owner(f.stat().st_dev, f.stat().st_ino, 2) for f in files} == {0, 1}
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    for i in range(6):  # three files per worker
+        _inode_of_worker(stage, "one\n", i % 2, 2).rename(logs / f"app-{i}.log")
     key = ("tailship_files_open", ())
     with _supervisor(tmp_path, f"""worker_stuck_secs = 600
 [source]
@@ -488,6 +489,58 @@ path = "{out}"
         assert sup.wait(timeout=60) == 0
 
 
+def _inode_of_worker(stage: Path, text: str, worker: int, workers: int) -> Path:
+    """A file holding `text`, made in `stage` (outside the watched directories) until its inode
+    belongs to `worker`: renamed into place, it is that worker's file."""
+    for attempt in range(64):
+        f = stage / str(attempt)
+        f.write_text(text)
+        if owner(f.stat().st_dev, f.stat().st_ino, workers) == worker:
+            return f
+    raise AssertionError(f"64 inodes and none of worker {worker}")
+
+
+class _Kubelet:
+    """One container under pods/ with its link under containers/, and the agents (one per
+    worker, in this process) that read it."""
+
+    def __init__(self, tmp_path: Path, workers: int) -> None:
+        self.pod, self.links, self.stage = (tmp_path / "pods" / "ns_web_uid" / "app",
+                                            tmp_path / "containers", tmp_path / "stage")
+        for d in (self.pod, self.links, self.stage):
+            d.mkdir(parents=True)
+        self.first = self.links / "web_ns_app-aaaa.log"
+        (self.pod / "0.log").write_text("".join(f"a {i}\n" for i in range(10)))
+        self.first.symlink_to(self.pod / "0.log")
+        st = (self.pod / "0.log").stat()
+        self.reader = owner(st.st_dev, st.st_ino, workers)  # the worker that reads 0.log
+        self.tmp_path, self.workers = tmp_path, workers
+
+    def agents(self, sinks: list[Any], **source: Any) -> list[Any]:
+        from agent.runtime import Agent
+        from tests.conftest import fast_settings
+
+        out = []
+        for i in range(self.workers):
+            s = fast_settings(self.tmp_path / f"w{i}", [str(self.links / "*.log")], **source)
+            s.shutdown_timeout_secs = 0.5
+            out.append(Agent(s, sinks[i], shard=(i, self.workers)))
+        return out
+
+    def rotate_and_restart(self, new_owner: int) -> None:
+        """Without an await: no scan sees the new 0.log while the first link leads to it."""
+        new = _inode_of_worker(self.stage, "".join(f"b {i}\n" for i in range(30)), new_owner, self.workers)
+        os.rename(self.pod / "0.log", self.pod / "0.log.20261124-100001")
+        os.rename(new, self.pod / "0.log")
+        self.first.unlink()
+        (self.pod / "1.log").write_text("".join(f"c {i}\n" for i in range(5)))
+        (self.links / "web_ns_app-bbbb.log").symlink_to(self.pod / "1.log")
+
+
+EXPECTED_AFTER_RESTART = sorted([f"a {i}" for i in range(10)] + [f"b {i}" for i in range(30)]
+                                + [f"c {i}" for i in range(5)])
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_a_container_restart_right_after_a_rotation_loses_nothing(tmp_path, workers):
@@ -497,20 +550,12 @@ async def test_a_container_restart_right_after_a_rotation_loses_nothing(tmp_path
     found as the last target of the link that went away and read from its head, under that
     link's name, by the worker that owns it (with two workers, the one that did not read the
     file before it)."""
-    from agent.runtime import Agent
-    from tests.conftest import CollectSink, fast_settings, running, wait_until
+    from tests.conftest import CollectSink, running, wait_until
 
-    pod = tmp_path / "pods" / "ns_web_uid" / "app"
-    links = tmp_path / "containers"
-    pod.mkdir(parents=True)
-    links.mkdir()
-    first = links / "web_ns_app-aaaa.log"
-    (pod / "0.log").write_text("".join(f"a {i}\n" for i in range(10)))
-    first.symlink_to(pod / "0.log")
-    sinks, agents = [CollectSink() for _ in range(workers)], []
-    for i in range(workers):
-        s = fast_settings(tmp_path / f"w{i}", [str(links / "*.log")], scan_interval_secs=60.0)
-        agents.append(Agent(s, sinks[i], shard=(i, workers)))
+    kubelet = _Kubelet(tmp_path, workers)
+    sinks = [CollectSink() for _ in range(workers)]
+    agents = kubelet.agents(sinks, scan_interval_secs=60.0)
+    new_owner = (kubelet.reader + 1) % workers
 
     def got() -> list[dict]:
         return [r for k in sinks for r in k.records]
@@ -518,17 +563,36 @@ async def test_a_container_restart_right_after_a_rotation_loses_nothing(tmp_path
         for agent in agents:
             await stack.enter_async_context(running(agent))
         await wait_until(lambda: len(got()) == 10, what="the first file")
-        # no await in between: no scan sees the new 0.log while the first link leads to it
-        os.rename(pod / "0.log", pod / "0.log.20261124-100001")
-        (pod / "0.log").write_text("".join(f"b {i}\n" for i in range(30)))
-        first.unlink()
-        (pod / "1.log").write_text("".join(f"c {i}\n" for i in range(5)))
-        (links / "web_ns_app-bbbb.log").symlink_to(pod / "1.log")
+        kubelet.rotate_and_restart(new_owner)
         await wait_until(lambda: len(got()) >= 45, what="the new 0.log and 1.log")
-        assert sum(a.metrics.events["file_rotated_unseen"] for a in agents) == 1
-    assert sorted(r["message"] for r in got()) == sorted(
-        [f"a {i}" for i in range(10)] + [f"b {i}" for i in range(30)] + [f"c {i}" for i in range(5)])
-    assert {r["log"]["file"]["path"] for r in got() if r["message"].startswith("b")} == {str(first)}
+        assert agents[new_owner].metrics.events["file_rotated_unseen"] == 1
+    assert sorted(r["message"] for r in got()) == EXPECTED_AFTER_RESTART
+    b = [r for r in sinks[new_owner].records if r["message"].startswith("b")]
+    assert len(b) == 30 and {r["log"]["file"]["path"] for r in b} == {str(kubelet.first)}
+
+
+@pytest.mark.timeout(60)
+async def test_a_left_behind_file_read_before_a_restart_is_read_after_it(tmp_path):
+    """The same, and the agent stops (the sink is down) before the new 0.log is delivered: at
+    the next start no link leads to it, and it is found at its last real path by its checkpoint
+    (not only beside it) and read from there."""
+    from tests.conftest import CollectSink, running, wait_until
+
+    kubelet = _Kubelet(tmp_path, 1)
+    sink = CollectSink()
+    [agent] = kubelet.agents([sink], scan_interval_secs=60.0)
+    async with running(agent):
+        await wait_until(lambda: len(sink.records) == 10, what="the first file")
+        sink.down = True
+        kubelet.rotate_and_restart(0)
+        await wait_until(lambda: agent.metrics.events["file_rotated_unseen"] == 1, what="the new 0.log found")
+        await wait_until(lambda: agent.summary().lines_read >= 45, what="both new files read")
+    sink.down = False
+    [again] = kubelet.agents([sink], scan_interval_secs=60.0)
+    async with running(again):
+        await wait_until(lambda: len(sink.records) >= 45, what="the new 0.log and 1.log after the restart")
+    assert sorted(r["message"] for r in sink.records) == EXPECTED_AFTER_RESTART
+    assert again.metrics.events["file_renamed_while_stopped"] == 1
 
 
 @pytest.mark.timeout(60)
@@ -536,24 +600,13 @@ async def test_a_rotation_wakes_the_worker_that_owns_the_new_file(tmp_path):
     """The kubelet rotates a file of one worker in its pod directory; the new `0.log` belongs to
     the other worker (by its inode), whose discovery is woken by inotify on that directory,
     not left to its periodic scan (a minute here)."""
-    from agent.runtime import Agent
-    from tests.conftest import CollectSink, fast_settings, running, wait_until
+    from tests.conftest import CollectSink, running, wait_until
 
-    pod, links, stage = tmp_path / "pods" / "ns_web_uid" / "app", tmp_path / "containers", tmp_path / "stage"
-    for d in (pod, links, stage):
-        d.mkdir(parents=True)
-    (pod / "0.log").write_text("".join(f"a {i}\n" for i in range(10)))
-    (links / "web_ns_app-aaaa.log").symlink_to(pod / "0.log")
-    first = owner((pod / "0.log").stat().st_dev, (pod / "0.log").stat().st_ino, 2)
-    new = stage / "0"
-    for attempt in range(64):  # an inode of the other worker, made outside the pod directory
-        new = stage / str(attempt)
-        new.write_text("".join(f"b {i}\n" for i in range(30)))
-        if owner(new.stat().st_dev, new.stat().st_ino, 2) != first:
-            break
+    kubelet = _Kubelet(tmp_path, 2)
+    first, pod = kubelet.reader, kubelet.pod
+    new = _inode_of_worker(kubelet.stage, "".join(f"b {i}\n" for i in range(30)), 1 - first, 2)
     sinks = [CollectSink(), CollectSink()]
-    agents = [Agent(fast_settings(tmp_path / f"w{i}", [str(links / "*.log")], scan_interval_secs=60.0),
-                    sinks[i], shard=(i, 2)) for i in range(2)]
+    agents = kubelet.agents(sinks, scan_interval_secs=60.0)
     async with running(agents[0]), running(agents[1]):
         await wait_until(lambda: len(sinks[first].records) == 10, what="the first file")
         await wait_until(lambda: all(a._targets for a in agents), what="both workers' first scans")
