@@ -9,7 +9,6 @@ of every file: duplicates, never loss.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -39,17 +38,21 @@ class CheckpointStore:
         self._dirty = False
         self.written_at = time.monotonic()  # last write (or creation)
 
-    def load(self) -> None:
+    def load(self, check_keys: bool = False) -> bool:
+        """Read the store. A corrupt one is set aside (warned about and counted) and its files
+        are read again from their head: False then. `check_keys`: every key must also be
+        `device:inode:fingerprint` (`repartition` takes the owner from it)."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return
+            return True
         try:
             data = orjson.loads(raw)
             entries = data["files"]
             if data.get("version") != VERSION or not isinstance(entries, dict) or not all(
                 isinstance(e, dict) and type(e.get("offset")) is int and e["offset"] >= 0
-                for e in entries.values()
+                and (not check_keys or _KEY.fullmatch(k))
+                for k, e in entries.items()
             ):
                 raise ValueError("unexpected structure")
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
@@ -59,8 +62,9 @@ class CheckpointStore:
             self.recovered_from_corruption = True
             log.warning("checkpoint file %s is corrupt (%s); set aside as %s, files are read "
                         "again from their head", self.path, exc, aside.name)
-            return
+            return False
         self.entries = entries
+        return True
 
     def get(self, key: str) -> int | None:
         e = self.entries.get(key)
@@ -141,19 +145,11 @@ def repartition(data_dir: str, workers: int, owner: Callable[[int, int, int], in
     for d in sources:
         st = CheckpointStore(d, lambda _k, _n: None)
         try:
-            st.entries = orjson.loads(st.path.read_bytes())["files"]
-            if not isinstance(st.entries, dict) or not all(
-                    isinstance(e, dict) and type(e.get("offset")) is int and e["offset"] >= 0
-                    and _KEY.fullmatch(k) for k, e in st.entries.items()):
-                raise ValueError("unexpected structure")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # unreadable: set aside and reported as the agent's own load does; its files are
-            # read again from their head (duplicates, not loss)
-            aside = st.path.with_name(f"{FILE_NAME}.corrupt-{int(time.time())}")
-            with contextlib.suppress(OSError):
-                os.replace(st.path, aside)
-            log.warning("checkpoint file %s is corrupt (%s); set aside as %s, its files are read "
-                        "again from their head", st.path, exc, aside.name)
+            if not st.load(check_keys=True):
+                continue  # corrupt: set aside; its files are read again from their head
+        except OSError as exc:
+            log.warning("checkpoint file %s cannot be read (%s); its files are read again from "
+                        "their head", st.path, exc.strerror or exc)
             continue
         stores[d] = st
     targets: dict[str, dict[str, dict[str, Any]]] = {}
