@@ -374,7 +374,7 @@ class Agent:
         if self._first_scan:
             self._recover_renamed(scanned)
         else:
-            self._recover_rotated_unseen(found)
+            self._recover_rotated_unseen(found, scanned)
         self._first_scan = False
         active = set(self.tailing)
         self.checkpoints.forget_stale(active)
@@ -427,7 +427,8 @@ class Agent:
                     self._start_file(cand, st, expect=key, label=label, real=real)
                     break
 
-    def _recover_rotated_unseen(self, found: list[tuple[str, os.stat_result]]) -> None:
+    def _recover_rotated_unseen(self, found: list[tuple[str, os.stat_result]],
+                                scanned: set[tuple[int, int]]) -> None:
         """Read files that were created, filled and rotated away between two scans.
 
         Under fast rotation (a container writing megabytes a second, rotated at `10 MiB`) a
@@ -449,7 +450,6 @@ class Agent:
         src = self.s.source
         now = time.time()
         index, workers = self.shard
-        scanned = {(st.st_dev, st.st_ino) for _, st in found}
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
         for gone in self._scanned_sizes.keys() - scanned:
             del self._scanned_sizes[gone]
