@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,17 @@ async def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str 
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str,
+             got: Callable[[], str] = lambda: "") -> None:
+    """Poll `cond` (outside an event loop) until true; fail naming `what` (and `got()`, what
+    there is instead) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} {got()}")
+        time.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

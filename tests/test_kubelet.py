@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from pipelines.sinks.file import read_dir
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -99,13 +100,6 @@ def open_deleted(pid: int, under: Path) -> list[str]:
     return out
 
 
-def wait(cond, timeout: float, what: str, got=lambda: "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what} {got()}"
-        time.sleep(0.1)
-
-
 def test_kubelet_rotation_restart_and_pod_deletion(tmp_path):
     root = tmp_path / "node"
     pods = [Pod(root, "shop", "cart-7d9f-abcde"), Pod(root, "shop", "web-5c4b-fghij"),
@@ -133,14 +127,14 @@ def test_kubelet_rotation_restart_and_pod_deletion(tmp_path):
                 pods[0].restart()
             time.sleep(0.12)  # the kubelet's pace: rotations a few scan intervals apart
         total = sum(p.written for p in pods)
-        wait(lambda: len(shipped()) >= total, 60,
-             f"every line shipped: {total} written, per pod {[(p.name, p.written) for p in pods]}, "
-             f"rotations {[p.rotations for p in pods]}",
-             lambda: f"shipped per pod/cid: {Counter((r['pod'], r['cid'][:6]) for r in records)}")
+        wait_for(lambda: len(shipped()) >= total, 60,
+                 f"every line shipped: {total} written, per pod {[(p.name, p.written) for p in pods]}, "
+                 f"rotations {[p.rotations for p in pods]}",
+                 lambda: f"shipped per pod/cid: {Counter((r['pod'], r['cid'][:6]) for r in records)}")
         # the pod goes away once shipped: its files are deleted while the agent may hold them
         shutil.rmtree(pods[2].dir.parent)
         pods[2].link.unlink()
-        wait(lambda: not open_deleted(agent.pid, root), 30, "deleted files closed")
+        wait_for(lambda: not open_deleted(agent.pid, root), 30, "deleted files closed")
     finally:
         agent.terminate()
         _, err = agent.communicate(timeout=60)

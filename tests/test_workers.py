@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from agent.settings import Settings
 from agent.workers import _cgroup_quota, merge, resolve_workers, worker_settings
 from bench.generate import generate_tree
 from pipelines.sinks.file import read_dir
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.crash import live_writer
 
 TAILSHIP = [sys.executable, "-m", "agent"]
@@ -216,14 +215,6 @@ def _workers_of(sup: subprocess.Popen[bytes]) -> list[psutil.Process]:
             if "forkserver" in " ".join(c.cmdline()) for p in c.children()]
 
 
-def _wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def _supervisor(tmp_path: Path, body: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """`tailship run` with two workers, the TOML `body` (its top-level keys first) and /metrics
@@ -236,8 +227,8 @@ def _supervisor(tmp_path: Path, body: str) -> Iterator[tuple[subprocess.Popen[by
     err = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - closed below, after the process
     sup = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
     try:
-        _wait(lambda: len(_workers_of(sup)) == 2, 30, "two workers")
-        _wait(lambda: ("tailship_workers", ()) in _scrape(port), 30, "metrics served")
+        wait_for(lambda: len(_workers_of(sup)) == 2, 30, "two workers")
+        wait_for(lambda: ("tailship_workers", ()) in _scrape(port), 30, "metrics served")
         yield sup, port
     finally:
         if sup.poll() is None:
@@ -278,20 +269,20 @@ path = "{out}"
             for w in writers:
                 w.start()
             # one scrape sums both workers: each has 3 of the 6 files open
-            _wait(lambda: _scrape(port).get(("tailship_files_open", ()), 0) == len(files), 30,
-                  "both workers' files in one scrape")
-            _wait(lambda: _scrape(port).get(("tailship_input_lines_total", ()), 0) > 3000, 60,
-                  "lines read by the workers")
+            wait_for(lambda: _scrape(port).get(("tailship_files_open", ()), 0) == len(files), 30,
+                     "both workers' files in one scrape")
+            wait_for(lambda: _scrape(port).get(("tailship_input_lines_total", ()), 0) > 3000, 60,
+                     "lines read by the workers")
             victim = _workers_of(sup)[0]
             victim.kill()
-            _wait(lambda: _scrape(port).get(("tailship_worker_restarts_total", (("cause", "exited"),))) == 1,
-                  30, "the restart counted")
-            _wait(lambda: len(_workers_of(sup)) == 2 and victim.pid not in {p.pid for p in _workers_of(sup)},
-                  30, "a new worker")
+            restarts = ("tailship_worker_restarts_total", (("cause", "exited"),))
+            wait_for(lambda: _scrape(port).get(restarts) == 1, 30, "the restart counted")
+            wait_for(lambda: len(_workers_of(sup)) == 2
+                     and victim.pid not in {p.pid for p in _workers_of(sup)}, 30, "a new worker")
             for w in writers:
                 w.join(timeout=60)
             total = per_file * len(files)
-            _wait(lambda: len(_distinct(out)) >= total, 60, "every line delivered")
+            wait_for(lambda: len(_distinct(out)) >= total, 60, "every line delivered")
             got = _scrape(port)
             # counters stay monotonic across the restart: at least what the live workers read
             assert got[("tailship_input_lines_total", ())] > 0
@@ -334,10 +325,10 @@ type = "null"
 """) as (sup, port):
         victim = _workers_of(sup)[0]
         victim.suspend()
-        _wait(lambda: _scrape(port).get(("tailship_worker_restarts_total", (("cause", "stuck"),))) == 1,
-              30, "the stuck worker restarted")
+        wait_for(lambda: _scrape(port).get(("tailship_worker_restarts_total", (("cause", "stuck"),))) == 1,
+                 30, "the stuck worker restarted")
         assert not psutil.pid_exists(victim.pid) or victim.status() == psutil.STATUS_ZOMBIE
-        _wait(lambda: len(_workers_of(sup)) == 2, 30, "two workers again")
+        wait_for(lambda: len(_workers_of(sup)) == 2, 30, "two workers again")
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
     assert "has not answered for" in (tmp_path / "agent.err").read_text()
@@ -362,7 +353,7 @@ include = ["{logs}/*.log"]
 [sink]
 type = "null"
 """) as (sup, port):
-        _wait(lambda: _scrape(port).get(key) == 6, 30, "both workers' files in one scrape")
+        wait_for(lambda: _scrape(port).get(key) == 6, 30, "both workers' files in one scrape")
         victim = _workers_of(sup)[0]
         victim.suspend()
         try:
@@ -371,7 +362,7 @@ type = "null"
         finally:
             victim.resume()
         assert [g.get(key) for g in got] == [6, 6, 6]
-        _wait(lambda: _scrape(port).get(key) == 6, 30, "a scrape with the worker running again")
+        wait_for(lambda: _scrape(port).get(key) == 6, 30, "a scrape with the worker running again")
         assert victim.is_running() and victim.status() != psutil.STATUS_STOPPED
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
@@ -484,7 +475,7 @@ path = "{out}"
             raise AssertionError("no file name landed on the killed worker")
         def mine() -> set[int]:
             return {off for path, off in _distinct(out) if path == str(f)}
-        _wait(lambda: len(mine()) == 100, 30, "the new file read from its head")
+        wait_for(lambda: len(mine()) == 100, 30, "the new file read from its head")
         assert mine() >= {len("line 0\n") * i for i in range(10)}  # its first lines too
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0
