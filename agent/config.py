@@ -26,6 +26,7 @@ from typing import Any
 
 from agent import logs
 from agent.settings import Settings
+from pipelines import routes
 from pipelines.errors import ConfigError
 
 _REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}|\$\{")
@@ -38,8 +39,7 @@ _TYPE_NAMES: dict[Any, tuple[str, str]] = {  # (one, many)
     float: ("a number", "numbers"), bool: ("true or false", "booleans"),
 }
 # (smaller, larger): the first may not exceed the second.
-_AT_MOST = (("sink.retry_initial_ms", "sink.retry_max_ms"),
-            ("batch.max_bytes", "batch.memory_limit_bytes"),
+_AT_MOST = (("batch.max_bytes", "batch.memory_limit_bytes"),
             ("source.read_chunk_bytes", "source.read_budget_bytes"))
 
 
@@ -69,6 +69,8 @@ def settings_from_dict(data: Mapping[str, Any], env: Mapping[str, str] | None = 
                        source: str = "config", *, interpolate: bool = True) -> Settings:
     """Validate an already-parsed config; `interpolate=False` takes strings literally."""
     walk = _Walk(env=(os.environ if env is None else env) if interpolate else None)
+    if isinstance(data, Mapping) and "sink" in data and "sinks" in data:
+        walk.fail("sinks", "expected either one [sink] table or named [sinks.<name>] tables, got both")
     settings = walk.table(Settings, data, "")
     if settings is not _BAD:
         _cross_checks(settings, walk)
@@ -91,6 +93,8 @@ def describe_settings(cls: type = Settings, prefix: str = "") -> str:
     """Every option as `path = default  # help (rules)`, one per line."""
     lines = []
     for name, (f, hint) in _schema(cls).items():
+        if typing.get_origin(hint) is dict:
+            continue  # named tables (`[sinks.<name>]`) have the options of their kind, listed there
         if dataclasses.is_dataclass(hint):
             lines.append(describe_settings(typing.cast(type, hint), f"{prefix}{name}."))
             continue
@@ -113,6 +117,10 @@ class _Walk:
         self.problems.append(f"{path}: {message}")
         self.bad.add(path)
         return _BAD
+
+    def tainted_below(self, path: str) -> bool:
+        """Whether `path` or anything under it was rejected."""
+        return any(b == path or b.startswith((path + ".", path + "[")) for b in self.bad)
 
     def tainted(self, *paths: str) -> bool:
         """Whether any of these paths, or a table holding one, was rejected."""
@@ -155,6 +163,8 @@ class _Walk:
     def value(self, hint: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
         if typing.get_origin(hint) is list:
             return self.array(hint, raw, path, meta)
+        if typing.get_origin(hint) is dict:
+            return self.tables(hint, raw, path)
         value = self.expand(raw, path, hint)
         if value is _BAD:
             return _BAD
@@ -179,6 +189,22 @@ class _Walk:
             self.bad.add(path)
             return _BAD
         return items
+
+    def tables(self, hint: Any, raw: Any, path: str) -> Any:
+        """Named tables of one kind: `[sinks.<name>]`."""
+        if not isinstance(raw, Mapping):
+            return self.fail(path, f"expected a table of named tables, got {self.show(path, raw, True)}")
+        _, item = typing.get_args(hint)
+        out = {}
+        for name, sub in raw.items():
+            if not _NAME.fullmatch(str(name)):
+                self.fail(f"{path}.{name}", f"expected a name of letters, digits, '_' and '-', got {name!r}")
+                continue
+            out[name] = self.table(typing.cast(type, item), sub, f"{path}.{name}")
+        if any(v is _BAD for v in out.values()) or len(out) != len(raw):
+            self.bad.add(path)
+            return _BAD
+        return out
 
     def expand(self, raw: Any, path: str, hint: Any) -> Any:
         """Interpolate a string; a whole number or boolean may come from a variable."""
@@ -325,13 +351,23 @@ def _get(obj: Any, path: str) -> Any:
 
 def _cross_checks(s: Settings, walk: _Walk) -> None:
     """Options that are valid alone but contradict each other (skipped where one was rejected)."""
+    tables = {"sink": s.sink} if not s.sinks else {f"sinks.{n}": t for n, t in s.sinks.items()}
+    # decided before any cross-check adds its own problem to `walk.bad`
+    valid = [(path, t) for path, t in tables.items() if not walk.tainted_below(path)]
+    routes_valid = not walk.tainted_below("routing") and not walk.tainted_below("sinks")
+    for path, table in valid:
+        for at, problem in table.check(path):
+            walk.fail(at, problem)
     for small, large in _AT_MOST:
         a, b = _get(s, small), _get(s, large)
         if not walk.tainted(small, large) and a > b:
             walk.fail(small, f"expected at most {large} ({walk.show(large, b)}), got {walk.show(small, a)}")
     if not walk.tainted("source.include"):
         _check_include(s.source.include, walk)
-    _check_idempotence(s, walk)
+    for path, table in valid:
+        for at, problem in table.check_types(path):
+            walk.fail(at, problem)
+    _check_routes(s, walk, routes_valid)
     if not walk.tainted("log_metrics"):
         _check_log_metrics(s, walk)
     if s.metrics.listen and not walk.tainted("metrics.listen"):
@@ -344,6 +380,7 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
 
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # a sink's name: metrics label, file names
 
 
 def _check_log_metrics(s: Settings, walk: _Walk) -> None:
@@ -391,12 +428,19 @@ def _check_log_metrics(s: Settings, walk: _Walk) -> None:
                           f"({exc})")
 
 
-def _check_idempotence(s: Settings, walk: _Walk) -> None:
-    """aiokafka refuses an idempotent producer unless every replica acknowledges."""
-    acks, path = s.sink.kafka.acks, "sink.kafka.acks"
-    if s.sink.kafka.idempotence and acks != "all" and not walk.tainted(path, "sink.kafka.idempotence"):
-        walk.fail(path, f"expected 'all' while sink.kafka.idempotence = true (or set that to false), "
-                        f"got {walk.show(path, acks)}")
+def _check_routes(s: Settings, walk: _Walk, valid: bool) -> None:
+    """The routes against the sink names, and no two file sinks writing the same directory."""
+    if valid:
+        for at, problem in routes.check(s.routing, list(s.sink_tables())):
+            walk.fail(at, problem)
+    dirs: dict[str, str] = {}
+    for name, t in s.sink_tables().items():
+        if t.type == "file":
+            d = os.path.abspath(t.path or "<data_dir>/out")
+            if d in dirs:
+                walk.fail(f"sinks.{name}.path", f"expected a directory no other sink writes, got "
+                          f"{t.path or '(default)'!r} (also sinks.{dirs[d]})")
+            dirs.setdefault(d, name)
 
 
 def _check_include(patterns: list[str], walk: _Walk) -> None:

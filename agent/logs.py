@@ -17,20 +17,12 @@ import logging
 import sys
 import time
 
+from pipelines.secrets import add_secret, registered, secrets
+
+__all__ = ["add_secret", "secrets", "setup", "SecretFilter", "RepeatFilter"]
+
 LIBRARIES = ("aiokafka", "elastic_transport", "elasticsearch")
-_SECRETS: set[str] = set()
-
-
-def add_secret(value: str) -> None:
-    """Never let `value` appear in a log line (values shorter than 4 characters are not masked:
-    masking them would garble ordinary text and hide little)."""
-    if len(value) >= 4:
-        _SECRETS.add(value)
-
-
-def secrets() -> list[str]:
-    """The registered secrets (handed to worker processes, which mask them too)."""
-    return sorted(_SECRETS)
+_SECRETS = registered()
 
 
 class SecretFilter(logging.Filter):

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from agent import __version__
+from pipelines.records import Batch
 
 # events that are parse errors, by kind (the rest are counted as events only)
 PARSE_ERRORS = {"malformed": "malformed", "invalid_utf8": "invalid_utf8",
@@ -36,8 +37,8 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.lines_read = Counter("tailship_input_lines_total", "Raw lines read from files", registry=r)
         self.bytes_read = Counter("tailship_input_bytes_total", "Bytes read from files", registry=r)
-        self.records_sent = Counter("tailship_records_sent_total", "Records acknowledged by the sink",
-                                    registry=r)
+        self.records_sent = Counter("tailship_records_sent_total",
+                                    "Records acknowledged by every sink they were routed to", registry=r)
         self.bytes_sent = Counter("tailship_sent_bytes_total", "Encoded bytes acknowledged by the sink",
                                   registry=r)
         self.batches_sent = Counter("tailship_batches_sent_total", "Batches acknowledged by the sink",
@@ -87,6 +88,42 @@ class Metrics:
     def live(self, source: Callable[[], dict[str, Any]]) -> None:
         """Serve the values `source()` returns at every scrape (see `_Live`)."""
         self.registry.register(_Live(source))
+
+
+class MetricsReport:
+    """What the data path reports (`pipelines.delivery.DeliveryReport`,
+    `pipelines.fanout.FanoutReport`), counted in `Metrics`: the one place that turns delivery
+    events into self-metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def sent(self, sink: str, batch: Batch, secs: float) -> None:
+        m = self.m
+        m.send_seconds.labels(sink).observe(secs)
+        m.batches.labels(sink, "ok").inc()
+        m.batches_sent.inc()
+        m.sink_records.labels(sink).inc(batch.nrecords)
+        m.sink_bytes.labels(sink).inc(batch.nbytes)
+
+    def retried(self, sink: str) -> None:
+        self.m.event("sink_retry")
+        self.m.batches.labels(sink, "retry").inc()
+        self.m.retries.labels(sink).inc()
+
+    def failed(self, sink: str) -> None:
+        self.m.batches.labels(sink, "fatal").inc()
+
+    def dropped(self, reason: str, n: int) -> None:
+        self.m.dropped.labels(reason).inc(n)
+        self.m.event(f"dropped_{reason}", n)
+
+    def delivered(self, nrecords: int, nbytes: int) -> None:
+        self.m.records_sent.inc(nrecords)
+        self.m.bytes_sent.inc(nbytes)
+
+    def inflight(self, nbytes: int) -> None:
+        self.m.inflight_bytes.set(nbytes)
 
 
 class _Live(Collector):

@@ -1,9 +1,10 @@
 """The agent: wires discovery, tailers, the batcher, the sender and checkpoints, and runs them.
 
-Flow: discovery starts a `FileTailer` per file → segments take room from the `ByteBudget` and go
-into the `Batcher` → closed batches are registered with the `AckTracker` and queued → sender tasks
-deliver them (retrying retriable errors with exponential backoff and jitter) → acknowledgements
-move checkpoints and give the budget back.
+Flow: discovery starts a `FileTailer` per file → its chain turns lines into segments, tagged with
+the sinks their routes choose → the `Fanout` takes room from the shared budget and hands each sink
+its part → each sink's `Delivery` batches and sends (retrying retriable errors with backoff) →
+once every sink a line went to acknowledged it, its file's checkpoint moves past it and the budget
+comes back.
 
 Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
 lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
@@ -20,7 +21,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,19 +30,21 @@ from agent.checkpoints import CheckpointStore, repartition
 from agent.discovery import RealPaths, compressed, excluded, owner, rotated_siblings, scan
 from agent.identity import FileId, identify
 from agent.inotify import NAMES_CHANGED, DirWatcher
-from agent.metrics import Metrics
+from agent.metrics import Metrics, MetricsReport
 from agent.server import MetricsServer
 from agent.settings import Settings
 from agent.tailer import FileTailer
-from pipelines.backoff import Backoff
-from pipelines.batch import AckTracker, Batcher, ByteBudget
+from pipelines import layout
 from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
-from pipelines.enrich import default_host_name, file_meta
-from pipelines.errors import FatalSinkError, RetriableSinkError, TailshipError
+from pipelines.delivery import Delivery, DeliverySettings
+from pipelines.enrich import default_host_name, file_fields, file_meta
+from pipelines.errors import TailshipError
+from pipelines.fanout import Fanout
 from pipelines.logmetrics import LogMetrics, MetricShipper
-from pipelines.records import Batch, Segment
+from pipelines.routes import Router
 from pipelines.sinks.base import Sink
+from pipelines.sinks.registry import build_sink, parse_sink_url
 
 log = logging.getLogger("tailship.agent")
 
@@ -141,30 +144,29 @@ class Summary:
 
 
 class Agent:
-    def __init__(self, settings: Settings, sink: Sink, *, once: bool = False,
-                 metrics: Metrics | None = None, shard: tuple[int, int] = (0, 1)) -> None:
+    def __init__(self, settings: Settings, sink: Sink | Mapping[str, Sink] | None = None, *,
+                 once: bool = False, metrics: Metrics | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
+        """`sink`: None builds the sinks the settings declare; one sink or sinks by name are
+        used as given (tests), with the delivery options of their table (else of `[sink]`)."""
         self.s = settings
         self.once = once
         self.shard = shard  # (index, workers): this process reads the files `owner` gives it
         self.metrics = metrics or Metrics()
-        if settings.buffer.type == "disk":
-            b = settings.buffer
-            sink = BufferedSink(sink, b.path or os.path.join(settings.data_dir, "buffer"),
-                                max_bytes=b.max_size_bytes, ack=b.ack, when_full=settings.batch.when_full,
-                                retry_initial_secs=settings.sink.retry_initial_ms / 1000,
-                                retry_max_secs=settings.sink.retry_max_ms / 1000, count=self.metrics.event)
-        self.sink = sink
+        sinks = self._sinks(sink)
+        self.router = Router(settings.routing, list(sinks))
         self.log_metrics: LogMetrics | None = None
         if settings.log_metrics.enabled:
             self.log_metrics = LogMetrics(settings.log_metrics, default_host_name(settings.host_name))
             self.metrics.registry.register(self.log_metrics)
         self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
-        self.budget = ByteBudget(settings.batch.memory_limit_bytes)
-        self.tracker = AckTracker()
-        self.queue: asyncio.Queue[Batch] = asyncio.Queue()
-        self.batcher = Batcher(settings.batch.max_records, settings.batch.max_bytes,
-                               settings.batch.linger_ms / 1000, self._ship)
+        report = MetricsReport(self.metrics)
+        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report,
+                                    lambda batch: None, self._fail)
+                           for name, s in sinks.items()]
+        self.fanout = Fanout(self.deliveries, settings.batch.memory_limit_bytes, settings.batch.when_full,
+                             self._commit, report)
         self.tailing: dict[str, _Tailing] = {}
         self.watcher: DirWatcher | None = None
         self._by_name: dict[tuple[str, str], set[FileTailer]] = {}  # (dir, name) -> tailers to wake
@@ -188,12 +190,6 @@ class Agent:
         self._started = 0.0
         self._started_wall = time.time()
         self._cpu0 = 0.0
-        self.unacked = 0
-        self.queued_bytes = 0                      # closed batches waiting for a sender
-        self._waiting = 0                          # tailers waiting for budget room
-        self._paused_since = 0.0
-        self._paused_secs = 0.0                    # wall time with at least one tailer waiting
-        self.failing_since: float | None = None    # monotonic time of the first failure in a row
         self.ready = False
         self.server: MetricsServer | None = None
         self.metrics.live(self._live_values)
@@ -211,21 +207,19 @@ class Agent:
         else:  # a worker: the supervisor has prepared the state of all of them
             prepare_data_dir(self.s.data_dir)
         self.checkpoints.load()
-        await self.sink.start()
+        await self._start_sinks()
         if self.s.metrics.listen:
             self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness)
             try:
                 await self.server.start()
             except OSError as exc:
-                await self.sink.close(1.0)
+                await self._close_sinks(1.0)
                 raise StartupError(str(exc.strerror or exc)) from exc
         self.ready = True
         shipper = await self._metric_shipper()
-        bg = [asyncio.create_task(self._sender(), name=f"sender-{i}")
-              for i in range(self.s.sink.max_in_flight)]
+        bg = [t for d in self.deliveries for t in d.tasks()]
         if shipper is not None:
             bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
-        bg.append(asyncio.create_task(self.batcher.linger(), name="linger"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
         self._start_watching()
         try:
@@ -257,7 +251,7 @@ class Agent:
             if shipper is not None:  # a last snapshot with the final totals
                 await shipper.ship()
                 await shipper.sink.close(max(1.0, self.s.shutdown_timeout_secs / 4))
-            await self.sink.close(max(1.0, self.s.shutdown_timeout_secs / 4))
+            await self._close_sinks(max(1.0, self.s.shutdown_timeout_secs / 4))
             self.ready = False
             if self.server is not None:
                 await self.server.stop()
@@ -270,11 +264,10 @@ class Agent:
         if self.log_metrics is None or not lm.ship_to:
             return None
         from agent.config import settings_from_dict
-        from pipelines.sinks.registry import build_sink, parse_sink_url
 
         conf = settings_from_dict({"sink": parse_sink_url(lm.ship_to)}, source="log_metrics.ship_to",
                                   interpolate=False)
-        sink = build_sink(conf.sink, os.path.join(self.s.data_dir, "log_metrics"))
+        sink = build_sink(conf.sink, layout.log_metrics_dir(self.s.data_dir))
         await sink.start()
         return MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
                              default_host_name(self.s.host_name),
@@ -283,7 +276,8 @@ class Agent:
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
         await self._stop_tailers()
-        await self.batcher.flush()
+        for d in self.deliveries:
+            await d.flush()
         timeout = None if self.once and not self._stopped.is_set() else self.s.shutdown_timeout_secs
         if self._fatal is None:
             try:
@@ -293,16 +287,21 @@ class Agent:
                             "read again on the next start", self.s.shutdown_timeout_secs, self.unacked)
 
     async def _acked_all(self) -> None:
-        join = asyncio.create_task(self.queue.join())
+        join = asyncio.create_task(self._join_deliveries())
         stop = asyncio.create_task(self._stopped.wait()) if self.once else None
-        waits = [join] + ([stop] if stop else [])
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        if stop is not None and not join.done():
-            stop.cancel()
-            # a signal during --once: from now on the shutdown timeout applies
-            await asyncio.wait_for(join, self.s.shutdown_timeout_secs)
-        if stop is not None:
-            stop.cancel()
+        try:
+            await asyncio.wait([join] + ([stop] if stop else []), return_when=asyncio.FIRST_COMPLETED)
+            if stop is not None and not join.done():
+                # a signal during --once: from now on the shutdown timeout applies
+                await asyncio.wait_for(asyncio.shield(join), self.s.shutdown_timeout_secs)
+        finally:
+            join.cancel()
+            if stop is not None:
+                stop.cancel()
+
+    async def _join_deliveries(self) -> None:
+        for d in self.deliveries:
+            await d.join()
 
     async def _stop_tailers(self) -> None:
         self._stop_reading.set()
@@ -592,7 +591,7 @@ class Agent:
             self._acked.set()  # written soon, not only after an acknowledgement
         new_processor = functools.partial(self._processor, path=label or path, real_path=real_path)
         tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
-                            emit=self._emit, metrics=self.metrics, settings=self.s.source,
+                            emit=self.fanout.emit, metrics=self.metrics, settings=self.s.source,
                             once=self.once, stop=self._stop_reading, on_gone=self._rescan.set)
         task = asyncio.create_task(self._tail(tailer), name=f"tail:{path}")
         tailing = _Tailing(tailer, task, (fid.dev, fid.ino), label or path, real_path)
@@ -621,7 +620,9 @@ class Agent:
         return size if tail else 0
 
     def _processor(self, fid: FileId, path: str, real_path: str) -> FileProcessor:
-        return FileProcessor(self.spec, fid.key, path, file_meta(path, real_path), self.metrics.event)
+        meta = file_meta(path, real_path)
+        routes = self.router.for_file(file_fields(meta, path, self.spec.host_name))
+        return FileProcessor(self.spec, fid.key, path, meta, self.metrics.event, routes)
 
     async def _tail(self, tailer: FileTailer) -> None:
         try:
@@ -643,91 +644,53 @@ class Agent:
                                 del self._by_name[name]
             self.metrics.files_open.dec()
 
-    # -- data path ------------------------------------------------------------------------------
+    # -- sinks --------------------------------------------------------------------------------
 
-    async def _emit(self, seg: Segment) -> None:
-        budget = self.budget
-        if budget.used and budget.used + seg.nbytes > budget.limit:  # will wait: backpressure
-            if self.s.batch.when_full == "drop_newest":
-                # the user prefers fresh logs to complete ones: count and drop; later batches of the
-                # file move its checkpoint past these lines
-                if seg.records:
-                    self.metrics.dropped.labels("buffer_full").inc(len(seg.records))
-                    self.metrics.event("dropped_buffer_full", len(seg.records))
-                return
-            if self._waiting == 0:
-                self._paused_since = time.monotonic()
-            self._waiting += 1
-            try:
-                await budget.acquire(seg.nbytes)
-            finally:
-                self._waiting -= 1
-                if self._waiting == 0:
-                    self._paused_secs += time.monotonic() - self._paused_since
+    def _sinks(self, given: Sink | Mapping[str, Sink] | None) -> dict[str, Sink]:
+        """The sinks by name, each behind its own disk buffer when `buffer.type = "disk"`."""
+        s = self.s
+        if given is None:
+            index, workers = self.shard
+            sinks = {name: build_sink(t, s.data_dir, index if workers > 1 else None, name)
+                     for name, t in s.sink_tables().items()}
+        elif isinstance(given, Mapping):
+            sinks = dict(given)
         else:
-            await budget.acquire(seg.nbytes)
-        self.metrics.inflight_bytes.set(self.budget.used)
-        await self.batcher.add(seg)
+            sinks = {given.name: given}
+        if s.buffer.type == "disk":
+            b, root = s.buffer, layout.buffer_root(s.data_dir, s.buffer.path)
+            table = s.sink_tables()
+            sinks = {name: BufferedSink(
+                sink, layout.buffer_dir(root, name, bool(s.sinks)), max_bytes=b.max_size_bytes // len(sinks),
+                ack=b.ack, when_full=s.batch.when_full,
+                retry_initial_secs=table.get(name, s.sink).retry_initial_ms / 1000,
+                retry_max_secs=table.get(name, s.sink).retry_max_ms / 1000, count=self.metrics.event)
+                for name, sink in sinks.items()}
+        return sinks
 
-    async def _ship(self, batch: Batch) -> None:
-        # no await in here: a cancelled tailer must not leave a batch half-registered
-        self.tracker.register(batch)
-        self.unacked += batch.nrecords
-        self.queued_bytes += batch.nbytes
-        self.queue.put_nowait(batch)
+    async def _start_sinks(self) -> None:
+        started: list[Delivery] = []
+        try:
+            for d in self.deliveries:
+                await d.sink.start()
+                started.append(d)
+        except BaseException:
+            for d in started:
+                await d.sink.close(1.0)
+            raise
 
-    async def _sender(self) -> None:
-        while True:
-            batch = await self.queue.get()
-            self.queued_bytes -= batch.nbytes
-            try:
-                await self._deliver(batch)
-            finally:
-                self.queue.task_done()
+    async def _close_sinks(self, timeout_secs: float) -> None:
+        await asyncio.gather(*(d.sink.close(timeout_secs) for d in self.deliveries))
 
-    async def _deliver(self, batch: Batch) -> None:
-        backoff = Backoff(self.s.sink.retry_initial_ms / 1000, self.s.sink.retry_max_ms / 1000)
-        attempt = 0
-        m, name = self.metrics, self.sink.name
-        while True:
-            t0 = time.monotonic()
-            try:
-                await self.sink.send(batch)
-                m.send_seconds.labels(name).observe(time.monotonic() - t0)
-                m.batches.labels(name, "ok").inc()
-                self.failing_since = None
-                break
-            except RetriableSinkError as exc:
-                attempt += 1
-                self.metrics.event("sink_retry")
-                m.batches.labels(name, "retry").inc()
-                m.retries.labels(name).inc()
-                if self.failing_since is None:
-                    self.failing_since = t0
-                if attempt == 1 or attempt % 10 == 0:
-                    log.warning("%s (attempt %d; retrying, files wait on disk)", exc, attempt)
-                await asyncio.sleep(backoff.next())
-            except FatalSinkError as exc:
-                m.batches.labels(name, "fatal").inc()
-                log.error("%s", exc)
-                self._fail(exc)
-                return
-        self._acknowledged(batch)
-
-    def _acknowledged(self, batch: Batch) -> None:
-        paths = {seg.file_key: seg.path for seg in batch.segments}
-        for key, offset in self.tracker.ack(batch).items():
-            self.checkpoints.put(key, offset, paths[key])
+    def _commit(self, key: str, offset: int, path: str) -> None:
+        """Every sink acknowledged the lines of file `key` before `offset`."""
+        self.checkpoints.put(key, offset, path)
         self._acked.set()
-        self.unacked -= batch.nrecords
-        self.budget.release(batch.nbytes)
-        m = self.metrics
-        m.inflight_bytes.set(self.budget.used)
-        m.records_sent.inc(batch.nrecords)
-        m.bytes_sent.inc(batch.nbytes)
-        m.batches_sent.inc()
-        m.sink_records.labels(self.sink.name).inc(batch.nrecords)
-        m.sink_bytes.labels(self.sink.name).inc(batch.nbytes)
+
+    @property
+    def unacked(self) -> int:
+        """Records in batches no sink has acknowledged yet."""
+        return sum(d.unacked for d in self.deliveries)
 
     async def _persist_loop(self) -> None:
         # right after acknowledgements, at most once per interval: duplicates after a crash are
@@ -750,29 +713,28 @@ class Agent:
             return False, f"stopped: {self._fatal}"
         if not self.ready:
             return False, "starting or stopping"
-        if self.failing_since is not None:
-            failing = time.monotonic() - self.failing_since
-            if failing >= self.s.metrics.ready_failing_secs:
-                return False, f"sink {self.sink.name} failing for {failing:.0f}s"
+        now = time.monotonic()
+        for d in self.deliveries:
+            failing = now - d.failing_since if d.failing_since is not None else 0.0
+            if failing and failing >= self.s.metrics.ready_failing_secs:
+                return False, f"sink {d.name} failing for {failing:.0f}s"
         return True, "ready"
 
     def _live_values(self) -> dict[str, Any]:
-        dead = getattr(self.sink, "dead", None)
-        open_batch = self.batcher.open_bytes
+        queues = {"inflight": self.fanout.budget.used, "open_batch": 0, "send_queue": 0, "sending": 0}
+        for d in self.deliveries:
+            for stage, n in d.pending_bytes.items():
+                queues[stage] += n
+        sinks = [d.sink for d in self.deliveries]
         return {
             "files": [(t.tailer.fd, t.tailer.pos) for t in self.tailing.values() if not t.tailer.done],
-            "queues": {"inflight": self.budget.used, "open_batch": open_batch,
-                       "send_queue": self.queued_bytes,
-                       "sending": max(0, self.budget.used - open_batch - self.queued_bytes)},
+            "queues": queues,
             "checkpoint_age": self.checkpoints.age(),
-            "dead_letters": {self.sink.name: dead.count} if dead is not None else {},
-            "buffer_bytes": self.sink.bytes if isinstance(self.sink, BufferedSink) else 0,
-            "paused_secs": self.paused_secs(),
+            "dead_letters": {s.name: dead.count for s in sinks
+                             if (dead := getattr(s, "dead", None)) is not None},
+            "buffer_bytes": sum(s.bytes for s in sinks if isinstance(s, BufferedSink)),
+            "paused_secs": self.fanout.paused_secs(),
         }
-
-    def paused_secs(self) -> float:
-        ongoing = time.monotonic() - self._paused_since if self._waiting else 0.0
-        return self._paused_secs + ongoing
 
     def summary(self) -> Summary:
         m = self.metrics
@@ -784,6 +746,15 @@ class Agent:
             cpu_secs=time.process_time() - self._cpu0, unacked_records=self.unacked,
             events=dict(m.events),
         )
+
+
+def _delivery_settings(s: Settings, name: str, nsinks: int) -> DeliverySettings:
+    t = s.sink_tables().get(name, s.sink)
+    return DeliverySettings(
+        max_records=s.batch.max_records, max_bytes=s.batch.max_bytes, linger_secs=s.batch.linger_ms / 1000,
+        max_in_flight=t.max_in_flight, retry_initial_secs=t.retry_initial_ms / 1000,
+        retry_max_secs=t.retry_max_ms / 1000,
+        memory_limit_bytes=t.memory_limit_bytes or s.batch.memory_limit_bytes // nsinks)
 
 
 def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:

@@ -3,19 +3,27 @@
 `agent.config` builds these from TOML (or from the `tailship tail` command line) after checking
 every key; the rest of the agent reads only these objects, never raw config. Field metadata drives
 validation: `choices`, `min`/`max`, `help`. Option names carry their units.
+
+The options of the data path live beside it and are composed here: a sink's in
+`pipelines/sinks/` (`SinkSettings` and each type's sub-table), routes in `pipelines/routes.py`,
+log metrics in `pipelines/logmetrics_settings.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from pipelines.logmetrics_settings import LogMetricsSettings, MetricRule
+from pipelines.options import opt
+from pipelines.routes import RouteCondition, RouteSettings, RoutingSettings
+from pipelines.sinks.config import SinkSettings
+from pipelines.sinks.elasticsearch.config import ElasticsearchSettings
+from pipelines.sinks.kafka.config import KafkaSettings
 
-def opt(default: Any = None, *, help: str, factory: Any = None, **rules: Any) -> Any:  # noqa: A002
-    meta = {"help": help, **rules}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+__all__ = ["Settings", "SourceSettings", "ParseSettings", "TraceSettings", "MultilineSettings",
+           "BatchSettings", "BufferSettings", "MetricsSettings", "SinkSettings", "KafkaSettings",
+           "ElasticsearchSettings", "LogMetricsSettings", "MetricRule", "RouteCondition", "RouteSettings",
+           "RoutingSettings", "opt"]
 
 
 @dataclass(slots=True)
@@ -75,73 +83,7 @@ class BatchSettings:
                          help="at memory_limit_bytes: stop reading (block) or drop new records")
 
 
-@dataclass(slots=True)
-class KafkaSettings:
-    bootstrap_servers: list[str] = opt(factory=lambda: ["127.0.0.1:9092"], help="host:port of brokers")
-    topic: str = opt("logs", help="topic, or a template over kubernetes fields: logs-{kubernetes.namespace}")
-    fallback_topic: str = opt("logs", help="topic when a template field is missing")
-    key: str = opt("trace_id", help='message key: "trace_id", "none" or "field:<dotted.path>"')
-    compression: str = opt("zstd", choices=("none", "gzip", "lz4", "zstd"),
-                           help="Kafka-native record-batch compression")
-    compression_level: int = opt(1, min=1, max=22, help="zstd level (aiokafka alone would use 3)")
-    acks: str = opt("all", choices=("all", "1", "0"), help="acknowledgements the leader waits for")
-    idempotence: bool = opt(True, help="idempotent producer (needs acks = all)")
-    linger_ms: int = opt(5, min=0, help="producer linger after a batch is handed over")
-    max_batch_bytes: int = opt(1 << 20, min=1024, help="largest record batch sent to one partition")
-    max_record_bytes: int = opt(1000000, min=1024,
-                                help="larger records go to the dead-letter file (broker message.max.bytes)")
-    request_timeout_ms: int = opt(30000, min=1000, help="produce and metadata request timeout")
-    security_protocol: str = opt("PLAINTEXT", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-                                 help="how to talk to the brokers")
-    tls_ca_file: str = opt("", help="PEM file of CAs that sign the brokers' certificates")
-    tls_cert_file: str = opt("", help="client certificate (PEM) for mutual TLS")
-    tls_key_file: str = opt("", help="client private key (PEM) for mutual TLS")
-    tls_verify_hostname: bool = opt(True, help="check the broker certificate's host name")
-    sasl_mechanism: str = opt("PLAIN", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
-                              help="SASL mechanism (SASL_* protocols)")
-    sasl_username: str = opt("", help="SASL user name")
-    sasl_password: str = opt("", help="SASL password: use ${ENV_VAR}, or sasl_password_file")
-    sasl_password_file: str = opt("", help="file holding the SASL password")
 
-
-@dataclass(slots=True)
-class ElasticsearchSettings:
-    urls: list[str] = opt(factory=lambda: ["http://127.0.0.1:9200"],
-                          help="node URLs (http:// or https://); requests are spread over them")
-    index: str = opt("logs-{kubernetes.namespace}-%Y.%m.%d",
-                     help="index: a template over kubernetes fields and the event time (strftime codes)")
-    fallback_index: str = opt("logs-unknown-%Y.%m.%d", help="index when a template field is missing")
-    op_type: str = opt("index", choices=("index", "create"),
-                       help='"index" overwrites by _id; "create" (data streams) keeps the first copy')
-    id_mode: str = opt("file_offset", choices=("file_offset", "none"),
-                       help="document _id from (file identity, offset), so a re-send never duplicates")
-    trace_fields: str = opt("both", choices=("plain", "ecs", "both"),
-                            help="trace_id/span_id (plain), trace.id/span.id (ecs), or both")
-    compression: bool = opt(False, help="gzip the bulk request body")
-    request_timeout_secs: float = opt(30.0, min=1, help="bulk and start-up request timeout")
-    username: str = opt("", help="basic auth user")
-    password: str = opt("", help="basic auth password: use ${ENV_VAR}, or password_file")
-    password_file: str = opt("", help="file holding the basic auth password")
-    api_key: str = opt("", help="API key (base64 id:key): use ${ENV_VAR}, or api_key_file")
-    api_key_file: str = opt("", help="file holding the API key")
-    tls_ca_file: str = opt("", help="PEM file of CAs that sign the nodes' certificates")
-    tls_verify: bool = opt(True, help="verify the nodes' certificates and host names")
-
-
-@dataclass(slots=True)
-class SinkSettings:
-    type: str = opt("file", choices=("file", "stdout", "null", "kafka", "elasticsearch"),
-                   help="which sink")
-    path: str = opt("", help="file sink: output directory (default <data_dir>/out)")
-    compression_level: int = opt(3, min=1, max=19, help="file sink: zstd level")
-    rotate_bytes: int = opt(64 << 20, min=1024,
-                            help="file sink: start a new file after this many uncompressed bytes")
-    max_in_flight: int = opt(1, min=1, max=64,
-                             help="batches sent concurrently (above 1, batches may arrive out of order)")
-    retry_initial_ms: int = opt(100, min=1, help="first retry delay; doubles up to retry_max_ms")
-    retry_max_ms: int = opt(10000, min=1, help="longest retry delay")
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
 
 
 @dataclass(slots=True)
@@ -161,34 +103,6 @@ class MetricsSettings:
                                     help="/readyz answers 503 once the sink has failed for this long")
 
 
-@dataclass(slots=True)
-class MetricRule:
-    name: str = field(metadata={"help": "metric name after the prefix; counters get _total appended"})
-    type: str = opt("counter", choices=("counter", "histogram"), help="what the rule computes")
-    help: str = opt("", help="the metric's HELP text")
-    field: str = opt("", help="histogram: the numeric record field observed (dotted path)")
-    buckets: list[float] = opt(factory=lambda: [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
-                                                2500.0, 5000.0, 10000.0],
-                               help="histogram: upper bounds of the buckets")
-    labels: list[str] = opt(factory=list, help="record fields (dotted paths) whose values label the series")
-    match_field: str = opt("", help="only records whose field (dotted path) passes the tests below")
-    equals: str = opt("", help="match_field equals this (compared as text)")
-    one_of: list[str] = opt(factory=list, help="match_field is one of these (compared as text)")
-    exists: bool = opt(False, help="match_field is present")
-    message_regex: str = opt("", help="only records whose message (message, else msg) matches this regex")
-    max_series: int = opt(1000, min=1, help="label sets kept; more are folded into __overflow__")
-
-
-@dataclass(slots=True)
-class LogMetricsSettings:
-    enabled: bool = opt(True, help="derive metrics from log records")
-    prefix: str = opt("logs_", help="prefix of every derived metric name")
-    defaults: bool = opt(True, help="built-in rules: lines by namespace and level, lines with trace context")
-    host_label: bool = opt(False, help="label every derived series with host (host.name)")
-    ship_to: str = opt("", help="also ship snapshots as records to this sink URL (kafka://, "
-                                "elasticsearch://, file:, stdout); empty: only /metrics")
-    ship_interval_secs: float = opt(60.0, min=1, help="how often a snapshot is shipped")
-    rules: list[MetricRule] = opt(factory=list, help="user rules: [[log_metrics.rules]] tables")
 
 
 @dataclass(slots=True)
@@ -208,6 +122,13 @@ class Settings:
     multiline: MultilineSettings = field(default_factory=MultilineSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
+    sinks: dict[str, SinkSettings] = opt(factory=dict, help="several named sinks: [sinks.<name>] tables "
+                                         "(instead of [sink]); each has the options of [sink]")
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     buffer: BufferSettings = field(default_factory=BufferSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_metrics: LogMetricsSettings = field(default_factory=LogMetricsSettings)
+
+    def sink_tables(self) -> dict[str, SinkSettings]:
+        """The sinks by name: the `[sinks.<name>]` tables, else the one `[sink]`, named by its type."""
+        return dict(self.sinks) if self.sinks else {self.sink.type: self.sink}

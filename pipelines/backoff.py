@@ -1,9 +1,14 @@
-"""Exponential backoff with jitter, shared by every retry loop (sender, disk buffer, Kafka
-metadata updates)."""
+"""Exponential backoff with jitter, and the one retry loop every sender uses (the delivery of
+each sink, the disk buffer's drain, the log-metrics shipper; Kafka metadata updates use the
+backoff alone)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
+
+from pipelines.errors import RetriableSinkError
 
 
 class Backoff:
@@ -21,3 +26,22 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay = self.initial
+
+
+async def send_with_retry(send: Callable[[], Awaitable[None]], backoff: Backoff,
+                          on_retry: Callable[[RetriableSinkError, int], None],
+                          attempts: int = 0) -> None:
+    """Await `send()` until it returns. A `RetriableSinkError` is reported to `on_retry` with the
+    attempt number and tried again after the backoff's next delay, at most `attempts` times in
+    all (0: without end), after which it is raised; any other error is raised at once."""
+    attempt = 0
+    while True:
+        try:
+            await send()
+            return
+        except RetriableSinkError as exc:
+            attempt += 1
+            if attempts and attempt >= attempts:
+                raise
+            on_retry(exc, attempt)
+            await asyncio.sleep(backoff.next())

@@ -1,18 +1,16 @@
-"""Batching, the in-flight byte budget, and in-order acknowledgement tracking.
+"""Batching and the in-flight byte budget.
 
 * `ByteBudget` bounds the bytes in flight between the tailers and the sink: a tailer awaits room
   before its records enter a batch and the room comes back only when the sink acknowledged them.
   This is the backpressure: with the budget spent, tailers stop reading and files wait on disk.
 * `Batcher` packs segments into batches closed on `max_records`, `max_bytes` or `linger`.
-* `AckTracker` turns batch acknowledgements, which may arrive out of order when several batches
-  are in flight, into checkpoint offsets that only move past lines whose every earlier batch is
-  acknowledged too.
+
+(Acknowledgements become checkpoints in `pipelines.fanout`, across every sink a line went to.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from pipelines.records import Batch, Segment
@@ -49,6 +47,9 @@ def split_segment(seg: Segment, k: int) -> tuple[Segment, Segment]:
     tail.nbytes = seg.nbytes - head.nbytes
     head.safe_offset = min(min(tail.offsets, default=seg.safe_offset), seg.safe_offset)
     tail.safe_offset = seg.safe_offset
+    head.ticket = tail.ticket = seg.ticket
+    if seg.ticket is not None:
+        seg.ticket.pending += 1  # two pieces to acknowledge where there was one
     return head, tail
 
 
@@ -113,34 +114,3 @@ class Batcher:
         batch, self._current = self._current, None
         if batch is not None and batch.segments:
             await self._ship(batch)
-
-
-class AckTracker:
-    """Per file: the batches in flight, in the order they were closed."""
-
-    def __init__(self) -> None:
-        self._pending: dict[str, deque[list[int]]] = {}  # key → [[seq, offset, done], ...]
-
-    def register(self, batch: Batch) -> None:
-        for key, offset in batch.acks().items():
-            self._pending.setdefault(key, deque()).append([batch.seq, offset, 0])
-
-    def ack(self, batch: Batch) -> dict[str, int]:
-        """Mark `batch` done; return the files whose committed offset moved, with the new offset."""
-        moved: dict[str, int] = {}
-        for key in batch.acks():
-            q = self._pending.get(key)
-            if not q:
-                continue
-            for entry in q:
-                if entry[0] == batch.seq:
-                    entry[2] = 1
-                    break
-            while q and q[0][2]:
-                moved[key] = q.popleft()[1]
-            if not q:
-                del self._pending[key]
-        return moved
-
-    def in_flight(self, key: str) -> bool:
-        return key in self._pending

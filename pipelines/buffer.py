@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 import zstandard
 
-from pipelines.backoff import Backoff
+from pipelines.backoff import Backoff, send_with_retry
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
@@ -319,28 +319,25 @@ class BufferedSink:
                 fut.set_result(None)
 
     async def _deliver(self, batch: Batch) -> bool:
-        backoff = Backoff(self.retry_initial, self.retry_max)
-        attempt = 0
-        while True:
-            try:
-                await self.inner.send(batch)
-                return True
-            except RetriableSinkError as exc:
-                attempt += 1
-                self.count("buffer_retry", 1)
-                if attempt == 1 or attempt % 10 == 0:
-                    log.warning("%s (attempt %d; the disk buffer holds %d batch(es), %d bytes)",
-                                exc, attempt, len(self.buf.frames), self.buf.bytes)
-                await asyncio.sleep(backoff.next())
-            except FatalSinkError as exc:
-                log.error("%s", exc)
-                self._fatal = exc
-                self._room.set()
-                self._empty.set()
-                for fut in self._delivered.values():
-                    if not fut.done():
-                        fut.set_exception(exc)
-                return False
+        def on_retry(exc: RetriableSinkError, attempt: int) -> None:
+            self.count("buffer_retry", 1)
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("%s (attempt %d; the disk buffer holds %d batch(es), %d bytes)",
+                            exc, attempt, len(self.buf.frames), self.buf.bytes)
+
+        try:
+            await send_with_retry(lambda: self.inner.send(batch),
+                                  Backoff(self.retry_initial, self.retry_max), on_retry)
+            return True
+        except FatalSinkError as exc:
+            log.error("%s", exc)
+            self._fatal = exc
+            self._room.set()
+            self._empty.set()
+            for fut in self._delivered.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+            return False
 
     async def close(self, timeout_secs: float) -> None:
         """Deliver what the buffer holds within the deadline; the rest waits for the next start."""

@@ -28,6 +28,7 @@ from pipelines.formats import (
 )
 from pipelines.multiline import Merged, Multiline
 from pipelines.records import Segment
+from pipelines.routes import FileRoutes
 
 # Keys the agent writes into every record. An app field with the same name is kept: merged when
 # both are objects (the agent's keys win inside), otherwise renamed to `<key>_app`.
@@ -82,8 +83,12 @@ class FileProcessor:
     """Turns one file's raw lines into encoded records, holding unfinished joins between calls."""
 
     def __init__(self, spec: ChainSpec, file_key: str, path: str, meta: dict[str, Any],
-                 count: Counter) -> None:
+                 count: Counter, routes: FileRoutes | None = None) -> None:
         self.spec = spec
+        # the sinks of this file's records: one mask for all, or one per record (routes that
+        # test record fields), computed where the record is still a dict
+        self._mask = -1 if routes is None else routes.mask
+        self._route = None if routes is None else routes.per_record
         self.file_key = file_key
         self.path = path
         self.meta = meta
@@ -161,7 +166,8 @@ class FileProcessor:
     # -- internals ------------------------------------------------------------------------------
 
     def _segment(self) -> Segment:
-        return Segment(self.file_key, self.path, self.meta)
+        return Segment(self.file_key, self.path, self.meta, mask=self._mask,
+                       routes=None if self._route is None else [])
 
     @staticmethod
     def _compact(seg: Segment) -> Segment:
@@ -195,6 +201,7 @@ class FileProcessor:
         nbytes = 0
         agent_keys = AGENT_KEYS
         observe = spec.observe
+        route, routes = self._route, seg.routes
         for off, stream, ts, payload, flags in entries:
             obj: Any = None
             if parse and payload[:1] == "{":
@@ -244,6 +251,8 @@ class FileProcessor:
                 rec["host"] = {**rec["host"], **host} if "host" in rec else host
             if observe is not None:
                 observe(rec, tid)
+            if route is not None:
+                routes.append(route(rec))  # type: ignore[union-attr]
             b = dumps(rec)
             records.append(b)
             offsets.append(off)
@@ -284,6 +293,8 @@ class FileProcessor:
             rec["host"] = self._host
         if self.spec.observe is not None:
             self.spec.observe(rec, tid)
+        if self._route is not None:
+            seg.routes.append(self._route(rec))  # type: ignore[union-attr]
         b = orjson.dumps(rec)
         seg.records.append(b)
         seg.offsets.append(off)

@@ -47,3 +47,14 @@ def default_host_name(configured: str = "") -> str:
 def file_meta(path: str, real_path: str | None) -> dict[str, Any]:
     k8s = kubernetes_from_paths(path, real_path)
     return {"kubernetes": k8s} if k8s else {}
+
+
+def file_fields(meta: dict[str, Any], path: str, host_name: str) -> dict[str, Any]:
+    """The fields the chain sets on every record of a file, with the agent's values winning over
+    an app's (see `pipelines.chain`): what routes can decide once per file."""
+    fields: dict[str, Any] = {"log": {"file": {"path": path}}}
+    if meta.get("kubernetes"):
+        fields["kubernetes"] = meta["kubernetes"]
+    if host_name:
+        fields["host"] = {"name": host_name}
+    return fields

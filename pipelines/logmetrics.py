@@ -33,8 +33,10 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from agent.settings import LogMetricsSettings, MetricRule
+from pipelines.backoff import Backoff, send_with_retry
 from pipelines.errors import SinkError
+from pipelines.fields import as_text, getter
+from pipelines.logmetrics_settings import LogMetricsSettings, MetricRule
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
 
@@ -49,36 +51,8 @@ _LEVELS = {"warn": "warning", "err": "error", "eror": "error", "dbug": "debug", 
            "crit": "critical", "alert": "critical", "fatal": "fatal", "panic": "fatal", "emerg": "fatal"}
 
 
-def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
-    """Value at a dotted path: nested objects, or the literal dotted key at top level."""
-    parts = path.split(".")
-    if len(parts) == 1:
-        key = parts[0]
-        return lambda rec: rec.get(key)
-
-    def get(rec: dict[str, Any]) -> Any:
-        v: Any = rec
-        for p in parts:
-            if type(v) is not dict:
-                return rec.get(path)
-            v = v.get(p)
-            if v is None:
-                return rec.get(path)
-        return v
-
-    return get
-
-
 def _label_text(v: Any) -> str:
-    if v is None:
-        return MISSING
-    if type(v) is str:
-        return v
-    if type(v) is bool:
-        return "true" if v else "false"
-    if type(v) in (int, float):
-        return str(v)
-    return MISSING  # objects and arrays are no label values
+    return as_text(v, MISSING)
 
 
 def _message(rec: dict[str, Any]) -> str:
@@ -245,7 +219,7 @@ class LogMetrics(Collector):
         self.series.append(series)
         labels_of = _labels_fn(rule.labels, self._host())
         match = _matcher(rule)
-        field = _getter(rule.field) if rule.field else None
+        field = getter(rule.field) if rule.field else None
         skipped = self.skipped
         name = series.name
         counts = series.counts
@@ -301,7 +275,7 @@ class LogMetrics(Collector):
 
 def _labels_fn(paths: list[str], host: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[str, ...]]:
     """Label values of a record as a tuple, specialized for the common small cases."""
-    getters = [_getter(p) for p in paths]
+    getters = [getter(p) for p in paths]
     if not getters:
         return lambda rec: host
     if len(getters) == 1 and not host:
@@ -316,7 +290,7 @@ def _matcher(rule: MetricRule) -> Callable[[dict[str, Any]], bool] | None:
     if rule.match_field:
         key = rule.match_field
         simple = "." not in key
-        get = _getter(key)
+        get = getter(key)
         if rule.exists:
             tests.append((lambda rec: key in rec) if simple else (lambda rec: get(rec) is not None))
         if rule.equals != "":
@@ -408,17 +382,12 @@ class MetricShipper:
         seg.nbytes = sum(map(len, records))
         batch = Batch(seq=self._seq)
         batch.add(seg)
-        delay = 0.5
-        for attempt in range(1, self.attempts + 1):
-            try:
-                await self.sink.send(batch)
-                self.shipped += 1
-                return True
-            except SinkError as exc:
-                if not exc.retriable or attempt == self.attempts:
-                    log.warning("log metrics snapshot not shipped: %s", exc)
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+        try:
+            await send_with_retry(lambda: self.sink.send(batch), Backoff(0.5, 10.0, 1.0, 1.0),
+                                  lambda exc, attempt: None, self.attempts)
+            self.shipped += 1
+            return True
+        except SinkError as exc:
+            log.warning("log metrics snapshot not shipped: %s", exc)
         self.failed += 1
         return False

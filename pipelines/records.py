@@ -4,8 +4,8 @@ A `Segment` is what one file's chunk turned into: encoded records (orjson bytes,
 each, no newline) with, for each record, its offset in the file and its trace context. Keeping the
 per-record metadata in parallel lists avoids building one Python object per line.
 
-A `Batch` is a list of segments plus the acknowledgement it carries: for each file identity, the
-offset up to which every line has been turned into records of this or an earlier batch.
+A `Batch` is a list of segments for one sink; acknowledging it acknowledges each segment's
+`ticket` (see `pipelines.fanout`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ class Segment:
     span_ids: list[str | None] = field(default_factory=list)
     nbytes: int = 0                # sum of len(records)
     safe_offset: int = 0           # all lines before this offset are in this or earlier segments
+    mask: int = -1                 # sinks of every record (bit i: sink i) when `routes` is None
+    routes: list[int] | None = None  # per record: its sinks, where routing depends on record fields
+    ticket: Any = None             # the acknowledgement it is part of (pipelines.fanout.Ticket)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -46,7 +49,3 @@ class Batch:
     def iter_records(self) -> Iterator[bytes]:
         for seg in self.segments:
             yield from seg.records
-
-    def acks(self) -> dict[str, int]:
-        """file key → safe offset after this batch (the last segment of a file wins)."""
-        return {seg.file_key: seg.safe_offset for seg in self.segments}

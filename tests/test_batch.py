@@ -1,4 +1,4 @@
-"""Batching, the byte budget and in-order acknowledgement."""
+"""Batching and the byte budget (acknowledgements: test_fanout.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipelines.batch import AckTracker, Batcher, ByteBudget, split_segment
+from pipelines.batch import Batcher, ByteBudget, split_segment
 from pipelines.records import Batch, Segment
 
 pytestmark = pytest.mark.timeout(10)
@@ -38,22 +38,6 @@ def test_split_segment_with_out_of_order_joined_record():
     assert head.safe_offset == 10
 
 
-def test_ack_tracker_commits_only_contiguous_prefix():
-    """An acknowledgement out of order does not move a file past an unacknowledged batch."""
-    t = AckTracker()
-    b1, b2, b3 = Batch(1), Batch(2), Batch(3)
-    b1.add(seg("a", [0], 100))
-    b2.add(seg("a", [100], 200))
-    b2.add(seg("b", [0], 50))
-    b3.add(seg("a", [200], 300))
-    for b in (b1, b2, b3):
-        t.register(b)
-    assert t.ack(b2) == {"b": 50}
-    assert t.ack(b3) == {}
-    assert t.ack(b1) == {"a": 300}
-    assert not t.in_flight("a") and not t.in_flight("b")
-
-
 async def test_batcher_closes_on_records_bytes_and_linger():
     """Batches close at max_records (splitting segments), at max_bytes, and after linger."""
     shipped: list[Batch] = []
@@ -64,7 +48,7 @@ async def test_batcher_closes_on_records_bytes_and_linger():
     b = Batcher(max_records=3, max_bytes=1000, linger_secs=0.05, ship=ship)
     await b.add(seg("a", [0, 1, 2, 3, 4], 5))
     assert [x.nrecords for x in shipped] == [3]
-    assert shipped[0].acks() == {"a": 3}
+    assert shipped[0].segments[-1].safe_offset == 3
     await b.add(seg("b", [0], 1, size=2000))
     assert [x.nrecords for x in shipped] == [3, 3]
     task = asyncio.create_task(b.linger())
@@ -75,7 +59,7 @@ async def test_batcher_closes_on_records_bytes_and_linger():
                 await asyncio.sleep(0.01)
     finally:
         task.cancel()
-    assert shipped[2].acks() == {"c": 1}
+    assert [(x.file_key, x.safe_offset) for x in shipped[2].segments] == [("c", 1)]
     assert [x.seq for x in shipped] == [1, 2, 3]
 
 

@@ -239,7 +239,7 @@ async def test_sink_outage_backpressure_no_loss(tmp_path):
     async with running(Agent(s, sink)) as a:
         await wait_until(lambda: sink.attempts >= 3, what="failing deliveries")
         read_while_down = a.metrics.bytes_read._value.get()
-        assert a.budget.used <= 64 * 1024 + 16384 * 2
+        assert a.fanout.budget.used <= 64 * 1024 + 16384 * 2
         assert read_while_down < 600_000 / 2
         sink.down = False
         await wait_until(lambda: len(sink.records) == 3000, what="all lines after recovery")

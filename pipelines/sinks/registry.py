@@ -1,69 +1,94 @@
-"""Choosing a sink: from settings (`sink.type`) or from a CLI URL (`tailship tail --to URL`).
+"""Sink types: a type name maps to its options' sub-table, its factory and its URL form.
 
-Building a sink does no I/O; `start()` does (and fails with the target named).
+Building a sink does no I/O; `start()` does (and fails with the target named). A new sink type is
+a module (its options beside it) and one entry in `SINK_TYPES`; the options class is also a field
+of `SinkSettings` so that `[sink.<type>]` tables validate.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from agent.settings import SinkSettings
+from pipelines import layout
 from pipelines.sinks.base import Sink
-from pipelines.sinks.file import FileSink
-from pipelines.sinks.null import NullSink
-from pipelines.sinks.stdout import StdoutSink
-
-SUPPORTED = ("stdout", "null", "file:DIR", "file://DIR", "kafka://HOST:PORT[,HOST:PORT]/TOPIC",
-             "elasticsearch[+https]://HOST:PORT[,HOST:PORT]/INDEX")
-TYPES = ("file", "stdout", "null", "kafka", "elasticsearch")
+from pipelines.sinks.config import TYPES, SinkContext, SinkSettings
+from pipelines.sinks.elasticsearch import config as es_config
+from pipelines.sinks.kafka import config as kafka_config
 
 
-def build_sink(settings: SinkSettings, data_dir: str, worker: int | None = None) -> Sink:
-    """The sink `settings.type` names; the file sink writes to `<data_dir>/out` unless `path` is
-    set (`worker`: the index of a worker process, which names its own files there)."""
-    if settings.type == "null":
-        return NullSink()
-    if settings.type == "stdout":
-        return StdoutSink()
-    if settings.type == "file":
-        path = settings.path or os.path.join(data_dir, "out")
-        return FileSink(path, settings.compression_level, settings.rotate_bytes, worker)
-    if settings.type == "kafka":
-        from pipelines.sinks.kafka import KafkaSink  # aiokafka is imported only when used
+@dataclass(frozen=True)
+class SinkType:
+    name: str
+    build: Callable[[SinkSettings, SinkContext], Sink]
+    url: str                                               # the URL form, for messages
+    from_url: Callable[[str], dict[str, Any]] | None = None  # "//rest" after "<scheme>:" → table
 
-        return KafkaSink(settings.kafka, data_dir)
-    if settings.type == "elasticsearch":
-        from pipelines.sinks.elasticsearch import ElasticsearchSink
 
-        return ElasticsearchSink(settings.elasticsearch, data_dir)
-    raise ValueError(f"unknown sink type {settings.type!r}; supported: {', '.join(TYPES)}")
+def _lazy(module: str, cls: str) -> Any:
+    """The sink class, imported when first built (aiokafka only where Kafka is used)."""
+    return getattr(importlib.import_module(module), cls)
+
+
+def _file(s: SinkSettings, ctx: SinkContext) -> Sink:
+    path = s.path or layout.out_dir(ctx.data_dir)
+    sink: Sink = _lazy("pipelines.sinks.file", "FileSink")(path, s.compression_level, s.rotate_bytes,
+                                                           ctx.worker)
+    return sink
+
+
+def _file_url(rest: str) -> dict[str, Any]:
+    path = rest[2:] if rest.startswith("//") else rest
+    if not path:
+        raise ValueError("file sink URL needs a directory: file:DIR")
+    return {"type": "file", "path": path}
+
+
+def _named(sink: Sink, name: str) -> Sink:
+    sink.name = name
+    return sink
+
+
+SINK_TYPES: dict[str, SinkType] = {t.name: t for t in (
+    SinkType("file", _file, "file:DIR", _file_url),
+    SinkType("stdout", lambda s, ctx: _lazy("pipelines.sinks.stdout", "StdoutSink")(), "stdout"),
+    SinkType("null", lambda s, ctx: _lazy("pipelines.sinks.null", "NullSink")(), "null"),
+    SinkType("kafka", lambda s, ctx: _lazy("pipelines.sinks.kafka", "KafkaSink")(
+        s.kafka, ctx.data_dir, ctx.name), "kafka://HOST:PORT[,HOST:PORT]/TOPIC", kafka_config.from_url),
+    SinkType("elasticsearch", lambda s, ctx: _lazy("pipelines.sinks.elasticsearch", "ElasticsearchSink")(
+        s.elasticsearch, ctx.data_dir, ctx.name), "elasticsearch[+https]://HOST:PORT[,HOST:PORT]/INDEX",
+        lambda rest: es_config.from_url(rest, https=False)),
+)}
+assert tuple(SINK_TYPES) == TYPES
+SUPPORTED = ("stdout", "null", "file:DIR", "file://DIR", SINK_TYPES["kafka"].url,
+             SINK_TYPES["elasticsearch"].url)
+
+
+def build_sink(settings: SinkSettings, data_dir: str, worker: int | None = None,
+               name: str | None = None) -> Sink:
+    """The sink `settings.type` names, called `name` (default: its type); the file sink writes
+    to `<data_dir>/out` unless `path` is set (`worker`: the index of a worker process, which names
+    its own files there)."""
+    kind = SINK_TYPES.get(settings.type)
+    if kind is None:
+        raise ValueError(f"unknown sink type {settings.type!r}; supported: {', '.join(TYPES)}")
+    return _named(kind.build(settings, SinkContext(name or settings.type, data_dir, worker)),
+                  name or settings.type)
 
 
 def parse_sink_url(url: str) -> dict[str, Any]:
-    """`stdout`, `null`, `file:DIR` or `file://DIR` → the `[sink]` table it stands for."""
+    """`stdout`, `null`, `file:DIR`, `kafka://...`, `elasticsearch://...` → the sink table it
+    stands for."""
     if url in ("stdout", "-"):
         return {"type": "stdout"}
     if url == "null":
         return {"type": "null"}
     scheme, sep, rest = url.partition(":")
-    if sep and scheme == "file":
-        path = rest[2:] if rest.startswith("//") else rest
-        if not path:
-            raise ValueError("file sink URL needs a directory: file:DIR")
-        return {"type": "file", "path": path}
-    if sep and scheme == "kafka" and rest.startswith("//"):
-        hosts, _, topic = rest[2:].partition("/")
-        if not hosts or not topic:
-            raise ValueError("kafka sink URL needs brokers and a topic: kafka://HOST:PORT/TOPIC")
-        return {"type": "kafka", "kafka": {"bootstrap_servers": hosts.split(","), "topic": topic,
-                                           "fallback_topic": topic}}
-    if sep and scheme in ("elasticsearch", "elasticsearch+https") and rest.startswith("//"):
-        hosts, _, index = rest[2:].partition("/")
-        if not hosts or not index:
-            raise ValueError("elasticsearch sink URL needs nodes and an index: "
-                             "elasticsearch://HOST:PORT/INDEX")
-        http = "https" if scheme.endswith("https") else "http"
-        return {"type": "elasticsearch", "elasticsearch": {
-            "urls": [f"{http}://{h}" for h in hosts.split(",")], "index": index, "fallback_index": index}}
+    if sep and scheme == "elasticsearch+https":
+        return es_config.from_url(rest, https=True)
+    kind = SINK_TYPES.get(scheme) if sep else None
+    if kind is not None and kind.from_url is not None:
+        return kind.from_url(rest)
     raise ValueError(f"unsupported sink URL {url!r}; supported: {', '.join(SUPPORTED)}")

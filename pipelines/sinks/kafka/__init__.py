@@ -24,12 +24,13 @@ from typing import Any
 
 import orjson
 
-from agent import logs
-from agent.settings import KafkaSettings
+from pipelines import layout
 from pipelines.deadletter import DeadLetter
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
+from pipelines.secrets import add_secret
 from pipelines.sinks.kafka.codec import install_zstd_level
+from pipelines.sinks.kafka.config import KafkaSettings
 from pipelines.sinks.kafka.damping import Damper, damp_metadata_retries, keep_batches
 from pipelines.sinks.kafka.partition import KeyPartitioner
 from pipelines.sinks.template import FieldTemplate
@@ -143,7 +144,7 @@ def _secret(s: KafkaSettings) -> str | None:
     if s.sasl_password_file:
         try:
             secret = Path(s.sasl_password_file).read_text().strip()
-            logs.add_secret(secret)
+            add_secret(secret)
             return secret
         except OSError as exc:
             raise FatalSinkError("kafka", f"cannot read sasl_password_file "
@@ -177,11 +178,12 @@ def producer_options(s: KafkaSettings) -> dict[str, Any]:
 class KafkaSink:
     name = "kafka"
 
-    def __init__(self, settings: KafkaSettings, data_dir: str) -> None:
+    def __init__(self, settings: KafkaSettings, data_dir: str, name: str = "kafka") -> None:
+        self.name = name
         self.s = settings
         self.topics = FieldTemplate(settings.topic, settings.fallback_topic)
         self.partitioner = KeyPartitioner()
-        self.dead = DeadLetter(Path(data_dir) / "deadletter" / "kafka.ndjson", "kafka")
+        self.dead = DeadLetter(layout.dead_letter_file(data_dir, name), name)
         self.key_path = settings.key[6:].split(".") if settings.key.startswith("field:") else None
         self._producer: Any = None
         self._partitions: dict[str, int] = {}

@@ -32,11 +32,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from agent import logs
-from agent.settings import ElasticsearchSettings
+from pipelines import layout
 from pipelines.deadletter import DeadLetter, Entry
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
+from pipelines.secrets import add_secret
+from pipelines.sinks.elasticsearch.config import ElasticsearchSettings
 from pipelines.sinks.template import FieldTemplate
 
 log = logging.getLogger("tailship.elasticsearch")
@@ -54,7 +55,7 @@ def redact_url(url: str) -> str:
     if parts.username is None and parts.password is None:
         return url
     if parts.password:
-        logs.add_secret(parts.password)
+        add_secret(parts.password)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
@@ -64,7 +65,7 @@ def _read_secret(value: str, path: str, what: str) -> str:
     if path:
         try:
             secret = Path(path).read_text().strip()
-            logs.add_secret(secret)
+            add_secret(secret)
             return secret
         except OSError as exc:
             raise FatalSinkError("elasticsearch", f"cannot read {what} {path!r}: {exc.strerror}") from exc
@@ -138,11 +139,12 @@ def _doc_id_prefix(file_key: str) -> bytes:
 class ElasticsearchSink:
     name = "elasticsearch"
 
-    def __init__(self, settings: ElasticsearchSettings, data_dir: str) -> None:
+    def __init__(self, settings: ElasticsearchSettings, data_dir: str, name: str = "elasticsearch") -> None:
+        self.name = name
         self.s = settings
         self.where = ",".join(redact_url(u) for u in settings.urls)
         self.names = IndexNames(settings.index, settings.fallback_index)
-        self.dead = DeadLetter(Path(data_dir) / "deadletter" / "elasticsearch.ndjson", self.name)
+        self.dead = DeadLetter(layout.dead_letter_file(data_dir, name), name)
         self._op = settings.op_type.encode()
         self._client: Any = None
         self._done: dict[int, set[int]] = {}   # batch seq → item numbers indexed or dead-lettered

@@ -1,0 +1,142 @@
+"""Delivery to one sink: its byte budget, its batcher, its send queue and senders.
+
+    segments (from `Fanout`) ─► budget ─► Batcher ─► queue ─► senders ─► sink.send (retried)
+                                   ▲                                          │
+                                   └────────── released on acknowledgement ◄──┘
+
+Each sink has its own `Delivery`, so a sink that is down holds back only what is routed to it:
+its budget fills, and the files feeding it wait (`Fanout.emit` awaits this budget). Sending is
+retried with one `Backoff` per batch (`send_with_retry`) while the sink raises
+`RetriableSinkError`; a `FatalSinkError` is handed to `on_fatal`. An acknowledged batch is handed
+to `on_acked`, which moves checkpoints once every sink a line went to has acknowledged it.
+
+The agent's metrics are out of reach here (`pipelines` imports nothing from `agent`): what a
+delivery has to report goes through the small `DeliveryReport` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipelines.backoff import Backoff, send_with_retry
+from pipelines.batch import Batcher, ByteBudget
+from pipelines.errors import FatalSinkError, RetriableSinkError
+from pipelines.records import Batch, Segment
+from pipelines.sinks.base import Sink
+
+log = logging.getLogger("tailship.delivery")
+
+
+class DeliveryReport(Protocol):
+    """What deliveries report (the agent counts it in its metrics)."""
+
+    def sent(self, sink: str, batch: Batch, secs: float) -> None:
+        """A batch was acknowledged after `secs` of its last attempt."""
+
+    def retried(self, sink: str) -> None:
+        """An attempt failed with a retriable error."""
+
+    def failed(self, sink: str) -> None:
+        """An attempt failed with a fatal error."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    max_records: int
+    max_bytes: int
+    linger_secs: float
+    max_in_flight: int
+    retry_initial_secs: float
+    retry_max_secs: float
+    memory_limit_bytes: int
+
+
+class Delivery:
+    def __init__(self, sink: Sink, settings: DeliverySettings, report: DeliveryReport,
+                 on_acked: Callable[[Batch], None], on_fatal: Callable[[BaseException], None]) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.s = settings
+        self.report = report
+        self.on_acked = on_acked
+        self.on_fatal = on_fatal
+        self.budget = ByteBudget(settings.memory_limit_bytes)
+        self.batcher = Batcher(settings.max_records, settings.max_bytes, settings.linger_secs, self._ship)
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue()
+        self.unacked = 0                          # records in batches not acknowledged yet
+        self.queued_bytes = 0                     # closed batches waiting for a sender
+        self.failing_since: float | None = None   # monotonic time of the first failure in a row
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Start the senders and the linger timer (cancelled by the owner at the end)."""
+        tasks = [asyncio.create_task(self._sender(), name=f"sender-{self.name}-{i}")
+                 for i in range(self.s.max_in_flight)]
+        tasks.append(asyncio.create_task(self.batcher.linger(), name=f"linger-{self.name}"))
+        return tasks
+
+    async def add(self, seg: Segment) -> None:
+        """Batch `seg`, for which room was taken in `budget` (`Fanout` waits for it)."""
+        await self.batcher.add(seg)
+
+    async def flush(self) -> None:
+        await self.batcher.flush()
+
+    async def join(self) -> None:
+        """Until every closed batch is acknowledged (or given up on a fatal error)."""
+        await self.queue.join()
+
+    @property
+    def pending_bytes(self) -> dict[str, int]:
+        """Bytes by stage, for /metrics."""
+        open_batch = self.batcher.open_bytes
+        return {"open_batch": open_batch, "send_queue": self.queued_bytes,
+                "sending": max(0, self.budget.used - open_batch - self.queued_bytes)}
+
+    async def _ship(self, batch: Batch) -> None:
+        # no await in here: a cancelled tailer must not leave a batch half-registered
+        self.unacked += batch.nrecords
+        self.queued_bytes += batch.nbytes
+        self.queue.put_nowait(batch)
+
+    async def _sender(self) -> None:
+        while True:
+            batch = await self.queue.get()
+            self.queued_bytes -= batch.nbytes
+            try:
+                await self._deliver(batch)
+            finally:
+                self.queue.task_done()
+
+    async def _deliver(self, batch: Batch) -> None:
+        started = 0.0
+
+        async def attempt() -> None:
+            nonlocal started
+            started = time.monotonic()
+            await self.sink.send(batch)
+
+        def on_retry(exc: RetriableSinkError, attempt: int) -> None:
+            self.report.retried(self.name)
+            if self.failing_since is None:
+                self.failing_since = started
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("%s (attempt %d; retrying, files wait on disk)", exc, attempt)
+
+        try:
+            await send_with_retry(attempt, Backoff(self.s.retry_initial_secs, self.s.retry_max_secs),
+                                  on_retry)
+        except FatalSinkError as exc:
+            self.report.failed(self.name)
+            log.error("%s", exc)
+            self.on_fatal(exc)
+            return
+        self.report.sent(self.name, batch, time.monotonic() - started)
+        self.failing_since = None
+        self.unacked -= batch.nrecords
+        self.budget.release(batch.nbytes)
+        self.on_acked(batch)
