@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 from agent import __version__, logs
 from agent.config import load_config, settings_from_dict
@@ -29,7 +30,7 @@ from agent.runtime import (
 )
 from agent.settings import MetricsSettings, Settings
 from pipelines.errors import ConfigError, TailshipError
-from pipelines.sinks.registry import build_sink, parse_sink_url
+from pipelines.sinks.registry import parse_sink_url
 
 log = logging.getLogger("tailship")
 
@@ -65,9 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     tail = sub.add_parser("tail", help="tail files and ship them to a sink")
     tail.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB",
                       help="files or glob patterns; a directory means every *.log under it")
-    tail.add_argument("--to", required=True, metavar="SINK_URL",
+    tail.add_argument("--to", required=True, action="append", metavar="SINK_URL",
                       help="stdout | null | file:DIR | kafka://HOST:PORT/TOPIC | "
-                      "elasticsearch://HOST:PORT/INDEX")
+                      "elasticsearch://HOST:PORT/INDEX; several --to: every record to each")
     tail.add_argument("--once", action="store_true",
                       help="read to the end of the files, ship, wait for acknowledgements, exit")
     tail.add_argument("--data-dir", help="checkpoints directory (default: a temporary one with "
@@ -111,17 +112,14 @@ def _listen(settings: Settings, listen: str) -> MetricsSettings:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     includes = [os.path.join(p, "**", "*.log") if os.path.isdir(p) else p for p in args.paths]
-    try:
-        sink = parse_sink_url(args.to)
-    except ValueError as exc:
-        raise ConfigError([f"--to: {exc}"], source="command line") from exc
+    sinks = _sink_tables(args.to)
     tmp = None
     data_dir = args.data_dir
     if data_dir is None and args.once:
         tmp = tempfile.TemporaryDirectory(prefix="tailship-")
         data_dir = tmp.name
     elif data_dir is None:
-        digest = hashlib.sha256("\0".join([*includes, args.to]).encode()).hexdigest()[:16]
+        digest = hashlib.sha256("\0".join([*includes, *args.to]).encode()).hexdigest()[:16]
         state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
         data_dir = os.path.join(state, "tailship", digest)
     settings = settings_from_dict({
@@ -131,7 +129,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         "multiline": {"preset": args.multiline},
         "metrics": {"listen": args.metrics_listen},
         "workers": args.workers,
-        "sink": sink,
+        **({"sink": next(iter(sinks.values()))} if len(sinks) == 1 else {"sinks": sinks}),
     }, source="command line", interpolate=False)
     progress = not args.no_progress and sys.stderr.isatty()
     try:
@@ -141,13 +139,33 @@ def cmd_tail(args: argparse.Namespace) -> int:
             tmp.cleanup()
 
 
+def _sink_tables(urls: list[str]) -> dict[str, dict[str, Any]]:
+    """`--to` URLs → sink tables named by type (`file`, `file-2`, ...)."""
+    tables: dict[str, dict[str, Any]] = {}
+    problems = []
+    for url in urls:
+        try:
+            table = parse_sink_url(url)
+        except ValueError as exc:
+            problems.append(f"--to {url}: {exc}")
+            continue
+        name, n = table["type"], 1
+        while name in tables:
+            n += 1
+            name = f"{table['type']}-{n}"
+        tables[name] = table
+    if problems:
+        raise ConfigError(problems, source="command line")
+    return tables
+
+
 def _run_agent(settings: Settings, *, once: bool, progress: bool, log_level: str = "info") -> int:
     from agent.workers import resolve_workers
 
     workers = resolve_workers(settings)
     if workers > 1:
         return _run_workers(settings, workers, once=once, progress=progress, log_level=log_level)
-    agent = Agent(settings, build_sink(settings.sink, settings.data_dir), once=once)
+    agent = Agent(settings, once=once)
 
     async def go() -> int:
         install_signal_handlers(agent.request_stop)

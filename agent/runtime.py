@@ -90,22 +90,29 @@ def check_buffers(s: Settings, workers: int) -> None:
         return
     # one process: <buffer.path> or <data_dir>/buffer; worker k: <buffer.path>/worker-k or
     # <data_dir>/worker-k/buffer (see worker_settings)
-    candidates = [(s.buffer.path or os.path.join(s.data_dir, "buffer"), 1)]
-    for wd in sorted(Path(s.buffer.path or s.data_dir).glob("worker-*")):
-        k = wd.name.removeprefix("worker-")
-        if k.isdigit():
-            candidates.append((str(wd if s.buffer.path else wd / "buffer"), int(k) + 1))
+    candidates = [(layout.buffer_root(s.data_dir, s.buffer.path), 1)]
+    for k, wd in layout.worker_dirs(s.buffer.path or s.data_dir):
+        candidates.append((str(wd if s.buffer.path else wd / "buffer"), k + 1))
     for d, written_by in candidates:
         expected = written_by == 1 if workers <= 1 else (written_by > 1 and written_by <= workers)
         if expected:
             continue
-        held = sum(p.stat().st_size for p in Path(d).glob("seg-*.tsb")) if os.path.isdir(d) else 0
+        held = sum(p.stat().st_size for p in _buffer_segments(d))
         if held:
             raise StartupError(
                 f"the disk buffer {d} holds {held} bytes written with "
                 f"{'workers = 1' if written_by == 1 else f'at least {written_by} workers'}, which "
                 f"workers = {workers} would never deliver: start once more with the earlier "
                 f"`workers` until it is empty, or remove it (its records are lost then)")
+
+
+def _buffer_segments(d: str) -> list[Path]:
+    """The disk-buffer files of one process: in `d` (one sink) or in a directory per sink below
+    it (`layout.buffer_dir`); not those of worker directories below it (`buffer.path` set)."""
+    if not os.path.isdir(d):
+        return []
+    sinks = [p for p in Path(d).iterdir() if p.is_dir() and not p.name.startswith(layout.WORKER_PREFIX)]
+    return [f for folder in [Path(d), *sinks] for f in folder.glob("seg-*.tsb")]
 
 
 def prepare_state(s: Settings, workers: int) -> None:

@@ -50,6 +50,7 @@ from agent.runtime import (
     run_loop,
 )
 from agent.settings import Settings
+from pipelines import layout
 from pipelines.backoff import Backoff
 
 log = logging.getLogger("tailship.supervisor")
@@ -98,7 +99,7 @@ AUTO_MAX_WORKERS = 8              # workers = 0 on a big machine: each worker co
 def resolve_workers(s: Settings) -> int:
     """`workers`, or one per CPU available (at most AUTO_MAX_WORKERS) when 0; always 1 for the
     stdout sink (lines written by several processes to one pipe could interleave)."""
-    if s.sink.type == "stdout":
+    if any(t.type == "stdout" for t in s.sink_tables().values()):
         return 1
     return s.workers if s.workers > 0 else min(AUTO_MAX_WORKERS, available_cpus())
 
@@ -113,8 +114,9 @@ def worker_settings(s: Settings, index: int, workers: int) -> Settings:
     w.buffer.max_size_bytes = max(1 << 20, s.buffer.max_size_bytes // workers)
     if s.buffer.path:
         w.buffer.path = worker_dir(s.buffer.path, index, workers)
-    if s.sink.type == "file" and not s.sink.path:
-        w.sink.path = os.path.join(s.data_dir, "out")  # one output directory, files named per worker
+    for t in w.sink_tables().values():
+        if t.type == "file" and not t.path:
+            t.path = layout.out_dir(s.data_dir)  # one output directory, files named per worker
     w.metrics.listen = ""
     return w
 
@@ -123,10 +125,8 @@ def preload_modules(s: Settings) -> list[str]:
     """Modules a worker needs, imported once by the fork server."""
     mods = ["agent.forkserver_signals", "agent.runtime", "agent.logs", "pipelines.sinks.registry",
             "uvloop", "orjson", "zstandard"]
-    if s.sink.type == "kafka":
-        mods.append("pipelines.sinks.kafka")
-    elif s.sink.type == "elasticsearch":
-        mods.append("pipelines.sinks.elasticsearch")
+    types = {t.type for t in s.sink_tables().values()}
+    mods += [f"pipelines.sinks.{t}" for t in ("kafka", "elasticsearch") if t in types]
     return mods
 
 
@@ -159,13 +159,12 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
         signal.signal(sig, signal.SIG_DFL)
     from agent.runtime import Agent
     from pipelines.errors import TailshipError
-    from pipelines.sinks.registry import build_sink
 
     for secret in secrets:  # registered while the supervisor read the configuration
         logs.add_secret(secret)
     logs.setup(log_level, f"w{index}")
     ws = worker_settings(settings, index, workers)
-    agent = Agent(ws, build_sink(ws.sink, ws.data_dir, index), once=once, shard=(index, workers))
+    agent = Agent(ws, once=once, shard=(index, workers))
 
     async def go() -> int:
         install_signal_handlers(agent.request_stop)
