@@ -29,8 +29,8 @@ from agent.settings import KafkaSettings
 from pipelines.deadletter import DeadLetter
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
-from pipelines.sinks.kafka.codec import install_zstd_level
-from pipelines.sinks.kafka.damping import Damper, damp_metadata_retries, keep_batches
+from pipelines.sinks.kafka import aiokafka_internals as internals
+from pipelines.sinks.kafka.damping import Damper
 from pipelines.sinks.kafka.partition import KeyPartitioner
 from pipelines.sinks.template import FieldTemplate
 
@@ -89,20 +89,9 @@ class Records:
 def _fill(builder: Any, recs: Records, start: int) -> int:
     """Append records from `start` on until the builder is full; how many it took.
 
-    The producer's BatchBuilder wraps the C record batch builder in a Python method per record;
-    with no serializers (the sink passes bytes) its work is the C append plus the record count
-    (which the idempotent producer's sequence numbers follow), so that is done here directly
-    (aiokafka 0.14's private attributes, the version is pinned; anything else takes the public
-    method)."""
-    from aiokafka.record.default_records import DefaultRecordBatchBuilder
-
-    raw = getattr(builder, "_builder", None)
-    direct = (type(raw) is DefaultRecordBatchBuilder
-              and getattr(builder, "_relative_offset", None) == 0
-              and getattr(builder, "_key_serializer", 0) is None
-              and getattr(builder, "_value_serializer", 0) is None
-              and getattr(builder, "_closed", None) is False)
-    append = raw.append if direct else None  # type: ignore[union-attr]
+    Straight to aiokafka's C record builder when aiokafka_internals allows it (skipping a Python
+    method per record), else through the builder's public append."""
+    append = internals.direct_append(builder)
     n = 0
     for key, value, path, t, s in islice(zip(recs.keys, recs.values, recs.paths, recs.trace_ids,
                                              recs.span_ids, strict=True), start, None):
@@ -117,8 +106,8 @@ def _fill(builder: Any, recs: Records, start: int) -> int:
         elif builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
             break
         n += 1
-    if direct:
-        builder._relative_offset = n
+    if append is not None:
+        internals.set_record_count(builder, n)
     return n
 
 
@@ -197,7 +186,7 @@ class KafkaSink:
 
     async def start(self) -> None:
         if self.s.compression == "zstd":
-            install_zstd_level(self.s.compression_level)
+            internals.install_zstd_level(self.s.compression_level)
         await self._connect(FatalSinkError)
         self._partitions.clear()
 
@@ -208,9 +197,9 @@ class KafkaSink:
 
         try:
             self._producer = AIOKafkaProducer(**producer_options(self.s))
-            self._damper = damp_metadata_retries(self._producer, initial=0.1)
+            self._damper = internals.damp_metadata_retries(self._producer, initial=0.1)
             if self.s.idempotence:
-                keep_batches(self._producer)
+                internals.keep_batches(self._producer)
             await self._producer.start()
         except (KafkaError, OSError, ssl.SSLError) as exc:
             await self._stop_quietly()
@@ -307,7 +296,7 @@ class KafkaSink:
             try:
                 parts = await self._producer.partitions_for(topic)
             except UnknownTopicOrPartitionError as exc:
-                if await self._reachable():
+                if await internals.reachable(self._producer):
                     raise FatalSinkError(self.name, f"topic {topic!r} does not exist on Kafka at "
                                          f"{self.where} and the broker did not create it") from exc
                 raise RetriableSinkError(self.name, f"no metadata for topic {topic!r}: "
@@ -316,13 +305,6 @@ class KafkaSink:
                 raise RetriableSinkError(self.name, f"topic {topic!r} has no partitions yet")
             n = self._partitions[topic] = len(parts)
         return n
-
-    async def _reachable(self) -> bool:
-        try:
-            await self._producer.client.fetch_all_metadata()
-            return True
-        except Exception:  # noqa: BLE001 - any failure means "not reachable now"
-            return False
 
     async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, Records]:
         groups: dict[Group, Records] = {}
