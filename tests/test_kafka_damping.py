@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from pipelines.sinks.kafka.damping import Damper, damp_metadata_retries
+from pipelines.sinks.kafka.aiokafka_internals import damp_metadata_retries
+from pipelines.sinks.kafka.damping import Damper
 
 pytestmark = pytest.mark.timeout(10)
 

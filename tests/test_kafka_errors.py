@@ -313,3 +313,262 @@ def test_a_record_batch_rejected_for_its_content_is_dead_lettered_with_its_own_r
     assert [(d["file"], d["offset"], d["record"]) for d in dead] == [
         ("/x.log", 20, '{"message":"m2"}'), ("/y.log", 0, '{"message":"n0"}')]
     assert all(d["reason"].startswith("MessageSizeTooLargeError") for d in dead)
+
+
+# --- One test per row of the error table (pipelines/sinks/kafka/errors.py). The expected
+# behaviour is written out here, not read from the table, so a wrong row fails a test.
+
+PASSWORD = "pw-s3cr3t-0451"
+
+
+def sasl_sink(tmp_path: Path) -> kafka_sink.KafkaSink:
+    """A sink with a SASL password from a file (registered as a secret when the sink starts)."""
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    s = dataclasses.replace(KafkaSettings(), request_timeout_ms=1000, linger_ms=0, topic="t",
+                            compression="none", security_protocol="SASL_PLAINTEXT",
+                            sasl_username="tailship", sasl_password_file=str(tmp_path / "pw"))
+    return kafka_sink.KafkaSink(s, str(tmp_path))
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import logs
+
+    monkeypatch.setattr(logs, "_SECRETS", set())
+
+
+def failing_futures(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> dict[str, bool]:
+    """Every record batch's future fails with `exc` until `state["ok"]` is set."""
+    state = {"ok": False}
+
+    async def send_batch(self: FakeProducer, builder: FakeBuilder, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if state["ok"]:
+            self.sent.append((topic, partition, builder.values))
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+        return fut
+
+    monkeypatch.setattr(FakeProducer, "send_batch", send_batch)
+    return state
+
+
+def dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "deadletter" / "kafka.ndjson"
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def assert_names_sink_topic_cause(text: str, cls: type[Exception]) -> None:
+    assert "127.0.0.1:9092" in text and "topic 't'" in text and cls.__name__ in text, text
+    assert PASSWORD not in text and "***" in text, text  # the cause carried it: masked
+
+
+def _errors(*names: str) -> list[type[Exception]]:
+    import aiokafka.errors
+
+    return [getattr(aiokafka.errors, n) for n in names]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cls", _errors(
+    "MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidTopicError",
+    "CorruptRecordException", "RecordTooLargeError"), ids=lambda c: c.__name__)
+def test_record_batch_rejected_for_its_content_is_dead_lettered(fake_producer, monkeypatch, tmp_path,
+                                                                secrets, cls):
+    """The delivery succeeds without a retry; every record is in the dead-letter file, the reason
+    naming the error, the brokers and the topic, with the secret masked."""
+    failing_futures(monkeypatch, cls(f"broker detail {PASSWORD}"))
+    fake_producer.modes = ["ok"]
+
+    async def go() -> None:
+        k = sasl_sink(tmp_path)
+        await k.start()
+        await k.send(make_batch(3))
+        assert k.healthy()
+        await k.close(1)
+
+    asyncio.run(go())
+    dead = dead_letters(tmp_path)
+    assert [(d["file"], d["offset"]) for d in dead] == [("/x.log", 0), ("/x.log", 10), ("/x.log", 20)]
+    for d in dead:
+        assert d["reason"].startswith(cls.__name__)
+        assert_names_sink_topic_cause(d["reason"], cls)
+    assert not fake_producer.instances[0].sent
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cls", _errors(
+    "SaslAuthenticationFailed", "AuthenticationFailedError", "UnsupportedSaslMechanismError",
+    "IllegalSaslStateError", "TopicAuthorizationFailedError", "ClusterAuthorizationFailedError"),
+    ids=lambda c: c.__name__)
+def test_refused_credentials_or_rights_are_fatal(fake_producer, monkeypatch, tmp_path, secrets, cls):
+    failing_futures(monkeypatch, cls(f"broker detail {PASSWORD}"))
+    fake_producer.modes = ["ok"]
+
+    async def go() -> str:
+        k = sasl_sink(tmp_path)
+        await k.start()
+        with pytest.raises(FatalSinkError) as info:
+            await k.send(make_batch(3))
+        await k.close(1)
+        return str(info.value)
+
+    message = asyncio.run(go())
+    assert message.startswith("sink kafka: Kafka at 127.0.0.1:9092 refused"), message
+    assert_names_sink_topic_cause(message, cls)
+    assert dead_letters(tmp_path) == []
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("cls", _errors(
+    "KafkaConnectionError", "KafkaTimeoutError", "NotLeaderForPartitionError", "RequestTimedOutError",
+    "NotEnoughReplicasError", "LeaderNotAvailableError", "UnknownTopicOrPartitionError",
+    "NodeNotReadyError", "OutOfOrderSequenceNumber", "UnknownError"), ids=lambda c: c.__name__)
+def test_other_kafka_errors_are_retried_and_the_retry_delivers(fake_producer, monkeypatch, tmp_path,
+                                                               secrets, cls):
+    """A retriable failure (UnknownError included: aiokafka's class for codes it does not know,
+    such as 87 INVALID_RECORD); nothing dead-lettered; the retry delivers every record."""
+    state = failing_futures(monkeypatch, cls(f"broker detail {PASSWORD}"))
+    fake_producer.modes = ["ok"]
+    batch = make_batch(3)
+
+    async def go() -> str:
+        k = sasl_sink(tmp_path)
+        await k.start()
+        with pytest.raises(RetriableSinkError) as info:
+            await k.send(batch)
+        assert not k.healthy()
+        state["ok"] = True
+        await k.send(batch)
+        assert k.healthy()
+        await k.close(1)
+        return str(info.value)
+
+    message = asyncio.run(go())
+    assert message.startswith("sink kafka: Kafka at 127.0.0.1:9092 (topic 't'"), message
+    assert_names_sink_topic_cause(message, cls)
+    assert dead_letters(tmp_path) == []
+    [producer] = fake_producer.instances
+    assert sorted(v for _, _, vals in producer.sent for v in vals) == [
+        b'{"message":"m%d"}' % i for i in range(3)]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name,fatal", [("MessageSizeTooLargeError", False),
+                                        ("TopicAuthorizationFailedError", True)])
+def test_an_error_raised_by_send_batch_is_not_about_records_already_known(
+        fake_producer, monkeypatch, tmp_path, secrets, name, fatal):
+    """Raised by send_batch itself rather than by a record batch's future: a content error is
+    retried (no record batch to dead-letter), an authorization error is fatal."""
+    [cls] = _errors(name)
+
+    async def send_batch(self: FakeProducer, builder: FakeBuilder, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
+        raise cls(f"broker detail {PASSWORD}")
+
+    monkeypatch.setattr(FakeProducer, "send_batch", send_batch)
+    fake_producer.modes = ["ok"]
+
+    async def go() -> Exception:
+        k = sasl_sink(tmp_path)
+        await k.start()
+        with pytest.raises((FatalSinkError, RetriableSinkError)) as info:
+            await k.send(make_batch(3))
+        await k.close(1)
+        return info.value
+
+    err = asyncio.run(go())
+    assert isinstance(err, FatalSinkError if fatal else RetriableSinkError), err
+    assert_names_sink_topic_cause(str(err), cls)
+    assert dead_letters(tmp_path) == []
+
+
+@pytest.mark.timeout(30)
+def test_topic_authorization_refused_on_metadata_is_fatal(fake_producer, monkeypatch, tmp_path, secrets):
+    """aiokafka raises TopicAuthorizationFailedError(topic) from partitions_for."""
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    async def partitions_for(self: FakeProducer, topic: str) -> set[int]:
+        raise TopicAuthorizationFailedError(topic)
+
+    monkeypatch.setattr(FakeProducer, "partitions_for", partitions_for)
+    fake_producer.modes = ["ok"]
+
+    async def go() -> str:
+        k = sasl_sink(tmp_path)
+        await k.start()
+        with pytest.raises(FatalSinkError) as info:
+            await k.send(make_batch(3))
+        await k.close(1)
+        return str(info.value)
+
+    message = asyncio.run(go())
+    assert message == ("sink kafka: Kafka at 127.0.0.1:9092 refused: "
+                       "[Error 29] TopicAuthorizationFailedError: t")
+    assert PASSWORD not in message
+
+
+class _MetadataClient:
+    def __init__(self, up: bool) -> None:
+        self.up = up
+
+    async def fetch_all_metadata(self) -> object:
+        from aiokafka.errors import KafkaError
+
+        if not self.up:
+            raise KafkaError("Unable to get cluster metadata over all known brokers")
+        return object()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("up", [True, False], ids=["reachable", "unreachable"])
+def test_a_missing_topic_is_fatal_only_when_the_brokers_answer(fake_producer, monkeypatch, tmp_path,
+                                                               secrets, up):
+    from aiokafka.errors import UnknownTopicOrPartitionError
+
+    async def partitions_for(self: FakeProducer, topic: str) -> set[int]:
+        raise UnknownTopicOrPartitionError()
+
+    monkeypatch.setattr(FakeProducer, "partitions_for", partitions_for)
+    monkeypatch.setattr(FakeProducer, "client", _MetadataClient(up), raising=False)
+    fake_producer.modes = ["ok"]
+
+    async def go() -> Exception:
+        k = sasl_sink(tmp_path)
+        await k.start()
+        with pytest.raises((FatalSinkError, RetriableSinkError)) as info:
+            await k.send(make_batch(3))
+        await k.close(1)
+        return info.value
+
+    err = asyncio.run(go())
+    if up:
+        assert isinstance(err, FatalSinkError)
+        assert str(err) == ("sink kafka: topic 't' does not exist on Kafka at 127.0.0.1:9092 and "
+                            "the broker did not create it")
+    else:
+        assert isinstance(err, RetriableSinkError)
+        assert str(err) == "sink kafka: no metadata for topic 't': Kafka at 127.0.0.1:9092 unreachable"
+
+
+@pytest.mark.timeout(30)
+def test_refused_credentials_at_start_are_fatal_without_the_password(fake_producer, monkeypatch,
+                                                                     tmp_path, secrets):
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    async def start(self: FakeProducer) -> None:
+        raise SaslAuthenticationFailed(f"Authentication failed: bad password {PASSWORD}")
+
+    monkeypatch.setattr(FakeProducer, "start", start)
+    fake_producer.modes = ["ok"]
+
+    async def go() -> str:
+        with pytest.raises(FatalSinkError) as info:
+            await sasl_sink(tmp_path).start()
+        return str(info.value)
+
+    message = asyncio.run(go())
+    assert message == ("sink kafka: cannot connect to Kafka at 127.0.0.1:9092: [Error 58] "
+                       "SaslAuthenticationFailed: Authentication failed: bad password ***")

@@ -32,7 +32,7 @@ from pipelines.enrich import file_meta
 from pipelines.formats import CriDecoder, DockerDecoder, Entry
 from pipelines.records import Batch, Segment
 from pipelines.sinks.kafka import KafkaSink
-from pipelines.sinks.kafka.codec import install_zstd_level
+from pipelines.sinks.kafka.aiokafka_internals import install_zstd_level
 
 N = 2000
 PATH = "/var/log/containers/checkout-5f7c9d-x2k4p_shop_app-" + "ab" * 32 + ".log"

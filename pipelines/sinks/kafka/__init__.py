@@ -7,7 +7,8 @@ awaited. Groups acknowledged before a retriable failure are remembered, so the s
 the batch only re-sends what is missing (no duplicates from partial success). Records larger than
 `max_record_bytes`, and record batches the broker rejects for their content (too large, invalid
 topic), go to the dead-letter file with the reason. An unreachable bootstrap or refused
-credentials at start is a FatalSinkError naming the brokers and the cause.
+credentials at start is a FatalSinkError naming the brokers and the cause. Which aiokafka error
+leads to a retry, a dead letter or a FatalSinkError is the table in errors.py.
 """
 
 from __future__ import annotations
@@ -23,26 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from pipelines import layout
 from pipelines.deadletter import DeadLetter
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.secrets import add_secret
-from pipelines.sinks.kafka.codec import install_zstd_level
+from pipelines.sinks.kafka import aiokafka_internals as internals
 from pipelines.sinks.kafka.config import KafkaSettings
-from pipelines.sinks.kafka.damping import Damper, damp_metadata_retries, keep_batches
+from pipelines.sinks.kafka.damping import Damper
+from pipelines.sinks.kafka.errors import Action, action, describe
 from pipelines.sinks.kafka.partition import KeyPartitioner
 from pipelines.sinks.template import FieldTemplate
 
 log = logging.getLogger("tailship.kafka")
 
-# Errors whose records can never be accepted as they are: dead-lettered, not retried.
-_CONTENT_ERRORS = ("MessageSizeTooLargeError", "RecordTooLargeError", "InvalidTopicError",
-                   "RecordBatchTooLargeError", "CorruptRecordException", "InvalidRecordError")
-_AUTH_ERRORS = ("SaslAuthenticationFailedError", "TopicAuthorizationFailedError",
-                "ClusterAuthorizationFailedError", "AuthenticationFailedError",
-                "UnsupportedSaslMechanismError", "IllegalSaslStateError")
 Group = tuple[str, int]  # topic, partition
 Header = tuple[str, bytes]
 _DEAD = (("", -1), -1)  # marks a batch whose oversized records were already dead-lettered
@@ -90,20 +87,9 @@ class Records:
 def _fill(builder: Any, recs: Records, start: int) -> int:
     """Append records from `start` on until the builder is full; how many it took.
 
-    The producer's BatchBuilder wraps the C record batch builder in a Python method per record;
-    with no serializers (the sink passes bytes) its work is the C append plus the record count
-    (which the idempotent producer's sequence numbers follow), so that is done here directly
-    (aiokafka 0.14's private attributes, the version is pinned; anything else takes the public
-    method)."""
-    from aiokafka.record.default_records import DefaultRecordBatchBuilder
-
-    raw = getattr(builder, "_builder", None)
-    direct = (type(raw) is DefaultRecordBatchBuilder
-              and getattr(builder, "_relative_offset", None) == 0
-              and getattr(builder, "_key_serializer", 0) is None
-              and getattr(builder, "_value_serializer", 0) is None
-              and getattr(builder, "_closed", None) is False)
-    append = raw.append if direct else None  # type: ignore[union-attr]
+    Straight to aiokafka's C record builder when aiokafka_internals allows it (skipping a Python
+    method per record), else through the builder's public append."""
+    append = internals.direct_append(builder)
     n = 0
     for key, value, path, t, s in islice(zip(recs.keys, recs.values, recs.paths, recs.trace_ids,
                                              recs.span_ids, strict=True), start, None):
@@ -118,8 +104,8 @@ def _fill(builder: Any, recs: Records, start: int) -> int:
         elif builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
             break
         n += 1
-    if direct:
-        builder._relative_offset = n
+    if append is not None:
+        internals.set_record_count(builder, n)
     return n
 
 
@@ -199,25 +185,24 @@ class KafkaSink:
 
     async def start(self) -> None:
         if self.s.compression == "zstd":
-            install_zstd_level(self.s.compression_level)
+            internals.install_zstd_level(self.s.compression_level)
         await self._connect(FatalSinkError)
         self._partitions.clear()
 
     async def _connect(self, error: type[FatalSinkError] | type[RetriableSinkError]) -> None:
         """A new producer; a failure to reach the brokers is raised as `error`."""
         from aiokafka import AIOKafkaProducer
-        from aiokafka.errors import KafkaError
 
         try:
             self._producer = AIOKafkaProducer(**producer_options(self.s))
-            self._damper = damp_metadata_retries(self._producer, initial=0.1)
+            self._damper = internals.damp_metadata_retries(self._producer, initial=0.1)
             if self.s.idempotence:
-                keep_batches(self._producer)
+                internals.keep_batches(self._producer)
             await self._producer.start()
         except (KafkaError, OSError, ssl.SSLError) as exc:
             await self._stop_quietly()
             raise error(self.name, f"cannot connect to Kafka at {self.where}: "
-                        f"{type(exc).__name__}: {exc}") from exc
+                        f"{describe(exc)}") from exc
 
     async def _restart(self, why: str) -> None:
         """Replace a producer that stopped making progress (aiokafka does not always recover from a
@@ -251,8 +236,6 @@ class KafkaSink:
     async def send(self, batch: Batch) -> None:
         if self._closed:
             raise FatalSinkError(self.name, "send after close")
-        from aiokafka.errors import KafkaError
-
         if self._producer is None:  # a restart failed: the brokers were unreachable
             await self._connect(RetriableSinkError)
         done = self._done.setdefault(batch.seq, set())
@@ -274,7 +257,7 @@ class KafkaSink:
                                          f"within {self.deadline():.0f}s; producer restarted")
             failures = task.result()
         except KafkaError as exc:
-            failures = [self._classify(exc)]
+            failures = [self._failure(exc)]
         finally:
             if not task.done():
                 task.cancel()
@@ -298,18 +281,20 @@ class KafkaSink:
     async def _deliver(self, batch: Batch, done: set[tuple[Group, int]]) -> list[Exception]:
         groups = await self._group(batch, done)
         handed = self._pending.setdefault(batch.seq, {})
-        pending = [(chunk_id, fut) async for chunk_id, fut in self._submit(groups, done, handed)]
+        failures: list[Exception] = []
+        pending = [(chunk_id, fut)
+                   async for chunk_id, fut in self._submit(groups, done, handed, failures)]
+        if failures:  # the producer did not take a record batch: the rest waits for the retry
+            return failures
         return await self._collect(pending, groups, done)
 
     async def _topic_partitions(self, topic: str) -> int:
         n = self._partitions.get(topic)
         if n is None:
-            from aiokafka.errors import UnknownTopicOrPartitionError
-
             try:
                 parts = await self._producer.partitions_for(topic)
             except UnknownTopicOrPartitionError as exc:
-                if await self._reachable():
+                if await internals.reachable(self._producer):
                     raise FatalSinkError(self.name, f"topic {topic!r} does not exist on Kafka at "
                                          f"{self.where} and the broker did not create it") from exc
                 raise RetriableSinkError(self.name, f"no metadata for topic {topic!r}: "
@@ -318,13 +303,6 @@ class KafkaSink:
                 raise RetriableSinkError(self.name, f"topic {topic!r} has no partitions yet")
             n = self._partitions[topic] = len(parts)
         return n
-
-    async def _reachable(self) -> bool:
-        try:
-            await self._producer.client.fetch_all_metadata()
-            return True
-        except Exception:  # noqa: BLE001 - any failure means "not reachable now"
-            return False
 
     async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, Records]:
         groups: dict[Group, Records] = {}
@@ -392,14 +370,21 @@ class KafkaSink:
             chunk += 1
 
     async def _submit(self, groups: dict[Group, Records], done: set[tuple[Group, int]],
-                      pending: dict[tuple[Group, int], asyncio.Future[Any]]) -> Any:
+                      pending: dict[tuple[Group, int], asyncio.Future[Any]],
+                      failures: list[Exception]) -> Any:
+        """Hands each record batch not yet acknowledged to the producer; stops at the first the
+        producer does not take (its queue for the partition stayed full), adding to `failures`."""
         for group, items in groups.items():
             for chunk, builder, start, end in self._chunks(items):
                 if (group, chunk) in done:
                     continue
                 fut = pending.get((group, chunk))
                 if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
-                    fut = await self._producer.send_batch(builder, group[0], partition=group[1])
+                    try:
+                        fut = await self._producer.send_batch(builder, group[0], partition=group[1])
+                    except KafkaError as exc:
+                        failures.append(self._failure(exc, group))
+                        return
                     pending[(group, chunk)] = fut
                 yield ((group, chunk, start, end), fut)
 
@@ -413,22 +398,27 @@ class KafkaSink:
             if not isinstance(res, BaseException):
                 done.add((group, chunk))
                 continue
-            if type(res).__name__ in _CONTENT_ERRORS:
+            if action(res) is Action.DEAD_LETTER:
                 rejected = list(groups[group].origins(start, end))
-                self.dead.write((f"{type(res).__name__}: {res}", seg.path, seg.offsets[i],
-                                 seg.records[i]) for seg, i in rejected)
+                reason = (f"{type(res).__name__} from Kafka at {self.where} for topic {group[0]!r} "
+                          f"partition {group[1]}: {describe(res)}")
+                self.dead.write((reason, seg.path, seg.offsets[i], seg.records[i])
+                                for seg, i in rejected)
                 log.warning("%d record(s) rejected by Kafka (%s) written to %s",
                             len(rejected), type(res).__name__, self.dead.path)
                 done.add((group, chunk))
                 continue
-            failures.append(self._classify(res))
+            failures.append(self._failure(res, group))
         return failures
 
-    def _classify(self, exc: BaseException) -> Exception:
-        name = type(exc).__name__
-        if name in _AUTH_ERRORS:
-            return FatalSinkError(self.name, f"Kafka at {self.where} refused: {name}: {exc}")
-        return RetriableSinkError(self.name, f"Kafka at {self.where}: {name}: {exc}")
+    def _failure(self, exc: BaseException, group: Group | None = None) -> Exception:
+        """The SinkError for `exc` (errors.py's table; a DEAD_LETTER error that is not about one
+        record batch is retried), naming the brokers, the topic and partition when known, and the
+        cause."""
+        at = "" if group is None else f" (topic {group[0]!r}, partition {group[1]})"
+        if action(exc) is Action.FATAL:
+            return FatalSinkError(self.name, f"Kafka at {self.where} refused{at}: {describe(exc)}")
+        return RetriableSinkError(self.name, f"Kafka at {self.where}{at}: {describe(exc)}")
 
     async def close(self, timeout_secs: float) -> None:
         self._closed = True

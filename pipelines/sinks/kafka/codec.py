@@ -5,7 +5,7 @@ builder modules (C and pure Python), which always uses level 3 through cramjam. 
 about half as much CPU for the same ratio on log lines (shared/PERF-NOTES.md), so the Kafka sink
 swaps in an encoder with a reused python-zstandard context at the configured level. The frames are
 standard zstd: every consumer decodes them (tests decode through aiokafka's own cramjam path).
-The swap is process-wide, made once per level; all Kafka sinks of a process share the level.
+The swap itself (process-wide, once per level) is aiokafka_internals.install_zstd_level.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import threading
 from collections.abc import Callable
 
 import zstandard
-
-_lock = threading.Lock()
-_installed: int | None = None
 
 
 def make_encoder(level: int) -> Callable[..., bytes]:
@@ -30,21 +27,3 @@ def make_encoder(level: int) -> Callable[..., bytes]:
 
     return zstd_encode
 
-
-def install_zstd_level(level: int) -> None:
-    """Make aiokafka's record builders compress zstd batches at `level`."""
-    global _installed
-    with _lock:
-        if _installed == level:
-            return
-        from aiokafka.record import default_records as py_records
-
-        encoder = make_encoder(level)
-        py_records.zstd_encode = encoder  # type: ignore[attr-defined]
-        try:
-            from aiokafka.record._crecords import default_records as c_records
-        except ImportError:  # pure-Python aiokafka build
-            pass
-        else:
-            c_records.zstd_encode = encoder  # type: ignore[attr-defined]
-        _installed = level

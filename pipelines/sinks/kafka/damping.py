@@ -7,15 +7,16 @@ update at once, the connection is refused at once, the sender asks again: a loop
 that kept one core busy for as long as the broker was down (measured with `python -m bench`'s
 stall scenario: ~1 CPU-second per second of outage). This wraps the client's update so that a
 failed one is followed by an exponential, jittered pause, reset by the next success; its
-`failures` count tells the sink that the brokers are unreachable right now.
+`failures` count tells the sink that the brokers are unreachable right now. It is installed on the
+client's private `_metadata_update` by aiokafka_internals.damp_metadata_retries.
 
 A batch that waits for a partition leader is failed by aiokafka `request_timeout_ms` after it
 was created, even with idempotence on (its own retry path never expires idempotent batches, the
 wait for a leader does). A batch that was in flight when the broker went down may already be in
 the log; re-sent by us as a new batch it gets new sequence numbers and is stored twice (1,756
-copies per 30 s outage in tests/test_kafka.py). `keep_batches` lifts that expiry for idempotent
-producers, so aiokafka retries the same batch with the same sequence numbers when the broker is
-back and the broker drops what it already has.
+copies per 30 s outage in tests/test_kafka.py). aiokafka_internals.keep_batches lifts that expiry
+for idempotent producers, so aiokafka retries the same batch with the same sequence numbers when
+the broker is back and the broker drops what it already has.
 """
 
 from __future__ import annotations
@@ -49,25 +50,3 @@ class Damper:
 
         return damped
 
-
-def damp_metadata_retries(producer: Any, initial: float, cap: float = 1.0) -> Damper | None:
-    """Install a `Damper` on an (unstarted) AIOKafkaProducer's client (aiokafka 0.14's private
-    `_metadata_update`; the version is pinned in pyproject.toml). None when the producer has no
-    such client (another aiokafka version, or a test's stand-in)."""
-    client = getattr(producer, "client", None)
-    update = getattr(client, "_metadata_update", None)
-    if update is None:
-        return None
-    d = Damper(initial, cap)
-    client._metadata_update = d.wrap(update)  # type: ignore[union-attr]
-    return d
-
-
-def keep_batches(producer: Any) -> bool:
-    """Batches of an idempotent AIOKafkaProducer wait for a leader without expiring (aiokafka
-    0.14's private accumulator attribute); False when there is nothing to change."""
-    acc = getattr(producer, "_message_accumulator", None)
-    if acc is None or not hasattr(acc, "_batch_ttl"):
-        return False
-    acc._batch_ttl = float("inf")
-    return True
