@@ -26,7 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.checkpoints import CheckpointStore, repartition, worker_dir
 from agent.discovery import owner
 from agent.settings import Settings
-from agent.workers import _cgroup_quota, merge, resolve_workers, worker_settings
+from agent.supervisor.cpus import _cgroup_quota, resolve_workers
+from agent.supervisor.exposition import merge
+from agent.supervisor.worker import worker_settings
 from bench.generate import generate_tree
 from pipelines.sinks.file import read_dir
 from tests.conftest import free_port, wait_for
@@ -429,7 +431,7 @@ def test_a_disk_buffer_of_another_worker_count_stops_the_start(tmp_path):
 def test_a_stop_before_the_workers_started_starts_none(tmp_path):
     import asyncio
 
-    from agent.workers import Supervisor
+    from agent.supervisor.supervisor import Supervisor
 
     s = Settings(data_dir=str(tmp_path))
     s.metrics.listen = ""

@@ -1,20 +1,14 @@
-"""Worker processes: one CPython process uses one core, so `workers = N` runs N shared-nothing
-agents under a supervisor.
+"""The supervisor: starts the worker processes, watches them, restarts them, serves their
+metrics and stops them.
 
-Each worker is a whole agent (its own tailers, pipeline, sink clients and checkpoints under
-`<data_dir>/worker-<i>`) that reads only the files `agent.discovery.owner` gives it: a stable hash
-of a file's device and inode, so a file stays with its worker through renames and a restarted
-worker finds its own checkpoints. The memory limit and the disk buffer are divided among the
-workers.
-
-The supervisor starts the workers (forked from a fork server that imported the agent once),
-pings each one every second over a pipe (the answer carries its running totals and readiness),
-restarts one that exits on its own or does not answer within `worker_stuck_secs` (killed
-first; it resumes from its checkpoints), serves `/metrics` as the sum of the workers' metrics
-(fetched over the same pipes at each scrape), and on SIGTERM/SIGINT stops every worker with
-SIGTERM and waits for them to drain (SIGKILL after `shutdown_timeout_secs` plus a margin). A
-worker failing for good (exit 2 or 3: a sink that refuses the credentials, say) stops the
-others; the supervisor then exits 3.
+It starts the workers (forked from a fork server that imported the agent once), pings each one
+every second over a pipe (the answer carries its running totals and readiness), restarts one
+that exits on its own or does not answer within `worker_stuck_secs` (killed first; it resumes
+from its checkpoints), serves `/metrics` as the sum of the workers' metrics (fetched over the
+same pipes at each scrape, see `agent.supervisor.exposition`), and on SIGTERM/SIGINT stops every
+worker with SIGTERM and waits for them to drain (SIGKILL after `shutdown_timeout_secs` plus a
+margin). A worker failing for good (exit 2 or 3: a sink that refuses the credentials, say) stops
+the others; the supervisor then exits 3.
 """
 
 from __future__ import annotations
@@ -28,18 +22,14 @@ import math
 import multiprocessing
 import os
 import signal
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent import logs
-from agent.checkpoints import worker_dir
 from agent.runtime import (
     EXIT_OK,
     EXIT_RUNTIME,
@@ -50,6 +40,8 @@ from agent.runtime import (
     run_loop,
 )
 from agent.settings import Settings
+from agent.supervisor.exposition import merge
+from agent.supervisor.worker import preload_modules, worker_main
 from pipelines.backoff import Backoff
 
 log = logging.getLogger("tailship.supervisor")
@@ -58,76 +50,6 @@ PING_SECS = 1.0
 STOP_MARGIN_SECS = 10.0           # beyond shutdown_timeout_secs before a draining worker is killed
 SCRAPE_TIMEOUT_SECS = 5.0
 REFRESH_PINGS = 2                 # every this many pings a worker's metrics are fetched and kept
-# gauges whose sum over workers means nothing: the merged value is the largest
-MAX_GAUGES = frozenset(("tailship_checkpoint_age_seconds", "tailship_build_info"))
-# histograms that describe the present (not accumulated): not kept from a worker that died
-SNAPSHOT_FAMILIES = frozenset(("tailship_file_unread_bytes",))
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (v2 `cpu.max`
-    or v1 `cpu.cfs_quota_us`), rounded up; at least 1."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    if quota is not None:
-        n = min(n, math.ceil(quota))
-    return max(1, n)
-
-
-def _cgroup_quota(root: str = "/sys/fs/cgroup") -> float | None:
-    """CPUs granted by the cgroup CPU quota, None when there is none."""
-    with contextlib.suppress(OSError, ValueError):
-        with open(os.path.join(root, "cpu.max")) as f:
-            q, period = f.read().split()[:2]
-        return None if q == "max" else int(q) / int(period)
-    with contextlib.suppress(OSError, ValueError):
-        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
-            q1 = int(f.read())
-        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
-            p1 = int(f.read())
-        return None if q1 <= 0 else q1 / p1
-    return None
-
-
-AUTO_MAX_WORKERS = 8              # workers = 0 on a big machine: each worker costs ~70 MiB at rest
-
-
-def resolve_workers(s: Settings) -> int:
-    """`workers`, or one per CPU available (at most AUTO_MAX_WORKERS) when 0; always 1 for the
-    stdout sink (lines written by several processes to one pipe could interleave)."""
-    if s.sink.type == "stdout":
-        return 1
-    return s.workers if s.workers > 0 else min(AUTO_MAX_WORKERS, available_cpus())
-
-
-def worker_settings(s: Settings, index: int, workers: int) -> Settings:
-    """The settings of worker `index`: its own data directory, its share of the memory limit and
-    of the disk buffer, no HTTP server of its own (the supervisor serves /metrics)."""
-    w = copy.deepcopy(s)
-    w.workers = 1
-    w.data_dir = worker_dir(s.data_dir, index, workers)
-    w.batch.memory_limit_bytes = max(1 << 20, s.batch.memory_limit_bytes // workers)
-    w.buffer.max_size_bytes = max(1 << 20, s.buffer.max_size_bytes // workers)
-    if s.buffer.path:
-        w.buffer.path = worker_dir(s.buffer.path, index, workers)
-    if s.sink.type == "file" and not s.sink.path:
-        w.sink.path = os.path.join(s.data_dir, "out")  # one output directory, files named per worker
-    w.metrics.listen = ""
-    return w
-
-
-def preload_modules(s: Settings) -> list[str]:
-    """Modules a worker needs, imported once by the fork server."""
-    mods = ["agent.forkserver_signals", "agent.runtime", "agent.logs", "pipelines.sinks.registry",
-            "uvloop", "orjson", "zstandard"]
-    if s.sink.type == "kafka":
-        mods.append("pipelines.sinks.kafka")
-    elif s.sink.type == "elasticsearch":
-        mods.append("pipelines.sinks.elasticsearch")
-    return mods
 
 
 def _alive(pid: int) -> bool:
@@ -148,62 +70,6 @@ def _stop_fork_server() -> None:
         with contextlib.suppress(OSError, ChildProcessError):
             stop()
 
-
-# -- the worker process ---------------------------------------------------------------------------
-
-def worker_main(settings: Settings, index: int, workers: int, once: bool, log_level: str,
-                secrets: list[str], conn: Connection) -> None:
-    """Entry point of worker `index` (forked from the fork server)."""
-    os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only: it stops the workers once
-    for sig in (signal.SIGTERM, signal.SIGINT):  # the fork server ignores them; a worker must not
-        signal.signal(sig, signal.SIG_DFL)
-    from agent.runtime import Agent
-    from pipelines.errors import TailshipError
-    from pipelines.sinks.registry import build_sink
-
-    for secret in secrets:  # registered while the supervisor read the configuration
-        logs.add_secret(secret)
-    logs.setup(log_level, f"w{index}")
-    ws = worker_settings(settings, index, workers)
-    agent = Agent(ws, build_sink(ws.sink, ws.data_dir, index), once=once, shard=(index, workers))
-
-    async def go() -> int:
-        install_signal_handlers(agent.request_stop)
-        loop = asyncio.get_running_loop()
-
-        def on_message() -> None:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                # the supervisor is gone (killed): stop at once rather than drain, so that a new
-                # supervisor's worker never reads the same files alongside this one; what is
-                # not acknowledged is read again from the checkpoints
-                log.error("the supervisor is gone; worker %d exits", index)
-                with contextlib.suppress(OSError):
-                    agent.checkpoints.persist()
-                os._exit(EXIT_RUNTIME)
-            if msg == "ping":
-                conn.send(("pong", dataclasses.asdict(agent.summary()), agent.readiness()))
-            elif msg == "scrape":
-                conn.send(("metrics", generate_latest(agent.metrics.registry)))
-
-        loop.add_reader(conn.fileno(), on_message)
-        try:
-            return await agent.run()
-        finally:
-            loop.remove_reader(conn.fileno())
-
-    try:
-        code = run_loop(go)
-    except TailshipError as exc:
-        log.error("%s", exc)
-        code = EXIT_RUNTIME
-    with contextlib.suppress(OSError):
-        conn.send(("summary", dataclasses.asdict(agent.summary())))
-    sys.exit(code)
-
-
-# -- the supervisor -------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class _Worker:
@@ -517,50 +383,6 @@ def _add_totals(total: Summary, got: dict[str, Any], skip: tuple[str, ...] = ())
         setattr(total, f.name, getattr(total, f.name) + got[f.name])
     for k, v in got.get("events", {}).items():
         total.events[k] = total.events.get(k, 0) + v
-
-
-def merge(texts: list[str], counters_only: bool = False) -> bytes:
-    """Prometheus text expositions of several workers as one: samples with the same name and
-    labels are added (counters, histogram buckets and sums, gauges such as bytes in flight);
-    `_created` samples take the earliest, and gauges in MAX_GAUGES the largest value.
-    `counters_only`: keep only what accumulates (counters, histograms, summaries)."""
-    fams: dict[str, Metric] = {}
-    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
-    for text in texts:
-        for fam in text_string_to_metric_families(text):
-            if counters_only and (fam.type not in ("counter", "histogram", "summary")
-                                  or fam.name in SNAPSHOT_FAMILIES):
-                continue
-            if fam.name not in fams:
-                fams[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
-                values[fam.name] = {}
-            acc = values[fam.name]
-            for sample in fam.samples:
-                if counters_only and sample.name.endswith("_created"):
-                    continue
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                have = acc.get(key)
-                if have is None or math.isnan(have):
-                    acc[key] = sample.value
-                elif math.isnan(sample.value):
-                    continue
-                elif sample.name.endswith("_created"):
-                    acc[key] = min(have, sample.value)
-                elif fam.type in ("info", "stateset") or fam.name in MAX_GAUGES:
-                    acc[key] = max(have, sample.value)
-                else:
-                    acc[key] = have + sample.value
-
-    class _Merged:
-        def collect(self) -> Iterator[Metric]:
-            for name, fam in fams.items():
-                for (sname, labels), v in values[name].items():
-                    fam.add_sample(sname, dict(labels), v)
-                yield fam
-
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(_Merged())  # type: ignore[arg-type]
-    return generate_latest(reg)
 
 
 def run_supervisor(settings: Settings, workers: int, *, once: bool, log_level: str,
