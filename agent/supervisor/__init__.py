@@ -11,8 +11,9 @@ The modules, by concern:
 
 - `cpus`: how many workers `workers = 0` means (CPU affinity and cgroup CPU quota).
 - `worker`: a worker's settings and its process entry point, `worker_main`.
-- `exposition`: the workers' Prometheus expositions merged into one `/metrics` page, and the
-  counters of dead workers carried.
+- `exposition`: the workers' Prometheus expositions, the only way their numbers reach the
+  supervisor: merged into one `/metrics` page, counters of dead workers carried, and read back
+  into the run summary.
 - `supervisor`: `Supervisor` (starts, watches, restarts and stops the workers) and
   `run_supervisor`, what `tailship run`/`tail` call with more than one worker.
 

@@ -1,14 +1,22 @@
 """The supervisor: starts the worker processes, watches them, restarts them, serves their
 metrics and stops them.
 
-It starts the workers (forked from a fork server that imported the agent once), pings each one
-every second over a pipe (the answer carries its running totals and readiness), restarts one
-that exits on its own or does not answer within `worker_stuck_secs` (killed first; it resumes
-from its checkpoints), serves `/metrics` as the sum of the workers' metrics (fetched over the
-same pipes at each scrape, see `agent.supervisor.exposition`), and on SIGTERM/SIGINT stops every
-worker with SIGTERM and waits for them to drain (SIGKILL after `shutdown_timeout_secs` plus a
-margin). A worker failing for good (exit 2 or 3: a sink that refuses the credentials, say) stops
-the others; the supervisor then exits 3.
+It starts the workers (forked from a fork server that imported the agent once) and asks each one
+for a report every second over a pipe (at most one request unanswered per worker, so a worker
+that does not read can never fill the pipe and block the supervisor). A report is the worker's
+readiness and its metrics exposition; the exposition is the only way a worker's numbers reach
+the supervisor: `/metrics` is the sum of the workers' latest expositions (one more report is
+asked of each at every scrape), and the run summary is read from the same expositions (see
+`agent.supervisor.exposition`, which says why). A worker keeps its latest report until its
+next one: a silent worker is represented by it on the page and in the summary, a finished one
+by the report it sent when it stopped.
+
+It restarts a worker that exits on its own or does not answer within `worker_stuck_secs`
+(killed first; it resumes from its checkpoints), after folding the counters of its last report
+into `dead_counters`, so sums do not go back. On SIGTERM/SIGINT it stops every worker with
+SIGTERM and waits for them to drain (SIGKILL after `shutdown_timeout_secs` plus a margin). A
+worker failing for good (exit 2 or 3: a sink that refuses the credentials, say) stops the
+others; the supervisor then exits 3.
 """
 
 from __future__ import annotations
@@ -40,16 +48,15 @@ from agent.runtime import (
     run_loop,
 )
 from agent.settings import Settings
-from agent.supervisor.exposition import merge
+from agent.supervisor.exposition import RUN_FAMILIES, merge, summarize
 from agent.supervisor.worker import preload_modules, worker_main
 from pipelines.backoff import Backoff
 
 log = logging.getLogger("tailship.supervisor")
 
-PING_SECS = 1.0
+REPORT_SECS = 1.0                 # a report is asked of every worker this often
 STOP_MARGIN_SECS = 10.0           # beyond shutdown_timeout_secs before a draining worker is killed
 SCRAPE_TIMEOUT_SECS = 5.0
-REFRESH_PINGS = 2                 # every this many pings a worker's metrics are fetched and kept
 
 
 def _alive(pid: int) -> bool:
@@ -78,16 +85,13 @@ class _Worker:
     conn: Connection | None = None
     started: float = 0.0
     last_answer: float = 0.0
-    live: dict[str, Any] = dataclasses.field(default_factory=dict)   # running totals (last pong)
     ready: tuple[bool, str] = (False, "starting")
-    final: dict[str, Any] | None = None    # the summary it sent when it stopped
+    last_metrics: bytes = b""              # its latest exposition (its last one once it stopped)
     done: bool = False                     # exited 0 in --once mode, or stopped on request
     stuck: bool = False                    # killed by the supervisor for not answering
     incarnations: int = 0                  # processes started for this index so far
-    pings: int = 0                         # pings sent and not answered yet
-    scrapes_asked: int = 0                 # scrapes sent and not answered yet
-    waiting: list[asyncio.Future[bytes]] = dataclasses.field(default_factory=list)  # /metrics requests
-    last_metrics: bytes = b""              # its latest exposition (refreshed every few seconds)
+    asked: int = 0                         # reports asked and not received yet (0 or 1)
+    waiting: list[asyncio.Future[None]] = dataclasses.field(default_factory=list)  # /metrics requests
     backoff: Backoff = dataclasses.field(default_factory=lambda: Backoff(0.5, 30.0))
 
 
@@ -103,7 +107,6 @@ class Supervisor:
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(preload_modules(settings))
         self.workers = [_Worker(i) for i in range(workers)]
-        self.carried = Summary()         # totals of worker incarnations that died
         self.registry = CollectorRegistry()
         self.restarts = Counter("tailship_worker_restarts_total", "Workers restarted by the supervisor, "
                                 "by cause (exited, stuck, start_failed)", ["cause"], registry=self.registry)
@@ -111,7 +114,7 @@ class Supervisor:
             self.restarts.labels(cause)
         Gauge("tailship_workers", "Worker processes configured", registry=self.registry).set(workers)
         # counters of worker incarnations that died, added to the live ones so that the merged
-        # counters never go back (a restarted worker counts from 0 again)
+        # counters (and the run summary) never go back (a restarted worker counts from 0 again)
         self.dead_counters = b""
         self._stopping = False
         self._failed = False
@@ -148,7 +151,7 @@ class Supervisor:
             return EXIT_OK
         for w in self.workers:
             self._spawn(w)
-        pinger = asyncio.create_task(self._ping_loop(), name="ping")
+        asker = asyncio.create_task(self._report_loop(), name="reports")
         try:
             while not all(w.done for w in self.workers):
                 await self._changed.wait()
@@ -157,9 +160,9 @@ class Supervisor:
                     await self._stop_all()
                     break
         finally:
-            pinger.cancel()
+            asker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await pinger
+                await asker
             await self._shutdown_server()
             _stop_fork_server()
         return EXIT_RUNTIME if self._failed else EXIT_OK
@@ -193,17 +196,18 @@ class Supervisor:
             return
         w.proc = proc
         w.incarnations += 1
-        w.pings = w.scrapes_asked = 0
+        w.asked = 0
         child.close()
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
         w.conn, w.started, w.last_answer = parent, time.monotonic(), time.monotonic()
-        w.live, w.final, w.ready = {}, None, (False, "starting")
+        w.ready = (False, "starting")
         loop = asyncio.get_running_loop()
         loop.add_reader(parent.fileno(), self._on_message, w)
         loop.add_reader(w.proc.sentinel, self._on_exit, w)
 
     def _on_message(self, w: _Worker) -> bool:
-        """Handle one message of `w`; False at the end of its pipe."""
+        """Handle one message of `w` (a report: its readiness and exposition); False at the end
+        of its pipe."""
         assert w.conn is not None
         try:
             msg = w.conn.recv()
@@ -211,22 +215,20 @@ class Supervisor:
             asyncio.get_running_loop().remove_reader(w.conn.fileno())
             return False
         w.last_answer = time.monotonic()
-        kind = msg[0]
-        if kind == "pong":
-            w.pings = max(0, w.pings - 1)
-            w.live, w.ready = msg[1], msg[2]
+        if msg[0] == "report":
+            w.asked = max(0, w.asked - 1)
+            w.ready, w.last_metrics = msg[1], msg[2]
             if w.last_answer - w.started > 30:
                 w.backoff.reset()
-        elif kind == "metrics":
-            w.scrapes_asked = max(0, w.scrapes_asked - 1)
-            w.last_metrics = msg[1]
-            for fut in w.waiting:
-                if not fut.done():
-                    fut.set_result(msg[1])
-            w.waiting.clear()
-        elif kind == "summary":
-            w.final = msg[1]
+            self._answered(w)
         return True
+
+    def _answered(self, w: _Worker) -> None:
+        """Wake the /metrics requests waiting for `w`: its latest exposition stands."""
+        for fut in w.waiting:
+            if not fut.done():
+                fut.set_result(None)
+        w.waiting.clear()
 
     def _on_exit(self, w: _Worker) -> None:
         loop = asyncio.get_running_loop()
@@ -235,7 +237,7 @@ class Supervisor:
         proc.join()
         if w.conn is not None:
             with contextlib.suppress(OSError, EOFError):
-                while w.conn.poll() and self._on_message(w):  # the summary sent just before exiting
+                while w.conn.poll() and self._on_message(w):  # the report sent just before exiting
                     pass
             loop.remove_reader(w.conn.fileno())
             w.conn.close()
@@ -247,10 +249,6 @@ class Supervisor:
             log.error("worker %d (pid %d): its fork server is gone; killing it", w.index, proc.pid)
             with contextlib.suppress(OSError):
                 os.kill(proc.pid, signal.SIGKILL)
-        for fut in w.waiting:  # its last metrics stand in
-            if not fut.done():
-                fut.set_result(w.last_metrics)
-        w.waiting.clear()
         if self._stopping or (self.once and code == EXIT_OK):
             w.done = True
         elif code in (2, 3):
@@ -264,7 +262,8 @@ class Supervisor:
                 cause += ", killed when it stopped answering"
             self.restarts.labels("stuck" if w.stuck else "exited").inc()
             w.stuck = False
-            self._carry(w)
+            # its counters are carried, not its gauges (files open, records not acknowledged:
+            # the new process counts its files again and reads again what was not acknowledged)
             self.dead_counters = merge([self.dead_counters.decode(), w.last_metrics.decode()],
                                        counters_only=True)
             w.last_metrics = b""
@@ -272,24 +271,23 @@ class Supervisor:
             log.error("worker %d (pid %d) died (%s); restarting it in %.1fs, it resumes from its "
                       "checkpoints", w.index, proc.pid, cause, delay)
             loop.call_later(delay, self._respawn, w)
+        self._answered(w)  # scrapes waiting for it take what is left of it
         self._changed.set()
 
     def _respawn(self, w: _Worker) -> None:
         if not self._stopping:
             self._spawn(w)
 
-    def _carry(self, w: _Worker) -> None:
-        """Keep the totals of a worker incarnation that is gone (not its files, which a restarted
-        worker counts again, nor what it had not acknowledged)."""
-        _add_totals(self.carried, w.final or w.live, skip=("unacked_records", "files"))
-        w.live, w.final = {}, None
+    def _ask(self, w: _Worker) -> None:
+        """Ask `w` for a report unless one is on its way."""
+        if w.conn is not None and not w.asked:
+            w.asked += 1
+            w.conn.send("report")
 
-    async def _ping_loop(self) -> None:
-        pings = 0
+    async def _report_loop(self) -> None:
         while True:
-            await asyncio.sleep(PING_SECS)
+            await asyncio.sleep(REPORT_SECS)
             now = time.monotonic()
-            pings += 1
             for w in self.workers:
                 if w.conn is None or w.proc is None or not w.proc.is_alive():
                     continue
@@ -299,14 +297,8 @@ class Supervisor:
                     w.stuck = True
                     w.proc.kill()
                     continue
-                # at most one ping and one scrape unanswered: sends to a worker that does not
-                # read can never fill the pipe and block this loop
                 with contextlib.suppress(OSError):
-                    if not w.pings:
-                        w.pings += 1
-                        w.conn.send("ping")
-                    if pings % REFRESH_PINGS == 0:  # its counters, in case it dies before a scrape
-                        self._ask_metrics(w)
+                    self._ask(w)
 
     async def _stop_all(self) -> None:
         deadline = time.monotonic() + self.s.shutdown_timeout_secs + STOP_MARGIN_SECS
@@ -330,10 +322,15 @@ class Supervisor:
 
     # -- reporting
 
+    def _expositions(self) -> list[str]:
+        """The workers' latest expositions and the counters of those that died."""
+        return [t for t in (self.dead_counters.decode(), *(w.last_metrics.decode() for w in self.workers))
+                if t]
+
     def summary(self) -> Summary:
-        total = dataclasses.replace(self.carried, events=dict(self.carried.events))
-        for w in self.workers:
-            _add_totals(total, w.final or w.live)
+        """The run summary: the workers' numbers from their latest expositions, with the
+        supervisor's elapsed time and its own CPU time added."""
+        total = summarize(self._expositions())
         total.elapsed_secs = time.monotonic() - self._started
         total.cpu_secs += time.process_time() - self._cpu0
         return total
@@ -344,45 +341,29 @@ class Supervisor:
                 return False, f"worker {w.index}: {w.ready[1]}"
         return True, "ready"
 
-    def _ask_metrics(self, w: _Worker) -> None:
-        if w.conn is not None and not w.scrapes_asked:
-            w.scrapes_asked += 1
-            w.conn.send("scrape")
-
     async def render_metrics(self) -> bytes:
-        """The workers' metrics summed (see `merge`), plus the supervisor's own. A worker that
-        does not answer within SCRAPE_TIMEOUT_SECS is represented by its latest exposition, so
-        that the sums do not drop (which Prometheus would read as counter resets)."""
+        """The workers' metrics summed (see `merge`), plus the supervisor's own. Each running
+        worker is asked for a fresh report; one that does not answer within SCRAPE_TIMEOUT_SECS
+        is represented by its latest, so that the sums do not drop (which Prometheus would read
+        as counter resets)."""
         loop = asyncio.get_running_loop()
-        asked: list[tuple[_Worker, asyncio.Future[bytes]]] = []
+        asked: list[tuple[_Worker, asyncio.Future[None]]] = []
         for w in self.workers:
             if w.conn is None:
                 continue
-            fut: asyncio.Future[bytes] = loop.create_future()
+            fut: asyncio.Future[None] = loop.create_future()
             w.waiting.append(fut)
             with contextlib.suppress(OSError):
-                self._ask_metrics(w)
+                self._ask(w)
             asked.append((w, fut))
         if asked:
             await asyncio.wait([f for _, f in asked], timeout=SCRAPE_TIMEOUT_SECS)
-        texts = [(f.result() if f.done() else w.last_metrics).decode() for w, f in asked]
         for w, f in asked:
             if not f.done():
                 f.cancel()
                 with contextlib.suppress(ValueError):
                     w.waiting.remove(f)
-        return merge([t for t in [*texts, self.dead_counters.decode()] if t]) + generate_latest(self.registry)
-
-
-def _add_totals(total: Summary, got: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
-    """Add a worker's summary (`dataclasses.asdict` of its `Summary`) into `total`; elapsed time
-    is the supervisor's own, and the fields in `skip` are left out."""
-    for f in dataclasses.fields(Summary):
-        if f.name in ("elapsed_secs", "events", *skip) or f.name not in got:
-            continue
-        setattr(total, f.name, getattr(total, f.name) + got[f.name])
-    for k, v in got.get("events", {}).items():
-        total.events[k] = total.events.get(k, 0) + v
+        return merge(self._expositions(), leave_out=RUN_FAMILIES) + generate_latest(self.registry)
 
 
 def run_supervisor(settings: Settings, workers: int, *, once: bool, log_level: str,

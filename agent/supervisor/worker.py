@@ -2,9 +2,10 @@
 
 `worker_main` runs in a process forked from the supervisor's fork server (which imported the
 modules of `preload_modules` once). It runs a whole agent over the files its index owns and
-answers the supervisor over a pipe: a "ping" with its running totals and readiness, a "scrape"
-with its metrics exposition, and it sends its totals once more when it stops. When the
-supervisor's end of the pipe closes, the worker exits at once.
+answers the supervisor over a pipe: every "report" request with its readiness and its metrics
+exposition, and once more when it stops (see `agent.supervisor.exposition`: that exposition is
+all the supervisor knows of a worker's numbers). When the supervisor's end of the pipe closes,
+the worker exits at once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
 import logging
 import os
 import signal
@@ -25,6 +25,7 @@ from agent import logs
 from agent.checkpoints import worker_dir
 from agent.runtime import EXIT_RUNTIME, install_signal_handlers, run_loop
 from agent.settings import Settings
+from agent.supervisor.exposition import RunTotals
 
 log = logging.getLogger("tailship.supervisor")
 
@@ -71,6 +72,10 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
     logs.setup(log_level, f"w{index}")
     ws = worker_settings(settings, index, workers)
     agent = Agent(ws, build_sink(ws.sink, ws.data_dir, index), once=once, shard=(index, workers))
+    agent.metrics.registry.register(RunTotals(agent.summary))
+
+    def report() -> tuple[str, tuple[bool, str], bytes]:
+        return ("report", agent.readiness(), generate_latest(agent.metrics.registry))
 
     async def go() -> int:
         install_signal_handlers(agent.request_stop)
@@ -87,10 +92,8 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
                 with contextlib.suppress(OSError):
                     agent.checkpoints.persist()
                 os._exit(EXIT_RUNTIME)
-            if msg == "ping":
-                conn.send(("pong", dataclasses.asdict(agent.summary()), agent.readiness()))
-            elif msg == "scrape":
-                conn.send(("metrics", generate_latest(agent.metrics.registry)))
+            if msg == "report":
+                conn.send(report())
 
         loop.add_reader(conn.fileno(), on_message)
         try:
@@ -104,5 +107,5 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
         log.error("%s", exc)
         code = EXIT_RUNTIME
     with contextlib.suppress(OSError):
-        conn.send(("summary", dataclasses.asdict(agent.summary())))
+        conn.send(report())  # its final numbers, for the run summary
     sys.exit(code)
