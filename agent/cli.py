@@ -160,7 +160,7 @@ def _sink_tables(urls: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _run_agent(settings: Settings, *, once: bool, progress: bool, log_level: str = "info") -> int:
-    from agent.workers import resolve_workers
+    from agent.supervisor.cpus import resolve_workers
 
     workers = resolve_workers(settings)
     if workers > 1:
@@ -186,7 +186,7 @@ def _run_agent(settings: Settings, *, once: bool, progress: bool, log_level: str
 
 
 def _run_workers(settings: Settings, workers: int, *, once: bool, progress: bool, log_level: str) -> int:
-    from agent.workers import run_supervisor
+    from agent.supervisor.supervisor import run_supervisor
 
     try:
         code, summary = run_supervisor(settings, workers, once=once, log_level=log_level,

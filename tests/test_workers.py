@@ -26,7 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.checkpoints import CheckpointStore, repartition, worker_dir
 from agent.discovery import owner
 from agent.settings import Settings
-from agent.workers import _cgroup_quota, merge, resolve_workers, worker_settings
+from agent.supervisor.cpus import _cgroup_quota, resolve_workers
+from agent.supervisor.exposition import RUN_FAMILIES, RunTotals, merge, summarize
+from agent.supervisor.worker import worker_settings
 from bench.generate import generate_tree
 from pipelines.sinks.file import read_dir
 from tests.conftest import free_port, wait_for
@@ -162,6 +164,46 @@ def test_merge_sums_workers_and_keeps_the_largest_age():
     assert fams["tailship_sink_send_seconds"].type == "histogram"
 
 
+def _worker_exposition(lines: int, files: int, cpu: float, unacked: int, events: dict[str, int]) -> str:
+    """The exposition of a worker's own registry (`agent.metrics.Metrics`, with `RunTotals`)."""
+    from agent.metrics import Metrics
+    from agent.runtime import Summary
+
+    m = Metrics()
+    m.lines_read.inc(lines)
+    m.bytes_read.inc(lines * 10)
+    m.records_sent.inc(lines - unacked)
+    m.bytes_sent.inc((lines - unacked) * 12)
+    m.batches_sent.inc(3)
+    for name, n in events.items():
+        m.event(name, n)
+    m.registry.register(RunTotals(lambda: Summary(files=files, cpu_secs=cpu, unacked_records=unacked)))
+    return generate_latest(m.registry).decode()
+
+
+def test_the_run_summary_is_read_from_the_expositions_and_carried_like_the_counters():
+    """The supervisor's run summary comes from the workers' expositions: summed over the workers;
+    over a restart (the dead worker's exposition kept as counters only) lines, records, events
+    and CPU seconds are carried, files and unacknowledged records are not; the tailship_run_*
+    families that carry them are not on the /metrics page."""
+    w0 = _worker_exposition(100, 2, 1.5, 4, {"malformed": 2, "file_discovered": 2})
+    w1 = _worker_exposition(30, 1, 0.5, 0, {"malformed": 1})
+    s = summarize([w0, w1])
+    assert (s.lines_read, s.bytes_read, s.records_sent, s.bytes_sent, s.batches_sent) == \
+        (130, 1300, 126, 1512, 6)
+    assert (s.files, s.unacked_records, s.cpu_secs) == (3, 4, 2.0)
+    assert s.events == {"malformed": 3, "file_discovered": 2}
+    # worker 0 died and was restarted; the new one read 5 lines of one file so far
+    dead = merge([w0], counters_only=True).decode()
+    s = summarize([dead, _worker_exposition(5, 1, 0.25, 5, {}), w1])
+    assert (s.lines_read, s.records_sent, s.files, s.unacked_records, s.cpu_secs) == (135, 126, 2, 5, 2.25)
+    assert s.events == {"malformed": 3, "file_discovered": 2}
+    text = merge([dead, w1], leave_out=RUN_FAMILIES).decode()
+    page = {f.name for f in text_string_to_metric_families(text)}
+    assert "tailship_input_lines" in page and not page & RUN_FAMILIES
+    assert RUN_FAMILIES <= {f.name for f in text_string_to_metric_families(w0)}
+
+
 # -- processes ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -171,20 +213,26 @@ def tree(tmp_path_factory):
     return root, m
 
 
-def _once(root: Path, tmp: Path, workers: int) -> list[dict]:
+def _once(root: Path, tmp: Path, workers: int) -> tuple[list[dict], str]:
+    """The records delivered, and the run summary's first line."""
     out, data = tmp / f"out{workers}", tmp / f"data{workers}"
     r = subprocess.run([*TAILSHIP, "tail", "--once", str(root / "containers" / "*.log"),
                         "--to", f"file:{out}", "--data-dir", str(data), "--workers", str(workers)],
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
-    return [orjson.loads(x) for x in read_dir(out)]
+    [summary] = [x for x in r.stderr.decode().splitlines() if x.startswith("tailship: ") and "file(s)" in x]
+    return [orjson.loads(x) for x in read_dir(out)], summary
 
 
 @pytest.mark.timeout(240)
 def test_one_and_two_workers_deliver_the_same_records(tree, tmp_path):
     root, m = tree
-    one, two = _once(root, tmp_path, 1), _once(root, tmp_path, 2)
+    (one, one_summary), (two, two_summary) = _once(root, tmp_path, 1), _once(root, tmp_path, 2)
     assert len(one) == m.total_records
+    # the supervisor's summary (from the workers' expositions) counts what one process counts:
+    # files, lines and bytes read, records acknowledged (batches differ)
+    assert f"{m.total_records:,} records in" in two_summary
+    assert two_summary.split(" in ")[0] == one_summary.split(" in ")[0], (one_summary, two_summary)
     key = lambda r: (r["log"]["file"]["path"], r["log"]["offset"])  # noqa: E731
     assert sorted(one, key=key) == sorted(two, key=key)
     # both workers wrote: their files are named apart in the one output directory
@@ -429,7 +477,7 @@ def test_a_disk_buffer_of_another_worker_count_stops_the_start(tmp_path):
 def test_a_stop_before_the_workers_started_starts_none(tmp_path):
     import asyncio
 
-    from agent.workers import Supervisor
+    from agent.supervisor.supervisor import Supervisor
 
     s = Settings(data_dir=str(tmp_path))
     s.metrics.listen = ""
