@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.checkpoints import CheckpointStore, repartition
-from agent.discovery import RealPaths, compressed, excluded, owner, rotated_siblings, scan
-from agent.identity import FileId, identify
-from agent.inotify import NAMES_CHANGED, DirWatcher
+from agent.filesource.checkpoints import CheckpointStore, repartition
+from agent.filesource.discovery import RealPaths, compressed, excluded, owner, rotated_siblings, scan
+from agent.filesource.identity import FileId, identify
+from agent.filesource.inotify import NAMES_CHANGED, DirWatcher
+from agent.filesource.tailer import FileTailer
 from agent.metrics import Metrics
 from agent.server import MetricsServer
 from agent.settings import Settings
-from agent.tailer import FileTailer
 from pipelines.backoff import Backoff
 from pipelines.batch import AckTracker, Batcher, ByteBudget
 from pipelines.buffer import BufferedSink

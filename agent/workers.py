@@ -2,9 +2,9 @@
 agents under a supervisor.
 
 Each worker is a whole agent (its own tailers, pipeline, sink clients and checkpoints under
-`<data_dir>/worker-<i>`) that reads only the files `agent.discovery.owner` gives it: a stable hash
-of a file's device and inode, so a file stays with its worker through renames and a restarted
-worker finds its own checkpoints. The memory limit and the disk buffer are divided among the
+`<data_dir>/worker-<i>`) that reads only the files `agent.filesource.discovery.owner` gives it:
+a stable hash of a file's device and inode, so a file stays with its worker through renames and
+a restarted worker finds its own checkpoints. The memory limit and the disk buffer are divided among the
 workers.
 
 The supervisor starts the workers (forked from a fork server that imported the agent once),
@@ -39,7 +39,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import logs
-from agent.checkpoints import worker_dir
+from agent.filesource.checkpoints import worker_dir
 from agent.runtime import (
     EXIT_OK,
     EXIT_RUNTIME,

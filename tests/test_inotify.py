@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from agent.inotify import IN_CREATE, IN_MODIFY, DirWatcher, parse
+from agent.filesource.inotify import IN_CREATE, IN_MODIFY, DirWatcher, parse
 from agent.runtime import Agent
 from tests.conftest import CollectSink, fast_settings, running, wait_until
 

@@ -490,7 +490,7 @@ def test_a_retargeted_link_is_resolved_again(tmp_path):
     """Real paths are remembered per (path, device, inode) between scans: a link pointed at
     another file is resolved again, so `exclude` (matched against the target too) and the
     rotation recovery see where it leads now."""
-    from agent.discovery import RealPaths, scan
+    from agent.filesource.discovery import RealPaths, scan
 
     for d in ("a", "b", "links"):
         (tmp_path / d).mkdir()

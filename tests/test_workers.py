@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client import Counter as PromCounter
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.checkpoints import CheckpointStore, repartition, worker_dir
-from agent.discovery import owner
+from agent.filesource.checkpoints import CheckpointStore, repartition, worker_dir
+from agent.filesource.discovery import owner
 from agent.settings import Settings
 from agent.workers import _cgroup_quota, merge, resolve_workers, worker_settings
 from bench.generate import generate_tree
@@ -66,7 +66,7 @@ def test_owner_is_stable_and_spreads_files():
     inodes = [(64769, 1_000_000 + i) for i in range(200)]
     first = [owner(dev, ino, 4) for dev, ino in inodes]
     # the same in another interpreter (no per-process hash seed)
-    code = ("import sys; from agent.discovery import owner; "
+    code = ("import sys; from agent.filesource.discovery import owner; "
             "print([owner(64769, int(i), 4) for i in sys.argv[1:]])")
     r = subprocess.run([sys.executable, "-c", code, *(str(i) for _, i in inodes)], capture_output=True,
                        text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "123"})

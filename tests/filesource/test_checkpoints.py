@@ -6,8 +6,8 @@ import os
 
 import orjson
 
-from agent.checkpoints import FILE_NAME, CheckpointStore
-from agent.identity import fingerprint, identify
+from agent.filesource.checkpoints import FILE_NAME, CheckpointStore
+from agent.filesource.identity import fingerprint, identify
 
 
 def tally():
