@@ -411,18 +411,22 @@ class Agent:
         `ignore_older_secs` does not apply (the rest of a file already being read is not "old").
         """
         for key, e in list(self.checkpoints.entries.items()):
-            real = e.get("real")
-            if key in self.tailing or not isinstance(real, str):
+            real = e.real
+            if key in self.tailing or real is None:
                 continue
-            label = str(e.get("path") or real)
-            dev, ino = (int(x) for x in key.split(":", 2)[:2])
+            label = e.path or real
+            try:
+                fid = FileId.parse(key)
+            except ValueError:
+                continue  # not a key this agent writes: no file of ours
+            dev, ino = fid.dev, fid.ino
             if excluded(self.s.source.exclude, label, real) or (dev, ino) in scanned:
                 continue  # excluded since it was read, or found by the scan under a new name
             for cand, st in self._unseen_candidates(real, True):
-                if (st.st_dev, st.st_ino) == (dev, ino) and st.st_size > e["offset"]:
+                if (st.st_dev, st.st_ino) == (dev, ino) and st.st_size > e.offset:
                     log.info("%s: found at %s, where no include pattern leads (renamed while the "
                              "agent was stopped, or its link replaced); reading its rest from "
-                             "offset %d", e.get("path", real), cand, e["offset"])
+                             "offset %d", e.path if e.path is not None else real, cand, e.offset)
                     self.metrics.event("file_renamed_while_stopped")
                     self._start_file(cand, st, expect=key, label=label, real=real)
                     break

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.filesource.checkpoints import CheckpointStore, repartition, worker_dir
 from agent.filesource.discovery import owner
+from agent.filesource.identity import FileId
 from agent.settings import Settings
 from agent.workers import _cgroup_quota, merge, resolve_workers, worker_settings
 from bench.generate import generate_tree
@@ -102,12 +103,12 @@ def _store(d: str, entries: dict[str, tuple[int, str]]) -> None:
 def _load(d: str) -> dict[str, int]:
     st = CheckpointStore(d, lambda _k, _n: None)
     st.load()
-    return {k: e["offset"] for k, e in st.entries.items()}
+    return {k: e.offset for k, e in st.entries.items()}
 
 
 def _owner_of(key: str, workers: int) -> int:
-    dev, ino = (int(x) for x in key.split(":")[:2])
-    return owner(dev, ino, workers)
+    fid = FileId.parse(key)
+    return owner(fid.dev, fid.ino, workers)
 
 
 def test_repartition_moves_checkpoints_to_the_new_owner(tmp_path):
@@ -305,7 +306,7 @@ path = "{out}"
         stored = CheckpointStore(worker_dir(str(data), i, 2), lambda _k, _n: None)
         stored.load()
         mine = {f for f, o in owners.items() if o == i}
-        assert {e["path"] for e in stored.entries.values()} == mine
+        assert {e.path for e in stored.entries.values()} == mine
     log = (tmp_path / "agent.err").read_text()
     assert "died (signal 9); restarting it" in log
 

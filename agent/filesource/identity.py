@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
+
+KEY = re.compile(r"(\d+):(\d+):([0-9a-f]+)")  # device:inode:fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +23,16 @@ class FileId:
 
     @property
     def key(self) -> str:
+        """The string the file is known by in checkpoints and batches: `device:inode:fingerprint`."""
         return f"{self.dev}:{self.ino}:{self.fp}"
+
+    @classmethod
+    def parse(cls, key: str) -> FileId:
+        """The identity `key` (as made by `FileId.key`) stands for; ValueError if it is not one."""
+        m = KEY.fullmatch(key)
+        if m is None:
+            raise ValueError(f"not a file key (device:inode:fingerprint): {key!r}")
+        return cls(int(m[1]), int(m[2]), m[3])
 
 
 def fingerprint(fd: int, nbytes: int, allow_short: bool = False) -> str | None:
