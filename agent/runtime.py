@@ -18,7 +18,6 @@ import functools
 import logging
 import os
 import re
-import stat
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.filesource.checkpoints import CheckpointStore, repartition
-from agent.filesource.discovery import RealPaths, compressed, excluded, owner, rotated_siblings, scan
+from agent.filesource.discovery import RealPaths, owner, scan
 from agent.filesource.identity import FileId, identify
 from agent.filesource.inotify import NAMES_CHANGED, DirWatcher
+from agent.filesource.recovery import Seen, renamed_while_stopped, rotated_unseen
 from agent.filesource.tailer import FileTailer
 from agent.metrics import Metrics
 from agent.server import MetricsServer
@@ -170,12 +170,9 @@ class Agent:
         self._by_name: dict[tuple[str, str], set[FileTailer]] = {}  # (dir, name) -> tailers to wake
         self._held_names: set[tuple[str, str]] = set()  # (dir, name) of files in _unidentified
         self.files_seen: set[tuple[int, int]] = set()
-        self._fingerprints: set[str] = set()     # first-line fingerprints of every file tailed
-        self._siblings_checked: set[tuple[int, int, int]] = set()  # (dev, ino, ctime_ns)
-        self._scanned_sizes: dict[tuple[int, int], int] = {}  # size when last fingerprinted
+        self._seen = Seen()  # fingerprints, siblings examined, ... (see `recovery.rotated_unseen`)
         self._reals = RealPaths()
         self._targets: dict[str, str] = {}       # real path -> path, of the files the last scan found
-        self._left_behind: dict[str, str] = {}   # such real paths no path leads to any more
         self._warned: set[str] = set()
         # (dev, ino) -> (fd, path) of files opened before they had a first line
         self._unidentified: dict[tuple[int, int], tuple[int, str]] = {}
@@ -382,12 +379,12 @@ class Agent:
     def _follow_targets(self, found: list[tuple[str, os.stat_result]]) -> None:
         """Remember the real path of every file the scan found (every worker's); one that no
         found path leads to any more (a container's link removed at its restart) is kept in
-        `_left_behind`, for `_recover_rotated_unseen`."""
+        `Seen.left_behind`, for `_recover_rotated_unseen`."""
         targets: dict[str, str] = {}
         for path, st in found:
             targets.setdefault(self._reals(path, st), path)
         for real in self._targets.keys() - targets.keys():
-            self._left_behind.setdefault(real, self._targets[real])
+            self._seen.left_behind.setdefault(real, self._targets[real])
         if self.watcher is not None:
             # names created in the directory of any found file wake this worker's discovery,
             # also where another worker reads: the kubelet rotates a file of worker 0 in its pod
@@ -398,138 +395,32 @@ class Agent:
         self._targets = targets
 
     def _recover_renamed(self, scanned: set[tuple[int, int]]) -> None:
-        """Read the rest of files renamed while the agent was down.
-
-        The kubelet rotates by renaming `N.log` to `N.log.<time>`, which the include patterns do
-        not match: a file rotated while the agent was stopped would lose its unread end. At
-        start, every checkpointed file that no pattern found is looked for at its last real
-        path and beside it, as `<name>.*`, with the same device, inode and fingerprint; one with
-        data past its checkpoint is read from there (reported under its old path) until it is
-        deleted. (At its real path: a file read through a link that is gone, such as the
-        `0.log` of a container that restarted, recovered by `_recover_rotated_unseen`.)
-        Compressed rotations (`.gz`) and files now matching `exclude` are not read;
-        `ignore_older_secs` does not apply (the rest of a file already being read is not "old").
-        """
-        for key, e in list(self.checkpoints.entries.items()):
-            real = e.real
-            if key in self.tailing or real is None:
-                continue
-            label = e.path or real
-            try:
-                fid = FileId.parse(key)
-            except ValueError:
-                continue  # not a key this agent writes: no file of ours
-            dev, ino = fid.dev, fid.ino
-            if excluded(self.s.source.exclude, label, real) or (dev, ino) in scanned:
-                continue  # excluded since it was read, or found by the scan under a new name
-            for cand, st in self._unseen_candidates(real, True):
-                if (st.st_dev, st.st_ino) == (dev, ino) and st.st_size > e.offset:
-                    log.info("%s: found at %s, where no include pattern leads (renamed while the "
-                             "agent was stopped, or its link replaced); reading its rest from "
-                             "offset %d", e.path if e.path is not None else real, cand, e.offset)
-                    self.metrics.event("file_renamed_while_stopped")
-                    self._start_file(cand, st, expect=key, label=label, real=real)
-                    break
+        """Read the rest of files renamed while the agent was down (`recovery.renamed_while_stopped`)."""
+        for f in renamed_while_stopped(self.checkpoints.entries, self.tailing.keys(), scanned,
+                                       self.s.source.exclude):
+            log.info("%s: found at %s, where no include pattern leads (renamed while the agent "
+                     "was stopped, or its link replaced); reading its rest from offset %d",
+                     f.label, f.path, f.offset)
+            self.metrics.event("file_renamed_while_stopped")
+            self._start_file(f.path, f.st, expect=f.key, label=f.label, real=f.real)
 
     def _recover_rotated_unseen(self, found: list[tuple[str, os.stat_result]],
                                 scanned: set[tuple[int, int]]) -> None:
-        """Read files that were created, filled and rotated away between two scans.
-
-        Under fast rotation (a container writing megabytes a second, rotated at `10 MiB`) a
-        file's whole life at the watched path can fit between two scans (inotify makes that
-        rare; it is not always there). Beside the real path of every file the scan found (every
-        worker's), `<name>.*` files of this worker (`owner`), renamed during this run (changed
-        since the agent started), not found by the scan, never opened and with a first line
-        never seen are such files: read from their head, reported under the path of the file
-        beside which they were found. The fingerprint check keeps copytruncate's copies out (a
-        copy starts with the first line of the file it copies: the fingerprints of every
-        scanned file, this worker's or not, are remembered and taken again when one shrinks);
-        `.gz` and excluded names are not read.
-
-        A real path that the scan no longer reaches (`_left_behind`) is looked at too, itself
-        as well as its rotations: the kubelet rotates `0.log` and, before a scan has followed
-        the link to the new `0.log`, the container restarts and its link is replaced by one to
-        `1.log`. It is looked at until its file has a first line or is gone.
-        """
-        src = self.s.source
-        now = time.time()
-        index, workers = self.shard
+        """Read files created, filled and rotated away between two scans
+        (`recovery.rotated_unseen`)."""
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
-        for gone in self._scanned_sizes.keys() - scanned:
-            del self._scanned_sizes[gone]
-        for path, st in found:
-            self._remember_fingerprint(path, st)
-        targets = self._targets
-        families = dict(targets)
-        for t in self.tailing.values():
-            families.setdefault(t.real, t.label)
-        families.update((real, label) for real, label in self._left_behind.items() if real not in families)
-        waiting: set[str] = set()  # left-behind paths whose file has no first line yet
-        for real, label in families.items():
-            for cand, st in self._unseen_candidates(real, real not in targets):
-                ident = (st.st_dev, st.st_ino)
-                seen = (st.st_dev, st.st_ino, st.st_ctime_ns)
-                # ctime: the kernel's coarse clock may lag time.time() by a tick
-                if (ident in open_inodes or ident in scanned or seen in self._siblings_checked
-                        or owner(st.st_dev, st.st_ino, workers) != index
-                        or st.st_ctime < self._started_wall - 1.0 or not stat.S_ISREG(st.st_mode)
-                        or (src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs)
-                        or excluded(src.exclude, label, cand)):
-                    continue
-                try:
-                    fid = self._fingerprint_of(cand)
-                except OSError:
-                    continue  # gone since, or unreadable
-                if fid is None:
-                    waiting.add(real)
-                    continue  # no complete first line yet: looked at again at the next scan
-                self._siblings_checked.add(seen)
-                if fid.fp in self._fingerprints or compressed(cand):
-                    # tailed before (the file this one rotated from), a copy of one, or a
-                    # compression in progress (the kubelet writes `<name>.tmp`, then `.gz`)
-                    continue
-                log.info("%s: %s was never seen at this path (rotated away, or the link to it "
-                         "replaced); reading it from its head", label, cand)
-                self.metrics.event("file_rotated_unseen")
-                self._start_file(cand, st, expect=fid.key, label=label, real=real)
-        self._left_behind = {real: label for real, label in self._left_behind.items() if real in waiting}
-
-    @staticmethod
-    def _unseen_candidates(real: str, unreached: bool) -> list[tuple[str, os.stat_result]]:
-        """The rotations beside `real`, and, when no path the scan found leads to `real` any
-        more (`unreached`), the file at `real` itself: the new `0.log` a rotation made, whose
-        link went away at a container restart before any scan followed it there."""
-        siblings = rotated_siblings(real)
-        if unreached:
-            with contextlib.suppress(OSError):
-                siblings.append((real, os.stat(real)))
-        return siblings
-
-    def _fingerprint_of(self, path: str) -> FileId | None:
-        """The identity of the file at `path`; None while it has no complete first line.
-        OSError if it cannot be opened."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return identify(fd, self.s.source.fingerprint_bytes)
-        finally:
-            os.close(fd)
-
-    def _remember_fingerprint(self, path: str, st: os.stat_result) -> None:
-        """Fingerprints of scanned files (also those of other workers), taken once per file and
-        again after it shrank (copytruncate): copies of them are not new files."""
-        ident = (st.st_dev, st.st_ino)
-        size = self._scanned_sizes.get(ident)
-        self._scanned_sizes[ident] = st.st_size
-        if size is not None and st.st_size >= size:
-            return
-        try:
-            fid = self._fingerprint_of(path)
-        except OSError:
-            fid = None
-        if fid is None:
-            self._scanned_sizes.pop(ident, None)  # no first line yet: again at the next scan
-        else:
-            self._fingerprints.add(fid.fp)
+        tailed = [(t.real, t.label) for t in self.tailing.values()]
+        unseen = rotated_unseen(found, scanned, self._targets, tailed, open_inodes, self._seen,
+                                settings=self.s.source, shard=self.shard,
+                                since=self._started_wall, now=time.time())
+        self._seen.update(unseen)
+        for f in unseen.starts:
+            if f.fid.fp in self._seen.fingerprints:
+                continue  # a copy of a file started before it in this list
+            log.info("%s: %s was never seen at this path (rotated away, or the link to it "
+                     "replaced); reading it from its head", f.label, f.path)
+            self.metrics.event("file_rotated_unseen")
+            self._start_file(f.path, f.st, expect=f.key, label=f.label, real=f.real)
 
     def _identify_held(self) -> None:
         """Files opened before they had a first line to fingerprint are held open (see
@@ -606,7 +497,7 @@ class Agent:
                 self.watcher.watch(folder)
                 self._by_name.setdefault((folder, name), set()).add(tailer)
         self.files_seen.add((fid.dev, fid.ino))
-        self._fingerprints.add(fid.fp)
+        self._seen.fingerprints.add(fid.fp)
         self.metrics.files_open.inc()
         self.metrics.files.labels("discovered").inc()
         log.debug("%s: tailing from offset %d (%s)", path, offset, fid.key)

@@ -480,7 +480,7 @@ async def test_copytruncate_copy_beside_the_file_is_not_read_again(tmp_path):
         append(log, lines("after", 0, 3))
         await wait_until(lambda: len(sink.records) == 23, what="lines after truncation")
         copy = os.stat(tmp_path / "app.log.1")
-        await wait_until(lambda: (copy.st_dev, copy.st_ino, copy.st_ctime_ns) in a._siblings_checked,
+        await wait_until(lambda: (copy.st_dev, copy.st_ino, copy.st_ctime_ns) in a._seen.checked,
                          what="the copy examined")
     assert sink.messages() == expected("before", 0, 20) + expected("after", 0, 3)
     assert a.metrics.events["file_rotated_unseen"] == 0
@@ -524,7 +524,7 @@ async def test_compressions_in_progress_beside_a_file_are_not_read(tmp_path):
         zipped = tmp_path / "app.log.20261124-100002"
         zipped.write_bytes(gzip.compress(os.urandom(4000)))
         st = zipped.stat()
-        await wait_until(lambda: (st.st_dev, st.st_ino, st.st_ctime_ns) in agent._siblings_checked,
+        await wait_until(lambda: (st.st_dev, st.st_ino, st.st_ctime_ns) in agent._seen.checked,
                          what="the siblings examined")
         append(log, lines("a", 10, 12))
         await wait_until(lambda: len(sink.records) >= 12, what="lines after")

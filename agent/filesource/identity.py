@@ -51,3 +51,13 @@ def identify(fd: int, nbytes: int, allow_short: bool = False) -> FileId | None:
     st = os.fstat(fd)
     fp = fingerprint(fd, nbytes, allow_short)
     return None if fp is None else FileId(st.st_dev, st.st_ino, fp)
+
+
+def identify_path(path: str, nbytes: int) -> FileId | None:
+    """The identity of the file at `path`; None while it has no complete first line. OSError if
+    it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return identify(fd, nbytes)
+    finally:
+        os.close(fd)
