@@ -1,9 +1,11 @@
-"""The agent: wires discovery, tailers, the batcher, the sender and checkpoints, and runs them.
+"""The agent: the process lifecycle and delivery, around the file source.
 
-Flow: discovery starts a `FileTailer` per file → segments take room from the `ByteBudget` and go
-into the `Batcher` → closed batches are registered with the `AckTracker` and queued → sender tasks
-deliver them (retrying retriable errors with exponential backoff and jitter) → acknowledgements
-move checkpoints and give the budget back.
+Flow: the `FileSource` (`agent.filesource`: discovery, a `FileTailer` per file, rotation
+recovery) emits segments → they take room from the `ByteBudget` and go into the `Batcher` →
+closed batches are registered with the `AckTracker` and queued → sender tasks deliver them
+(retrying retriable errors with exponential backoff and jitter) → acknowledgements move
+checkpoints and give the budget back. The agent owns the `CheckpointStore` (loads it, moves it
+on acknowledgements, writes it); the source records the files it opens in it.
 
 Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
 lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
@@ -14,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.filesource.checkpoints import CheckpointStore, repartition
-from agent.filesource.discovery import RealPaths, owner, scan
-from agent.filesource.identity import FileId, identify
-from agent.filesource.inotify import NAMES_CHANGED, DirWatcher
-from agent.filesource.recovery import Seen, renamed_while_stopped, rotated_unseen
-from agent.filesource.tailer import FileTailer
+from agent.filesource.discovery import owner
+from agent.filesource.identity import FileId
+from agent.filesource.source import FileSource
 from agent.metrics import Metrics
 from agent.server import MetricsServer
 from agent.settings import Settings
@@ -44,8 +42,6 @@ from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
 
 log = logging.getLogger("tailship.agent")
-
-RESCAN_COALESCE_SECS = 0.02  # an asked-for scan waits this long, so a burst of events makes one
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -114,19 +110,6 @@ def prepare_state(s: Settings, workers: int) -> None:
 
 
 @dataclass
-class _Tailing:
-    tailer: FileTailer
-    task: asyncio.Task[None]
-    inode: tuple[int, int]
-    label: str      # the path its records are reported under
-    real: str       # the real path it was opened at
-
-    def names(self) -> set[tuple[str, str]]:
-        """(directory, name) pairs under which inotify reports changes to this file."""
-        return {os.path.split(self.tailer.path), os.path.split(self.real)}
-
-
-@dataclass
 class Summary:
     lines_read: int = 0
     bytes_read: int = 0
@@ -165,23 +148,12 @@ class Agent:
         self.queue: asyncio.Queue[Batch] = asyncio.Queue()
         self.batcher = Batcher(settings.batch.max_records, settings.batch.max_bytes,
                                settings.batch.linger_ms / 1000, self._ship)
-        self.tailing: dict[str, _Tailing] = {}
-        self.watcher: DirWatcher | None = None
-        self._by_name: dict[tuple[str, str], set[FileTailer]] = {}  # (dir, name) -> tailers to wake
-        self._held_names: set[tuple[str, str]] = set()  # (dir, name) of files in _unidentified
-        self.files_seen: set[tuple[int, int]] = set()
-        self._seen = Seen()  # fingerprints, siblings examined, ... (see `recovery.rotated_unseen`)
-        self._reals = RealPaths()
-        self._targets: dict[str, str] = {}       # real path -> path, of the files the last scan found
-        self._warned: set[str] = set()
-        # (dev, ino) -> (fd, path) of files opened before they had a first line
-        self._unidentified: dict[tuple[int, int], tuple[int, str]] = {}
-        self._stop_reading = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._rescan = asyncio.Event()
         self._acked = asyncio.Event()
+        self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
+                                 emit=self._emit, new_processor=self._processor,
+                                 metrics=self.metrics, on_opened=self._acked.set)
         self._fatal: BaseException | None = None
-        self._first_scan = True
         self._started = 0.0
         self._started_wall = time.time()
         self._cpu0 = 0.0
@@ -224,18 +196,18 @@ class Agent:
             bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
         bg.append(asyncio.create_task(self.batcher.linger(), name="linger"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
-        self._start_watching()
+        self.source.start(since=self._started_wall)
         try:
             if self.once:
-                await self._discover()
+                await self.source.discover()
                 waits: list[asyncio.Future[Any]] = [
-                    asyncio.gather(*(t.task for t in list(self.tailing.values()))),
+                    self.source.tailers_done(),
                     stop := asyncio.create_task(self._stopped.wait()),
                 ]
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
             else:
-                disc = asyncio.create_task(self._discovery_loop(), name="discovery")
+                disc = asyncio.create_task(self.source.run(), name="discovery")
                 await self._stopped.wait()
                 disc.cancel()
             await self._drain()
@@ -243,13 +215,7 @@ class Agent:
             for t in bg:
                 t.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
-            await self._stop_tailers()
-            for fd, _ in self._unidentified.values():
-                os.close(fd)
-            self._unidentified.clear()
-            if self.watcher is not None:
-                self.watcher.close(asyncio.get_running_loop())
-                self.watcher = None
+            await self.source.close()
             self.checkpoints.persist()
             if shipper is not None:  # a last snapshot with the final totals
                 await shipper.ship()
@@ -279,7 +245,7 @@ class Agent:
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
-        await self._stop_tailers()
+        await self.source.stop()
         await self.batcher.flush()
         timeout = None if self.once and not self._stopped.is_set() else self.s.shutdown_timeout_secs
         if self._fatal is None:
@@ -301,242 +267,13 @@ class Agent:
         if stop is not None:
             stop.cancel()
 
-    async def _stop_tailers(self) -> None:
-        self._stop_reading.set()
-        for entry in self.tailing.values():
-            entry.tailer.wake.set()
-        tasks = [t.task for t in self.tailing.values()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
     def _fail(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
         self._stopped.set()
 
-    # -- discovery ------------------------------------------------------------------------------
-
-    async def _discovery_loop(self) -> None:
-        while True:
-            await self._discover()
-            # a tailer that sees its path name another file (rotation), or inotify reporting a
-            # name created or moved, asks for a scan at once, so the new file is opened before
-            # it can be rotated away unread
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), self.s.source.scan_interval_secs)
-                await asyncio.sleep(RESCAN_COALESCE_SECS)  # one scan for a burst of events
-            self._rescan.clear()
-
-    # -- inotify --------------------------------------------------------------------------------
-
-    def _start_watching(self) -> None:
-        if self.once or not self.s.source.inotify:
-            return
-        self.watcher = DirWatcher(self._on_fs_event, self._on_fs_overflow)
-        if not self.watcher.start(asyncio.get_running_loop()):
-            self.watcher = None
-            return
-        for pattern in self.s.source.include:  # new files: the fixed directory of each pattern
-            self.watcher.watch(os.path.dirname(re.split(r"[*?\[]", pattern, maxsplit=1)[0]))
-
-    def _on_fs_event(self, directory: str, name: str, mask: int) -> None:
-        if mask & NAMES_CHANGED or (directory, name) in self._held_names:
-            # a name appeared or went, or a file held until its first line is written to
-            self._rescan.set()
-        for tailer in self._by_name.get((directory, name), ()):
-            tailer.wake.set()
-
-    def _on_fs_overflow(self) -> None:
-        self.metrics.event("inotify_overflow")
-        self._rescan.set()
-        for t in self.tailing.values():
-            t.tailer.wake.set()
-
-    async def _discover(self) -> None:
-        src = self.s.source
-        now = time.time()
-        self._identify_held()
-        open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
-        index, workers = self.shard
-        found = scan(src.include, src.exclude, self._reals)
-        scanned = {(st.st_dev, st.st_ino) for _, st in found}  # every worker's, not only ours
-        for path, st in found:
-            if (st.st_dev, st.st_ino) in open_inodes or owner(st.st_dev, st.st_ino, workers) != index:
-                continue
-            if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
-                continue
-            self._start_file(path, st)
-        self._follow_targets(found)
-        if self._first_scan:
-            self._recover_renamed(scanned)
-        else:
-            self._recover_rotated_unseen(found, scanned)
-        self._first_scan = False
-        active = set(self.tailing)
-        self.checkpoints.forget_stale(active)
-
-    def _follow_targets(self, found: list[tuple[str, os.stat_result]]) -> None:
-        """Remember the real path of every file the scan found (every worker's); one that no
-        found path leads to any more (a container's link removed at its restart) is kept in
-        `Seen.left_behind`, for `_recover_rotated_unseen`."""
-        targets: dict[str, str] = {}
-        for path, st in found:
-            targets.setdefault(self._reals(path, st), path)
-        for real in self._targets.keys() - targets.keys():
-            self._seen.left_behind.setdefault(real, self._targets[real])
-        if self.watcher is not None:
-            # names created in the directory of any found file wake this worker's discovery,
-            # also where another worker reads: the kubelet rotates a file of worker 0 in its pod
-            # directory, and the new `0.log` may be worker 1's (found at once, not at the next
-            # periodic scan)
-            for real in targets.keys() - self._targets.keys():
-                self.watcher.watch(os.path.dirname(real), names_only=True)
-        self._targets = targets
-
-    def _recover_renamed(self, scanned: set[tuple[int, int]]) -> None:
-        """Read the rest of files renamed while the agent was down (`recovery.renamed_while_stopped`)."""
-        for f in renamed_while_stopped(self.checkpoints.entries, self.tailing.keys(), scanned,
-                                       self.s.source.exclude):
-            log.info("%s: found at %s, where no include pattern leads (renamed while the agent "
-                     "was stopped, or its link replaced); reading its rest from offset %d",
-                     f.label, f.path, f.offset)
-            self.metrics.event("file_renamed_while_stopped")
-            self._start_file(f.path, f.st, expect=f.key, label=f.label, real=f.real)
-
-    def _recover_rotated_unseen(self, found: list[tuple[str, os.stat_result]],
-                                scanned: set[tuple[int, int]]) -> None:
-        """Read files created, filled and rotated away between two scans
-        (`recovery.rotated_unseen`)."""
-        open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
-        tailed = [(t.real, t.label) for t in self.tailing.values()]
-        unseen = rotated_unseen(found, scanned, self._targets, tailed, open_inodes, self._seen,
-                                settings=self.s.source, shard=self.shard,
-                                since=self._started_wall, now=time.time())
-        self._seen.update(unseen)
-        for f in unseen.starts:
-            if f.fid.fp in self._seen.fingerprints:
-                continue  # a copy of a file started before it in this list
-            log.info("%s: %s was never seen at this path (rotated away, or the link to it "
-                     "replaced); reading it from its head", f.label, f.path)
-            self.metrics.event("file_rotated_unseen")
-            self._start_file(f.path, f.st, expect=f.key, label=f.label, real=f.real)
-
-    def _identify_held(self) -> None:
-        """Files opened before they had a first line to fingerprint are held open (see
-        `_start_file`); those that have one now are tailed, whatever their name is by now."""
-        for ident, (fd, path) in list(self._unidentified.items()):
-            fid = identify(fd, self.s.source.fingerprint_bytes)
-            if fid is not None:
-                del self._unidentified[ident]
-                if fid.key in self.tailing:
-                    os.close(fd)
-                else:
-                    self._tail_fd(fd, fid, path)
-            elif os.fstat(fd).st_nlink == 0:  # deleted before it had a line: nothing to read
-                del self._unidentified[ident]
-                os.close(fd)
-        self._note_held()
-
-    def _note_held(self) -> None:
-        """(directory, name) of the files held in `_unidentified`, for inotify: a write to one
-        asks for a scan."""
-        self._held_names = {pair for _fd, path in self._unidentified.values()
-                            for pair in (os.path.split(path), os.path.split(os.path.realpath(path)))}
-
-    def _start_file(self, path: str, st: os.stat_result, expect: str | None = None,
-                    label: str | None = None, real: str | None = None) -> None:
-        """Open and tail `path`; `expect`: only if its identity is this key; `label`: the path
-        its records are reported under (default `path`); `real`: the path it is remembered
-        under (default its real path; a recovered rotation keeps its old one, so that it is
-        found the same way again if the agent stops before it is read)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except PermissionError as exc:
-            if path not in self._warned:
-                self._warned.add(path)
-                self.metrics.event("permission_denied")
-                log.error("%s: cannot open: %s; other files keep flowing", path, exc.strerror)
-            return
-        except OSError:
-            return  # vanished between the scan and the open
-        fid = identify(fd, self.s.source.fingerprint_bytes, allow_short=self.once)
-        if fid is None and expect is None and not self.once:
-            # no complete first line yet: hold the file open and look again soon, so that a file
-            # rotated away within a scan interval of its creation is still read (by descriptor)
-            fst = os.fstat(fd)
-            ident = (fst.st_dev, fst.st_ino)
-            if ident in self._unidentified:
-                os.close(fd)
-            else:
-                self._unidentified[ident] = (fd, path)
-                self._note_held()
-                asyncio.get_running_loop().call_later(self.s.source.poll_interval_ms / 1000,
-                                                      self._rescan.set)
-            return
-        if fid is None or fid.key in self.tailing or (expect is not None and fid.key != expect):
-            os.close(fd)
-            return
-        self._tail_fd(fd, fid, path, label, real)
-
-    def _tail_fd(self, fd: int, fid: FileId, path: str, label: str | None = None,
-                 real: str | None = None) -> None:
-        offset = self._start_offset(fid, path, os.fstat(fd).st_size)
-        real_path = real or os.path.realpath(path)
-        if not self.once and self.checkpoints.opened(fid.key, offset, label or path, real_path):
-            self._acked.set()  # written soon, not only after an acknowledgement
-        new_processor = functools.partial(self._processor, path=label or path, real_path=real_path)
-        tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
-                            emit=self._emit, metrics=self.metrics, settings=self.s.source,
-                            once=self.once, stop=self._stop_reading, on_gone=self._rescan.set)
-        task = asyncio.create_task(self._tail(tailer), name=f"tail:{path}")
-        tailing = _Tailing(tailer, task, (fid.dev, fid.ino), label or path, real_path)
-        self.tailing[fid.key] = tailing
-        if self.watcher is not None:
-            for folder, name in tailing.names():
-                self.watcher.watch(folder)
-                self._by_name.setdefault((folder, name), set()).add(tailer)
-        self.files_seen.add((fid.dev, fid.ino))
-        self._seen.fingerprints.add(fid.fp)
-        self.metrics.files_open.inc()
-        self.metrics.files.labels("discovered").inc()
-        log.debug("%s: tailing from offset %d (%s)", path, offset, fid.key)
-
-    def _start_offset(self, fid: FileId, path: str, size: int) -> int:
-        saved = self.checkpoints.get(fid.key)
-        if saved is not None:
-            if saved > size:
-                self.metrics.event("file_truncated")
-                log.info("%s: shorter than its checkpoint (%d > %d); reading from offset 0",
-                         path, saved, size)
-                return 0
-            return saved
-        tail = (self._first_scan and self.s.source.read_from == "tail"
-                and not self.checkpoints.recovered_from_corruption and not self.once)
-        return size if tail else 0
-
     def _processor(self, fid: FileId, path: str, real_path: str) -> FileProcessor:
         return FileProcessor(self.spec, fid.key, path, file_meta(path, real_path), self.metrics.event)
-
-    async def _tail(self, tailer: FileTailer) -> None:
-        try:
-            await tailer.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug or an I/O error on one file must not stop the others
-            self.metrics.event("tailer_failed")
-            log.exception("%s: tailer failed: %s", tailer.path, exc)
-        finally:
-            for key, t in list(self.tailing.items()):
-                if t.tailer is tailer:
-                    del self.tailing[key]
-                    for name in t.names():
-                        waiting = self._by_name.get(name)
-                        if waiting is not None:
-                            waiting.discard(tailer)
-                            if not waiting:
-                                del self._by_name[name]
-            self.metrics.files_open.dec()
 
     # -- data path ------------------------------------------------------------------------------
 
@@ -655,7 +392,7 @@ class Agent:
         dead = getattr(self.sink, "dead", None)
         open_batch = self.batcher.open_bytes
         return {
-            "files": [(t.tailer.fd, t.tailer.pos) for t in self.tailing.values() if not t.tailer.done],
+            "files": self.source.open_files(),
             "queues": {"inflight": self.budget.used, "open_batch": open_batch,
                        "send_queue": self.queued_bytes,
                        "sending": max(0, self.budget.used - open_batch - self.queued_bytes)},
@@ -674,7 +411,7 @@ class Agent:
         return Summary(
             lines_read=int(m.lines_read._value.get()), bytes_read=int(m.bytes_read._value.get()),
             records_sent=int(m.records_sent._value.get()), bytes_sent=int(m.bytes_sent._value.get()),
-            batches_sent=int(m.batches_sent._value.get()), files=len(self.files_seen),
+            batches_sent=int(m.batches_sent._value.get()), files=len(self.source.files_seen),
             elapsed_secs=time.monotonic() - self._started,
             cpu_secs=time.process_time() - self._cpu0, unacked_records=self.unacked,
             events=dict(m.events),

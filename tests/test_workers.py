@@ -388,12 +388,12 @@ async def test_file_renamed_to_a_matching_name_is_read_once_across_workers(tmp_p
     for i in range(2):
         s = fast_settings(tmp_path / f"w{i}", [str(logs / "*.log")])
         agent = Agent(s, sinks[i], shard=(i, 2))
-        discover = agent._discover
+        discover = agent.source.discover
 
         async def counted(i: int = i, discover=discover) -> None:  # type: ignore[no-untyped-def]
             await discover()
             scans[i] += 1
-        agent._discover = counted  # type: ignore[method-assign]
+        agent.source.discover = counted  # type: ignore[method-assign]
         agents.append(agent)
     async with running(agents[0]), running(agents[1]):
         await wait_until(lambda: sum(len(k.records) for k in sinks) == 500, what="the first file")
@@ -602,7 +602,7 @@ async def test_a_rotation_wakes_the_worker_that_owns_the_new_file(tmp_path):
     agents = kubelet.agents(sinks, scan_interval_secs=60.0)
     async with running(agents[0]), running(agents[1]):
         await wait_until(lambda: len(sinks[first].records) == 10, what="the first file")
-        await wait_until(lambda: all(a._targets for a in agents), what="both workers' first scans")
+        await wait_until(lambda: all(a.source._targets for a in agents), what="both workers' first scans")
         os.rename(pod / "0.log", pod / "0.log.20261124-100001")
         os.rename(new, pod / "0.log")
         await wait_until(lambda: len(sinks[1 - first].records) == 30,
