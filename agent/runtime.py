@@ -10,6 +10,9 @@ on acknowledgements, writes it); the source records the files it opens in it.
 Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
 lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
 batches get until `shutdown_timeout_secs` to be acknowledged, checkpoints are persisted.
+
+(Over 400 lines for now: the delivery part, `_emit` to `_acknowledged`, is being moved to
+`pipelines/`, issue 13.)
 """
 
 from __future__ import annotations

@@ -6,4 +6,6 @@ keeps their checkpoints; hands what it reads on as `Segment`s.
 * `tailer`: one file's reader, following its growth, truncation, rotation and deletion.
 * `inotify`: directory watches that wake tailers and discovery before their next poll.
 * `checkpoints`: the persistent read positions, keyed by file identity.
+* `recovery`: which files a rotation left where no include pattern leads (functions).
+* `source`: `FileSource`, which runs all of the above for the agent.
 """
