@@ -52,11 +52,14 @@ class Start:
 class Seen:
     """What discovery remembers between scans for `rotated_unseen`."""
 
-    fingerprints: set[str] = field(default_factory=set)  # first lines of every file tailed or scanned
-    checked: set[tuple[int, int, int]] = field(default_factory=set)  # (dev, ino, ctime_ns) examined
-    sizes: dict[Inode, int] = field(default_factory=dict)  # scanned files' size when fingerprinted
-    left_behind: dict[str, str] = field(default_factory=dict)  # real path no scanned path leads
-    #                                                             to any more -> its label
+    # fingerprints of the first lines of every file tailed or scanned
+    fingerprints: set[str] = field(default_factory=set)
+    # (dev, ino, ctime_ns) of the rotated files examined
+    checked: set[tuple[int, int, int]] = field(default_factory=set)
+    # size of each scanned file when it was last fingerprinted
+    sizes: dict[Inode, int] = field(default_factory=dict)
+    # real paths of files no scanned path leads to any more -> the path they were found under
+    left_behind: dict[str, str] = field(default_factory=dict)
 
     def update(self, found: Unseen) -> None:
         """Take in what a `rotated_unseen` call learnt."""
