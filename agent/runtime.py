@@ -1,10 +1,12 @@
-"""The agent: wires discovery, tailers, the batcher, the sender and checkpoints, and runs them.
+"""The agent: the process lifecycle and delivery, around the file source.
 
-Flow: discovery starts a `FileTailer` per file → its chain turns lines into segments, tagged with
-the sinks their routes choose → the `Fanout` takes room from the shared budget and hands each sink
-its part → each sink's `Delivery` batches and sends (retrying retriable errors with backoff) →
-once every sink a line went to acknowledged it, its file's checkpoint moves past it and the budget
-comes back.
+Flow: the `FileSource` (`agent.filesource`: discovery, a `FileTailer` per file, rotation
+recovery) emits segments, tagged by their file's chain with the sinks their routes choose → the
+`Fanout` takes room from the shared budget and hands each sink its part → each sink's `Delivery`
+batches and sends (retrying retriable errors with backoff) → once every sink a line went to
+acknowledged it, its file's checkpoint moves past it and the budget comes back. The agent owns
+the `CheckpointStore` (loads it, moves it on acknowledgements, writes it); the source records the
+files it opens in it.
 
 Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
 lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
@@ -15,25 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
-import re
-import stat
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.checkpoints import CheckpointStore, repartition
-from agent.discovery import RealPaths, compressed, excluded, owner, rotated_siblings, scan
-from agent.identity import FileId, identify
-from agent.inotify import NAMES_CHANGED, DirWatcher
+from agent.filesource.checkpoints import CheckpointStore, repartition
+from agent.filesource.discovery import owner
+from agent.filesource.identity import FileId
+from agent.filesource.source import FileSource
 from agent.metrics import Metrics, MetricsReport
 from agent.server import MetricsServer
 from agent.settings import Settings
-from agent.tailer import FileTailer
 from pipelines import layout
 from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
@@ -47,8 +45,6 @@ from pipelines.sinks.base import Sink
 from pipelines.sinks.registry import build_sink, parse_sink_url
 
 log = logging.getLogger("tailship.agent")
-
-RESCAN_COALESCE_SECS = 0.02  # an asked-for scan waits this long, so a burst of events makes one
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -124,19 +120,6 @@ def prepare_state(s: Settings, workers: int) -> None:
 
 
 @dataclass
-class _Tailing:
-    tailer: FileTailer
-    task: asyncio.Task[None]
-    inode: tuple[int, int]
-    label: str      # the path its records are reported under
-    real: str       # the real path it was opened at
-
-    def names(self) -> set[tuple[str, str]]:
-        """(directory, name) pairs under which inotify reports changes to this file."""
-        return {os.path.split(self.tailer.path), os.path.split(self.real)}
-
-
-@dataclass
 class Summary:
     lines_read: int = 0
     bytes_read: int = 0
@@ -174,26 +157,12 @@ class Agent:
                            for name, s in sinks.items()]
         self.fanout = Fanout(self.deliveries, settings.batch.memory_limit_bytes, settings.batch.when_full,
                              self._commit, report)
-        self.tailing: dict[str, _Tailing] = {}
-        self.watcher: DirWatcher | None = None
-        self._by_name: dict[tuple[str, str], set[FileTailer]] = {}  # (dir, name) -> tailers to wake
-        self._held_names: set[tuple[str, str]] = set()  # (dir, name) of files in _unidentified
-        self.files_seen: set[tuple[int, int]] = set()
-        self._fingerprints: set[str] = set()     # first-line fingerprints of every file tailed
-        self._siblings_checked: set[tuple[int, int, int]] = set()  # (dev, ino, ctime_ns)
-        self._scanned_sizes: dict[tuple[int, int], int] = {}  # size when last fingerprinted
-        self._reals = RealPaths()
-        self._targets: dict[str, str] = {}       # real path -> path, of the files the last scan found
-        self._left_behind: dict[str, str] = {}   # such real paths no path leads to any more
-        self._warned: set[str] = set()
-        # (dev, ino) -> (fd, path) of files opened before they had a first line
-        self._unidentified: dict[tuple[int, int], tuple[int, str]] = {}
-        self._stop_reading = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._rescan = asyncio.Event()
         self._acked = asyncio.Event()
+        self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
+                                 emit=self.fanout.emit, new_processor=self._processor,
+                                 metrics=self.metrics, on_opened=self._acked.set)
         self._fatal: BaseException | None = None
-        self._first_scan = True
         self._started = 0.0
         self._started_wall = time.time()
         self._cpu0 = 0.0
@@ -228,18 +197,18 @@ class Agent:
         if shipper is not None:
             bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
-        self._start_watching()
+        self.source.start(since=self._started_wall)
         try:
             if self.once:
-                await self._discover()
+                await self.source.discover()
                 waits: list[asyncio.Future[Any]] = [
-                    asyncio.gather(*(t.task for t in list(self.tailing.values()))),
+                    self.source.tailers_done(),
                     stop := asyncio.create_task(self._stopped.wait()),
                 ]
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
             else:
-                disc = asyncio.create_task(self._discovery_loop(), name="discovery")
+                disc = asyncio.create_task(self.source.run(), name="discovery")
                 await self._stopped.wait()
                 disc.cancel()
             await self._drain()
@@ -247,13 +216,7 @@ class Agent:
             for t in bg:
                 t.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
-            await self._stop_tailers()
-            for fd, _ in self._unidentified.values():
-                os.close(fd)
-            self._unidentified.clear()
-            if self.watcher is not None:
-                self.watcher.close(asyncio.get_running_loop())
-                self.watcher = None
+            await self.source.close()
             self.checkpoints.persist()
             if shipper is not None:  # a last snapshot with the final totals
                 await shipper.ship()
@@ -282,7 +245,7 @@ class Agent:
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
-        await self._stop_tailers()
+        await self.source.stop()
         for d in self.deliveries:
             await d.flush()
         timeout = None if self.once and not self._stopped.is_set() else self.s.shutdown_timeout_secs
@@ -310,346 +273,15 @@ class Agent:
         for d in self.deliveries:
             await d.join()
 
-    async def _stop_tailers(self) -> None:
-        self._stop_reading.set()
-        for entry in self.tailing.values():
-            entry.tailer.wake.set()
-        tasks = [t.task for t in self.tailing.values()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
     def _fail(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
         self._stopped.set()
 
-    # -- discovery ------------------------------------------------------------------------------
-
-    async def _discovery_loop(self) -> None:
-        while True:
-            await self._discover()
-            # a tailer that sees its path name another file (rotation), or inotify reporting a
-            # name created or moved, asks for a scan at once, so the new file is opened before
-            # it can be rotated away unread
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), self.s.source.scan_interval_secs)
-                await asyncio.sleep(RESCAN_COALESCE_SECS)  # one scan for a burst of events
-            self._rescan.clear()
-
-    # -- inotify --------------------------------------------------------------------------------
-
-    def _start_watching(self) -> None:
-        if self.once or not self.s.source.inotify:
-            return
-        self.watcher = DirWatcher(self._on_fs_event, self._on_fs_overflow)
-        if not self.watcher.start(asyncio.get_running_loop()):
-            self.watcher = None
-            return
-        for pattern in self.s.source.include:  # new files: the fixed directory of each pattern
-            self.watcher.watch(os.path.dirname(re.split(r"[*?\[]", pattern, maxsplit=1)[0]))
-
-    def _on_fs_event(self, directory: str, name: str, mask: int) -> None:
-        if mask & NAMES_CHANGED or (directory, name) in self._held_names:
-            # a name appeared or went, or a file held until its first line is written to
-            self._rescan.set()
-        for tailer in self._by_name.get((directory, name), ()):
-            tailer.wake.set()
-
-    def _on_fs_overflow(self) -> None:
-        self.metrics.event("inotify_overflow")
-        self._rescan.set()
-        for t in self.tailing.values():
-            t.tailer.wake.set()
-
-    async def _discover(self) -> None:
-        src = self.s.source
-        now = time.time()
-        self._identify_held()
-        open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
-        index, workers = self.shard
-        found = scan(src.include, src.exclude, self._reals)
-        scanned = {(st.st_dev, st.st_ino) for _, st in found}  # every worker's, not only ours
-        for path, st in found:
-            if (st.st_dev, st.st_ino) in open_inodes or owner(st.st_dev, st.st_ino, workers) != index:
-                continue
-            if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
-                continue
-            self._start_file(path, st)
-        self._follow_targets(found)
-        if self._first_scan:
-            self._recover_renamed(scanned)
-        else:
-            self._recover_rotated_unseen(found, scanned)
-        self._first_scan = False
-        active = set(self.tailing)
-        self.checkpoints.forget_stale(active)
-
-    def _follow_targets(self, found: list[tuple[str, os.stat_result]]) -> None:
-        """Remember the real path of every file the scan found (every worker's); one that no
-        found path leads to any more (a container's link removed at its restart) is kept in
-        `_left_behind`, for `_recover_rotated_unseen`."""
-        targets: dict[str, str] = {}
-        for path, st in found:
-            targets.setdefault(self._reals(path, st), path)
-        for real in self._targets.keys() - targets.keys():
-            self._left_behind.setdefault(real, self._targets[real])
-        if self.watcher is not None:
-            # names created in the directory of any found file wake this worker's discovery,
-            # also where another worker reads: the kubelet rotates a file of worker 0 in its pod
-            # directory, and the new `0.log` may be worker 1's (found at once, not at the next
-            # periodic scan)
-            for real in targets.keys() - self._targets.keys():
-                self.watcher.watch(os.path.dirname(real), names_only=True)
-        self._targets = targets
-
-    def _recover_renamed(self, scanned: set[tuple[int, int]]) -> None:
-        """Read the rest of files renamed while the agent was down.
-
-        The kubelet rotates by renaming `N.log` to `N.log.<time>`, which the include patterns do
-        not match: a file rotated while the agent was stopped would lose its unread end. At
-        start, every checkpointed file that no pattern found is looked for at its last real
-        path and beside it, as `<name>.*`, with the same device, inode and fingerprint; one with
-        data past its checkpoint is read from there (reported under its old path) until it is
-        deleted. (At its real path: a file read through a link that is gone, such as the
-        `0.log` of a container that restarted, recovered by `_recover_rotated_unseen`.)
-        Compressed rotations (`.gz`) and files now matching `exclude` are not read;
-        `ignore_older_secs` does not apply (the rest of a file already being read is not "old").
-        """
-        for key, e in list(self.checkpoints.entries.items()):
-            real = e.get("real")
-            if key in self.tailing or not isinstance(real, str):
-                continue
-            label = str(e.get("path") or real)
-            dev, ino = (int(x) for x in key.split(":", 2)[:2])
-            if excluded(self.s.source.exclude, label, real) or (dev, ino) in scanned:
-                continue  # excluded since it was read, or found by the scan under a new name
-            for cand, st in self._unseen_candidates(real, True):
-                if (st.st_dev, st.st_ino) == (dev, ino) and st.st_size > e["offset"]:
-                    log.info("%s: found at %s, where no include pattern leads (renamed while the "
-                             "agent was stopped, or its link replaced); reading its rest from "
-                             "offset %d", e.get("path", real), cand, e["offset"])
-                    self.metrics.event("file_renamed_while_stopped")
-                    self._start_file(cand, st, expect=key, label=label, real=real)
-                    break
-
-    def _recover_rotated_unseen(self, found: list[tuple[str, os.stat_result]],
-                                scanned: set[tuple[int, int]]) -> None:
-        """Read files that were created, filled and rotated away between two scans.
-
-        Under fast rotation (a container writing megabytes a second, rotated at `10 MiB`) a
-        file's whole life at the watched path can fit between two scans (inotify makes that
-        rare; it is not always there). Beside the real path of every file the scan found (every
-        worker's), `<name>.*` files of this worker (`owner`), renamed during this run (changed
-        since the agent started), not found by the scan, never opened and with a first line
-        never seen are such files: read from their head, reported under the path of the file
-        beside which they were found. The fingerprint check keeps copytruncate's copies out (a
-        copy starts with the first line of the file it copies: the fingerprints of every
-        scanned file, this worker's or not, are remembered and taken again when one shrinks);
-        `.gz` and excluded names are not read.
-
-        A real path that the scan no longer reaches (`_left_behind`) is looked at too, itself
-        as well as its rotations: the kubelet rotates `0.log` and, before a scan has followed
-        the link to the new `0.log`, the container restarts and its link is replaced by one to
-        `1.log`. It is looked at until its file has a first line or is gone.
-        """
-        src = self.s.source
-        now = time.time()
-        index, workers = self.shard
-        open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
-        for gone in self._scanned_sizes.keys() - scanned:
-            del self._scanned_sizes[gone]
-        for path, st in found:
-            self._remember_fingerprint(path, st)
-        targets = self._targets
-        families = dict(targets)
-        for t in self.tailing.values():
-            families.setdefault(t.real, t.label)
-        families.update((real, label) for real, label in self._left_behind.items() if real not in families)
-        waiting: set[str] = set()  # left-behind paths whose file has no first line yet
-        for real, label in families.items():
-            for cand, st in self._unseen_candidates(real, real not in targets):
-                ident = (st.st_dev, st.st_ino)
-                seen = (st.st_dev, st.st_ino, st.st_ctime_ns)
-                # ctime: the kernel's coarse clock may lag time.time() by a tick
-                if (ident in open_inodes or ident in scanned or seen in self._siblings_checked
-                        or owner(st.st_dev, st.st_ino, workers) != index
-                        or st.st_ctime < self._started_wall - 1.0 or not stat.S_ISREG(st.st_mode)
-                        or (src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs)
-                        or excluded(src.exclude, label, cand)):
-                    continue
-                try:
-                    fid = self._fingerprint_of(cand)
-                except OSError:
-                    continue  # gone since, or unreadable
-                if fid is None:
-                    waiting.add(real)
-                    continue  # no complete first line yet: looked at again at the next scan
-                self._siblings_checked.add(seen)
-                if fid.fp in self._fingerprints or compressed(cand):
-                    # tailed before (the file this one rotated from), a copy of one, or a
-                    # compression in progress (the kubelet writes `<name>.tmp`, then `.gz`)
-                    continue
-                log.info("%s: %s was never seen at this path (rotated away, or the link to it "
-                         "replaced); reading it from its head", label, cand)
-                self.metrics.event("file_rotated_unseen")
-                self._start_file(cand, st, expect=fid.key, label=label, real=real)
-        self._left_behind = {real: label for real, label in self._left_behind.items() if real in waiting}
-
-    @staticmethod
-    def _unseen_candidates(real: str, unreached: bool) -> list[tuple[str, os.stat_result]]:
-        """The rotations beside `real`, and, when no path the scan found leads to `real` any
-        more (`unreached`), the file at `real` itself: the new `0.log` a rotation made, whose
-        link went away at a container restart before any scan followed it there."""
-        siblings = rotated_siblings(real)
-        if unreached:
-            with contextlib.suppress(OSError):
-                siblings.append((real, os.stat(real)))
-        return siblings
-
-    def _fingerprint_of(self, path: str) -> FileId | None:
-        """The identity of the file at `path`; None while it has no complete first line.
-        OSError if it cannot be opened."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return identify(fd, self.s.source.fingerprint_bytes)
-        finally:
-            os.close(fd)
-
-    def _remember_fingerprint(self, path: str, st: os.stat_result) -> None:
-        """Fingerprints of scanned files (also those of other workers), taken once per file and
-        again after it shrank (copytruncate): copies of them are not new files."""
-        ident = (st.st_dev, st.st_ino)
-        size = self._scanned_sizes.get(ident)
-        self._scanned_sizes[ident] = st.st_size
-        if size is not None and st.st_size >= size:
-            return
-        try:
-            fid = self._fingerprint_of(path)
-        except OSError:
-            fid = None
-        if fid is None:
-            self._scanned_sizes.pop(ident, None)  # no first line yet: again at the next scan
-        else:
-            self._fingerprints.add(fid.fp)
-
-    def _identify_held(self) -> None:
-        """Files opened before they had a first line to fingerprint are held open (see
-        `_start_file`); those that have one now are tailed, whatever their name is by now."""
-        for ident, (fd, path) in list(self._unidentified.items()):
-            fid = identify(fd, self.s.source.fingerprint_bytes)
-            if fid is not None:
-                del self._unidentified[ident]
-                if fid.key in self.tailing:
-                    os.close(fd)
-                else:
-                    self._tail_fd(fd, fid, path)
-            elif os.fstat(fd).st_nlink == 0:  # deleted before it had a line: nothing to read
-                del self._unidentified[ident]
-                os.close(fd)
-        self._note_held()
-
-    def _note_held(self) -> None:
-        """(directory, name) of the files held in `_unidentified`, for inotify: a write to one
-        asks for a scan."""
-        self._held_names = {pair for _fd, path in self._unidentified.values()
-                            for pair in (os.path.split(path), os.path.split(os.path.realpath(path)))}
-
-    def _start_file(self, path: str, st: os.stat_result, expect: str | None = None,
-                    label: str | None = None, real: str | None = None) -> None:
-        """Open and tail `path`; `expect`: only if its identity is this key; `label`: the path
-        its records are reported under (default `path`); `real`: the path it is remembered
-        under (default its real path; a recovered rotation keeps its old one, so that it is
-        found the same way again if the agent stops before it is read)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except PermissionError as exc:
-            if path not in self._warned:
-                self._warned.add(path)
-                self.metrics.event("permission_denied")
-                log.error("%s: cannot open: %s; other files keep flowing", path, exc.strerror)
-            return
-        except OSError:
-            return  # vanished between the scan and the open
-        fid = identify(fd, self.s.source.fingerprint_bytes, allow_short=self.once)
-        if fid is None and expect is None and not self.once:
-            # no complete first line yet: hold the file open and look again soon, so that a file
-            # rotated away within a scan interval of its creation is still read (by descriptor)
-            fst = os.fstat(fd)
-            ident = (fst.st_dev, fst.st_ino)
-            if ident in self._unidentified:
-                os.close(fd)
-            else:
-                self._unidentified[ident] = (fd, path)
-                self._note_held()
-                asyncio.get_running_loop().call_later(self.s.source.poll_interval_ms / 1000,
-                                                      self._rescan.set)
-            return
-        if fid is None or fid.key in self.tailing or (expect is not None and fid.key != expect):
-            os.close(fd)
-            return
-        self._tail_fd(fd, fid, path, label, real)
-
-    def _tail_fd(self, fd: int, fid: FileId, path: str, label: str | None = None,
-                 real: str | None = None) -> None:
-        offset = self._start_offset(fid, path, os.fstat(fd).st_size)
-        real_path = real or os.path.realpath(path)
-        if not self.once and self.checkpoints.opened(fid.key, offset, label or path, real_path):
-            self._acked.set()  # written soon, not only after an acknowledgement
-        new_processor = functools.partial(self._processor, path=label or path, real_path=real_path)
-        tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
-                            emit=self.fanout.emit, metrics=self.metrics, settings=self.s.source,
-                            once=self.once, stop=self._stop_reading, on_gone=self._rescan.set)
-        task = asyncio.create_task(self._tail(tailer), name=f"tail:{path}")
-        tailing = _Tailing(tailer, task, (fid.dev, fid.ino), label or path, real_path)
-        self.tailing[fid.key] = tailing
-        if self.watcher is not None:
-            for folder, name in tailing.names():
-                self.watcher.watch(folder)
-                self._by_name.setdefault((folder, name), set()).add(tailer)
-        self.files_seen.add((fid.dev, fid.ino))
-        self._fingerprints.add(fid.fp)
-        self.metrics.files_open.inc()
-        self.metrics.files.labels("discovered").inc()
-        log.debug("%s: tailing from offset %d (%s)", path, offset, fid.key)
-
-    def _start_offset(self, fid: FileId, path: str, size: int) -> int:
-        saved = self.checkpoints.get(fid.key)
-        if saved is not None:
-            if saved > size:
-                self.metrics.event("file_truncated")
-                log.info("%s: shorter than its checkpoint (%d > %d); reading from offset 0",
-                         path, saved, size)
-                return 0
-            return saved
-        tail = (self._first_scan and self.s.source.read_from == "tail"
-                and not self.checkpoints.recovered_from_corruption and not self.once)
-        return size if tail else 0
-
     def _processor(self, fid: FileId, path: str, real_path: str) -> FileProcessor:
         meta = file_meta(path, real_path)
         routes = self.router.for_file(file_fields(meta, path, self.spec.host_name))
         return FileProcessor(self.spec, fid.key, path, meta, self.metrics.event, routes)
-
-    async def _tail(self, tailer: FileTailer) -> None:
-        try:
-            await tailer.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug or an I/O error on one file must not stop the others
-            self.metrics.event("tailer_failed")
-            log.exception("%s: tailer failed: %s", tailer.path, exc)
-        finally:
-            for key, t in list(self.tailing.items()):
-                if t.tailer is tailer:
-                    del self.tailing[key]
-                    for name in t.names():
-                        waiting = self._by_name.get(name)
-                        if waiting is not None:
-                            waiting.discard(tailer)
-                            if not waiting:
-                                del self._by_name[name]
-            self.metrics.files_open.dec()
 
     # -- sinks --------------------------------------------------------------------------------
 
@@ -734,7 +366,7 @@ class Agent:
                 queues[stage] += n
         sinks = [d.sink for d in self.deliveries]
         return {
-            "files": [(t.tailer.fd, t.tailer.pos) for t in self.tailing.values() if not t.tailer.done],
+            "files": self.source.open_files(),
             "queues": queues,
             "checkpoint_age": self.checkpoints.age(),
             "dead_letters": {s.name: dead.count for s in sinks
@@ -748,7 +380,7 @@ class Agent:
         return Summary(
             lines_read=int(m.lines_read._value.get()), bytes_read=int(m.bytes_read._value.get()),
             records_sent=int(m.records_sent._value.get()), bytes_sent=int(m.bytes_sent._value.get()),
-            batches_sent=int(m.batches_sent._value.get()), files=len(self.files_seen),
+            batches_sent=int(m.batches_sent._value.get()), files=len(self.source.files_seen),
             elapsed_secs=time.monotonic() - self._started,
             cpu_secs=time.process_time() - self._cpu0, unacked_records=self.unacked,
             events=dict(m.events),

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from agent.inotify import IN_CREATE, IN_MODIFY, DirWatcher, parse
+from agent.filesource.inotify import IN_CREATE, IN_MODIFY, DirWatcher, parse
 from agent.runtime import Agent
 from tests.conftest import CollectSink, fast_settings, running, wait_until
 
@@ -76,7 +76,7 @@ async def test_write_wakes_the_tailer_before_its_poll(tmp_path):
     sink = CollectSink()
     async with running(agent := Agent(fast_settings(tmp_path, [str(log)], **SLOW), sink)):
         await wait_until(lambda: len(sink.records) == 1, what="the first line")
-        assert agent.watcher is not None
+        assert agent.source.watcher is not None
         with open(log, "a") as f:
             f.write("second\n")
         await wait_until(lambda: len(sink.records) == 2, what="the line written after start")
@@ -88,7 +88,8 @@ async def test_new_file_and_rotation_seen_before_the_next_scan(tmp_path):
     logs.mkdir()
     sink = CollectSink()
     async with running(agent := Agent(fast_settings(tmp_path, [str(logs / "*.log")], **SLOW), sink)):
-        await wait_until(lambda: agent.watcher is not None and not agent._first_scan, what="the first scan")
+        await wait_until(lambda: agent.source.watcher is not None and not agent.source._first_scan,
+                         what="the first scan")
         (logs / "new.log").write_text("a 0\n")
         await wait_until(lambda: len(sink.records) == 1, what="a file created after start")
         os.rename(logs / "new.log", logs / "new.log.1")  # rotation: the new file is found at once
@@ -103,7 +104,7 @@ async def test_polling_only_when_inotify_is_off(tmp_path):
     sink = CollectSink()
     async with running(agent := Agent(fast_settings(tmp_path, [str(log)], inotify=False), sink)):
         await wait_until(lambda: len(sink.records) == 1, what="the first line")
-        assert agent.watcher is None
+        assert agent.source.watcher is None
         with open(log, "a") as f:
             f.write("second\n")
         await wait_until(lambda: len(sink.records) == 2, what="the polled line")

@@ -124,7 +124,7 @@ async def test_deleted_file_is_drained_and_closed(tmp_path):
             os.unlink(log)
             f.write(lines("x", 5, 8))
         await wait_until(lambda: len(sink.records) == 8, what="lines written after unlink")
-        await wait_until(lambda: not a.tailing, what="tailer closed")
+        await wait_until(lambda: not a.source.tailing, what="tailer closed")
         assert not any(os.readlink(f"/proc/self/fd/{fd}").endswith("app.log (deleted)")
                        for fd in os.listdir("/proc/self/fd") if os.path.islink(f"/proc/self/fd/{fd}"))
     assert sink.messages() == expected("x", 0, 8)
@@ -136,7 +136,7 @@ async def test_new_files_discovered_while_running(tmp_path):
     s = fast_settings(tmp_path, [str(tmp_path / "*.log")], read_from="tail")
     (tmp_path / "old.log").write_text(lines("skipped", 0, 3))
     async with running(Agent(s, sink)) as a:
-        await wait_until(lambda: len(a.tailing) == 1, what="first scan")
+        await wait_until(lambda: len(a.source.tailing) == 1, what="first scan")
         (tmp_path / "new.log").write_text(lines("fresh", 0, 4))
         await wait_until(lambda: len(sink.records) == 4, what="new file")
     assert sink.messages() == expected("fresh", 0, 4)  # read_from=tail skipped the old file
@@ -285,7 +285,7 @@ async def test_ignore_older_secs_skips_stale_files(tmp_path):
     s = fast_settings(tmp_path, [str(tmp_path / "*.log")], ignore_older_secs=3600)
     async with running(Agent(s, sink)) as a:
         await wait_until(lambda: len(sink.records) == 1, what="fresh file")
-        await wait_until(lambda: len(a.tailing) == 1, what="one file tailed")
+        await wait_until(lambda: len(a.source.tailing) == 1, what="one file tailed")
     assert sink.messages() == ["fresh"]
 
 
@@ -372,9 +372,9 @@ async def test_file_renamed_while_the_agent_was_down_is_read_to_its_end(tmp_path
     # sends nothing again
     sink3 = CollectSink()
     async with running(agent3 := Agent(s, sink3)):
-        await wait_until(lambda: [t.tailer.pos for t in agent3.tailing.values()] == [real.stat().st_size]
-                         and agent3.unacked == 0, what="the live file at its end")
-        assert [t.tailer.path for t in agent3.tailing.values()] == [str(link)]
+        await wait_until(lambda: [t.tailer.pos for t in agent3.source.tailing.values()]
+                         == [real.stat().st_size] and agent3.unacked == 0, what="the live file at its end")
+        assert [t.tailer.path for t in agent3.source.tailing.values()] == [str(link)]
     assert sink3.records == []
     assert rotated.exists()
 
@@ -390,7 +390,7 @@ async def test_file_opened_but_never_acknowledged_is_resumed_after_a_rename(tmp_
     sink.down = True
     async with running(agent := Agent(s, sink)):
         await wait_until(lambda: sink.attempts >= 2, what="delivery attempts")
-        assert len(agent.tailing) == 1
+        assert len(agent.source.tailing) == 1
         # on disk while it runs, not only at a clean stop: a kill -9 now would keep it too
         await wait_until(lambda: str(real) in on_disk_reals(tmp_path), what="the file in checkpoints.json")
     assert sink.records == []
@@ -416,7 +416,8 @@ async def test_recovered_rotation_interrupted_again_is_recovered_again(tmp_path)
     down = CollectSink()
     down.down = True
     async with running(agent := Agent(s, down)):
-        await wait_until(lambda: len(agent.tailing) == 2 and down.attempts >= 2, what="both files, failing")
+        await wait_until(lambda: len(agent.source.tailing) == 2 and down.attempts >= 2,
+                         what="both files, failing")
     sink3 = CollectSink()
     async with running(Agent(s, sink3)):
         await wait_until(lambda: len(sink3.records) == 50, what="the rest of the old file and the new one")
@@ -432,12 +433,12 @@ async def test_file_rotated_away_before_its_first_line_was_scanned_is_read(tmp_p
     s = fast_settings(tmp_path, [str(tmp_path / "*.log")], scan_interval_secs=60.0)
     sink = CollectSink()
     async with running(agent := Agent(s, sink)):
-        await wait_until(lambda: bool(agent._unidentified), what="the empty file held open")
+        await wait_until(lambda: bool(agent.source._unidentified), what="the empty file held open")
         append(log, lines("early", 0, 10))
         log.rename(tmp_path / "app.log.1")  # rotated away: the pattern no longer matches it
         await wait_until(lambda: len(sink.records) == 10, what="the rotated file's lines")
     assert sink.messages() == expected("early", 0, 10)
-    assert agent._unidentified == {}
+    assert agent.source._unidentified == {}
 
 
 async def test_file_created_and_rotated_away_between_two_scans_is_read(tmp_path):
@@ -480,7 +481,7 @@ async def test_copytruncate_copy_beside_the_file_is_not_read_again(tmp_path):
         append(log, lines("after", 0, 3))
         await wait_until(lambda: len(sink.records) == 23, what="lines after truncation")
         copy = os.stat(tmp_path / "app.log.1")
-        await wait_until(lambda: (copy.st_dev, copy.st_ino, copy.st_ctime_ns) in a._siblings_checked,
+        await wait_until(lambda: (copy.st_dev, copy.st_ino, copy.st_ctime_ns) in a.source.seen.checked,
                          what="the copy examined")
     assert sink.messages() == expected("before", 0, 20) + expected("after", 0, 3)
     assert a.metrics.events["file_rotated_unseen"] == 0
@@ -490,7 +491,7 @@ def test_a_retargeted_link_is_resolved_again(tmp_path):
     """Real paths are remembered per (path, device, inode) between scans: a link pointed at
     another file is resolved again, so `exclude` (matched against the target too) and the
     rotation recovery see where it leads now."""
-    from agent.discovery import RealPaths, scan
+    from agent.filesource.discovery import RealPaths, scan
 
     for d in ("a", "b", "links"):
         (tmp_path / d).mkdir()
@@ -524,7 +525,7 @@ async def test_compressions_in_progress_beside_a_file_are_not_read(tmp_path):
         zipped = tmp_path / "app.log.20261124-100002"
         zipped.write_bytes(gzip.compress(os.urandom(4000)))
         st = zipped.stat()
-        await wait_until(lambda: (st.st_dev, st.st_ino, st.st_ctime_ns) in agent._siblings_checked,
+        await wait_until(lambda: (st.st_dev, st.st_ino, st.st_ctime_ns) in agent.source.seen.checked,
                          what="the siblings examined")
         append(log, lines("a", 10, 12))
         await wait_until(lambda: len(sink.records) >= 12, what="lines after")

@@ -23,13 +23,15 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client import Counter as PromCounter
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.checkpoints import CheckpointStore, repartition, worker_dir
-from agent.discovery import owner
+from agent.filesource.checkpoints import CheckpointStore, repartition
+from agent.filesource.discovery import owner
+from agent.filesource.identity import FileId
 from agent.settings import Settings
 from agent.supervisor.cpus import _cgroup_quota, resolve_workers
 from agent.supervisor.exposition import RUN_FAMILIES, RunTotals, merge, summarize
 from agent.supervisor.worker import worker_settings
 from bench.generate import generate_tree
+from pipelines.layout import worker_dir
 from pipelines.sinks.file import read_dir
 from tests.conftest import free_port, wait_for
 from tests.crash import live_writer
@@ -68,7 +70,7 @@ def test_owner_is_stable_and_spreads_files():
     inodes = [(64769, 1_000_000 + i) for i in range(200)]
     first = [owner(dev, ino, 4) for dev, ino in inodes]
     # the same in another interpreter (no per-process hash seed)
-    code = ("import sys; from agent.discovery import owner; "
+    code = ("import sys; from agent.filesource.discovery import owner; "
             "print([owner(64769, int(i), 4) for i in sys.argv[1:]])")
     r = subprocess.run([sys.executable, "-c", code, *(str(i) for _, i in inodes)], capture_output=True,
                        text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "123"})
@@ -104,12 +106,12 @@ def _store(d: str, entries: dict[str, tuple[int, str]]) -> None:
 def _load(d: str) -> dict[str, int]:
     st = CheckpointStore(d, lambda _k, _n: None)
     st.load()
-    return {k: e["offset"] for k, e in st.entries.items()}
+    return {k: e.offset for k, e in st.entries.items()}
 
 
 def _owner_of(key: str, workers: int) -> int:
-    dev, ino = (int(x) for x in key.split(":")[:2])
-    return owner(dev, ino, workers)
+    fid = FileId.parse(key)
+    return owner(fid.dev, fid.ino, workers)
 
 
 def test_repartition_moves_checkpoints_to_the_new_owner(tmp_path):
@@ -353,7 +355,7 @@ path = "{out}"
         stored = CheckpointStore(worker_dir(str(data), i, 2), lambda _k, _n: None)
         stored.load()
         mine = {f for f, o in owners.items() if o == i}
-        assert {e["path"] for e in stored.entries.values()} == mine
+        assert {e.path for e in stored.entries.values()} == mine
     log = (tmp_path / "agent.err").read_text()
     assert "died (signal 9); restarting it" in log
 
@@ -435,12 +437,12 @@ async def test_file_renamed_to_a_matching_name_is_read_once_across_workers(tmp_p
     for i in range(2):
         s = fast_settings(tmp_path / f"w{i}", [str(logs / "*.log")])
         agent = Agent(s, sinks[i], shard=(i, 2))
-        discover = agent._discover
+        discover = agent.source.discover
 
         async def counted(i: int = i, discover=discover) -> None:  # type: ignore[no-untyped-def]
             await discover()
             scans[i] += 1
-        agent._discover = counted  # type: ignore[method-assign]
+        agent.source.discover = counted  # type: ignore[method-assign]
         agents.append(agent)
     async with running(agents[0]), running(agents[1]):
         await wait_until(lambda: sum(len(k.records) for k in sinks) == 500, what="the first file")
@@ -649,7 +651,7 @@ async def test_a_rotation_wakes_the_worker_that_owns_the_new_file(tmp_path):
     agents = kubelet.agents(sinks, scan_interval_secs=60.0)
     async with running(agents[0]), running(agents[1]):
         await wait_until(lambda: len(sinks[first].records) == 10, what="the first file")
-        await wait_until(lambda: all(a._targets for a in agents), what="both workers' first scans")
+        await wait_until(lambda: all(a.source._targets for a in agents), what="both workers' first scans")
         os.rename(pod / "0.log", pod / "0.log.20261124-100001")
         os.rename(new, pod / "0.log")
         await wait_until(lambda: len(sinks[1 - first].records) == 30,

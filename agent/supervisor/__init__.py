@@ -2,7 +2,7 @@
 agents under a supervisor.
 
 Each worker is a whole agent (its own tailers, pipeline, sink clients and checkpoints under
-`<data_dir>/worker-<i>`) that reads only the files `agent.discovery.owner` gives it: a stable hash
+`<data_dir>/worker-<i>`) that reads only the files `agent.filesource.discovery.owner` gives it: a stable hash
 of a file's device and inode, so a file stays with its worker through renames and a restarted
 worker finds its own checkpoints. The memory limit and the disk buffer are divided among the
 workers.

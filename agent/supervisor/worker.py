@@ -22,11 +22,11 @@ from multiprocessing.connection import Connection
 from prometheus_client import generate_latest
 
 from agent import logs
-from agent.checkpoints import worker_dir
 from agent.runtime import EXIT_RUNTIME, install_signal_handlers, run_loop
 from agent.settings import Settings
 from agent.supervisor.exposition import RunTotals
 from pipelines import layout
+from pipelines.layout import worker_dir
 
 log = logging.getLogger("tailship.supervisor")
 

@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
-from agent.identity import FileId, identify
+from agent.filesource.identity import FileId, identify
 from agent.metrics import Metrics
 from agent.settings import SourceSettings
 from pipelines.chain import FileProcessor

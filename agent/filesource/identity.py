@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
+
+KEY = re.compile(r"(\d+):(\d+):([0-9a-f]+)")  # device:inode:fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +23,16 @@ class FileId:
 
     @property
     def key(self) -> str:
+        """The string the file is known by in checkpoints and batches: `device:inode:fingerprint`."""
         return f"{self.dev}:{self.ino}:{self.fp}"
+
+    @classmethod
+    def parse(cls, key: str) -> FileId:
+        """The identity `key` (as made by `FileId.key`) stands for; ValueError if it is not one."""
+        m = KEY.fullmatch(key)
+        if m is None:
+            raise ValueError(f"not a file key (device:inode:fingerprint): {key!r}")
+        return cls(int(m[1]), int(m[2]), m[3])
 
 
 def fingerprint(fd: int, nbytes: int, allow_short: bool = False) -> str | None:
@@ -39,3 +51,13 @@ def identify(fd: int, nbytes: int, allow_short: bool = False) -> FileId | None:
     st = os.fstat(fd)
     fp = fingerprint(fd, nbytes, allow_short)
     return None if fp is None else FileId(st.st_dev, st.st_ino, fp)
+
+
+def identify_path(path: str, nbytes: int) -> FileId | None:
+    """The identity of the file at `path`; None while it has no complete first line. OSError if
+    it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return identify(fd, nbytes)
+    finally:
+        os.close(fd)

@@ -5,25 +5,60 @@ directory fsynced, so a crash leaves either the old or the new version. A checkp
 offsets the sink has acknowledged (see `pipelines.batch.AckTracker`). A file that cannot be read or
 parsed is set aside (renamed with a `.corrupt-<time>` suffix), and reading restarts from the head
 of every file: duplicates, never loss.
+
+On disk: `{"version": 1, "files": {"<device>:<inode>:<fingerprint>": {"offset": N, "path": P,
+"real": R, "updated": T}}}`; in memory each entry is an `Entry`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from agent.filesource.identity import KEY, FileId
+from pipelines import layout
+
 log = logging.getLogger("tailship.checkpoints")
 
-FILE_NAME = "checkpoints.json"
-_KEY = re.compile(r"\d+:\d+:[0-9a-f]+")  # device:inode:fingerprint
+FILE_NAME = layout.CHECKPOINTS
 VERSION = 1
+
+
+@dataclass(slots=True)
+class Entry:
+    """One file's checkpoint. Fields other than `offset` may be missing from a stored entry
+    (None here, and left out again when written)."""
+
+    offset: int                 # the first byte not yet acknowledged
+    path: str | None = None     # the path its records are reported under
+    real: str | None = None     # the real path it was opened at (see `CheckpointStore.opened`)
+    updated: float | None = None  # wall-clock seconds (an int) of the last change, for `forget_stale`
+
+    @classmethod
+    def from_json(cls, e: dict[str, Any]) -> Entry:
+        """An entry as `load` validated it (an int `offset` >= 0); a field of another type than
+        this one writes is taken as missing."""
+        path, real, updated = e.get("path"), e.get("real"), e.get("updated")
+        return cls(e["offset"], path if isinstance(path, str) else None,
+                   real if isinstance(real, str) else None,
+                   updated if type(updated) in (int, float) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"offset": self.offset}
+        if self.path is not None:
+            d["path"] = self.path
+        if self.real is not None:
+            d["real"] = self.real
+        if self.updated is not None:
+            d["updated"] = self.updated
+        return d
 
 
 class CheckpointStore:
@@ -33,7 +68,7 @@ class CheckpointStore:
         self.path = self.dir / FILE_NAME
         self.count = count
         self.retention_secs = retention_secs
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, Entry] = {}
         self.recovered_from_corruption = False
         self._dirty = False
         self.written_at = time.monotonic()  # last write (or creation)
@@ -51,7 +86,7 @@ class CheckpointStore:
             entries = data["files"]
             if data.get("version") != VERSION or not isinstance(entries, dict) or not all(
                 isinstance(e, dict) and type(e.get("offset")) is int and e["offset"] >= 0
-                and (not check_keys or _KEY.fullmatch(k))
+                and (not check_keys or KEY.fullmatch(k))
                 for k, e in entries.items()
             ):
                 raise ValueError("unexpected structure")
@@ -63,37 +98,37 @@ class CheckpointStore:
             log.warning("checkpoint file %s is corrupt (%s); set aside as %s, files are read "
                         "again from their head", self.path, exc, aside.name)
             return False
-        self.entries = entries
+        self.entries = {k: Entry.from_json(e) for k, e in entries.items()}
         return True
 
     def get(self, key: str) -> int | None:
         e = self.entries.get(key)
-        return None if e is None else int(e["offset"])
+        return None if e is None else e.offset
 
     def put(self, key: str, offset: int, path: str) -> None:
-        e = {"offset": offset, "path": path, "updated": int(time.time())}
-        real = self.entries.get(key, {}).get("real")
-        if real:
-            e["real"] = real
-        self.entries[key] = e
+        old = self.entries.get(key)
+        real = old.real if old is not None and old.real else None
+        self.entries[key] = Entry(offset, path, real, int(time.time()))
         self._dirty = True
 
     def opened(self, key: str, offset: int, path: str, real: str) -> bool:
         """A file is read from `offset`: remember it (and where it really lives) from now on,
         before any of it is acknowledged, so that a rename while the agent is down can be
-        followed (see `Agent._recover_renamed`). True when the store changed."""
+        followed (see `recovery.renamed_while_stopped`). True when the store changed."""
         e = self.entries.get(key)
-        if e is not None and e.get("real") == real:
+        if e is not None and e.real == real:
             return False
-        base = e if e is not None else {"offset": offset, "path": path}
-        self.entries[key] = {**base, "real": real, "updated": int(time.time())}
+        if e is None:
+            self.entries[key] = Entry(offset, path, real, int(time.time()))
+        else:
+            e.real, e.updated = real, int(time.time())
         self._dirty = True
         return True
 
     def forget_stale(self, active: set[str]) -> None:
         """Drop entries of files not seen for `retention_secs`."""
         cutoff = time.time() - self.retention_secs
-        stale = [k for k, e in self.entries.items() if k not in active and e.get("updated", 0) < cutoff]
+        stale = [k for k, e in self.entries.items() if k not in active and (e.updated or 0) < cutoff]
         for k in stale:
             del self.entries[k]
         self._dirty |= bool(stale)
@@ -102,7 +137,8 @@ class CheckpointStore:
         """Write the store if it changed; returns whether it wrote."""
         if not self._dirty:
             return False
-        data = orjson.dumps({"version": VERSION, "files": self.entries})
+        data = orjson.dumps({"version": VERSION,
+                             "files": {k: e.to_json() for k, e in self.entries.items()}})
         tmp = self.path.with_name(f".{FILE_NAME}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -125,11 +161,6 @@ class CheckpointStore:
         return time.monotonic() - self.written_at if self._dirty else 0.0
 
 
-def worker_dir(data_dir: str, index: int, workers: int) -> str:
-    """Where worker `index` of `workers` keeps its state (checkpoints, buffer, dead letters)."""
-    return data_dir if workers <= 1 else os.path.join(data_dir, f"worker-{index}")
-
-
 def repartition(data_dir: str, workers: int, owner: Callable[[int, int, int], int]) -> int:
     """Move checkpoints to the store of the worker that now owns their file.
 
@@ -137,7 +168,7 @@ def repartition(data_dir: str, workers: int, owner: Callable[[int, int, int], in
     `workers` an entry may sit in a store its file's owner never reads. Every entry is written
     to its owner's store (the highest offset wins if a file is in two), then stores that should
     hold nothing are emptied. Returns how many entries moved. Run before any worker starts."""
-    sources = [data_dir, *sorted(str(p) for p in Path(data_dir).glob("worker-*") if p.is_dir())]
+    sources = [data_dir, *(str(p) for _k, p in layout.worker_dirs(data_dir))]
     sources = [d for d in sources if os.path.exists(os.path.join(d, FILE_NAME))]
     if not sources or (workers <= 1 and sources == [data_dir]):
         return 0  # nothing stored, or one process's store where one process reads it
@@ -152,15 +183,15 @@ def repartition(data_dir: str, workers: int, owner: Callable[[int, int, int], in
                         "their head", st.path, exc.strerror or exc)
             continue
         stores[d] = st
-    targets: dict[str, dict[str, dict[str, Any]]] = {}
+    targets: dict[str, dict[str, Entry]] = {}
     moved = 0
     for d, st in stores.items():
         for key, e in st.entries.items():
-            dev, ino = (int(x) for x in key.split(":", 2)[:2])
-            dest = worker_dir(data_dir, owner(dev, ino, workers), workers)
+            fid = FileId.parse(key)  # load(check_keys=True) let only keys pass
+            dest = layout.worker_dir(data_dir, owner(fid.dev, fid.ino, workers), workers)
             moved += dest != d
             have = targets.setdefault(dest, {}).get(key)
-            if have is None or e["offset"] > have["offset"]:
+            if have is None or e.offset > have.offset:
                 targets[dest][key] = e
     if not moved:
         return 0

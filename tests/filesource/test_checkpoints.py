@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 import orjson
+import pytest
 
-from agent.checkpoints import FILE_NAME, CheckpointStore
-from agent.identity import fingerprint, identify
+from agent.filesource.checkpoints import FILE_NAME, CheckpointStore, Entry
+from agent.filesource.identity import FileId, fingerprint, identify
 
 
 def tally():
@@ -58,8 +59,10 @@ def test_forget_stale(tmp_path):
     s = CheckpointStore(tmp_path, count, retention_secs=0)
     s.put("gone", 1, "/a")
     s.put("here", 2, "/b")
-    s.entries["gone"]["updated"] -= 10
-    s.entries["here"]["updated"] -= 10
+    for key in ("gone", "here"):
+        updated = s.entries[key].updated
+        assert updated is not None
+        s.entries[key].updated = updated - 10
     s.forget_stale({"here"})
     assert set(s.entries) == {"here"}
 
@@ -95,3 +98,50 @@ def test_identity_distinguishes_inode_reuse(tmp_path):
     os.close(fd)
     assert a is not None and b is not None
     assert (a.dev, a.ino) == (b.dev, b.ino) and a.key != b.key
+
+
+def test_a_store_in_the_stored_format_loads_and_is_written_back_the_same(tmp_path):
+    """Entries as earlier versions wrote them (with and without `real`; an old one without
+    `path` or `updated`) load as typed entries and are written back unchanged."""
+    files = {
+        "64769:1001:0a1b2c3d4e5f6071": {"offset": 120, "path": "/c/a.log", "updated": 1700000000},
+        "64769:1002:8899aabbccddeeff": {"offset": 7, "path": "/c/b.log", "updated": 1700000001,
+                                        "real": "/p/b/0.log"},
+        "64769:1003:00": {"offset": 0},
+    }
+    (tmp_path / FILE_NAME).write_bytes(orjson.dumps({"version": 1, "files": files}))
+    s = CheckpointStore(tmp_path, tally()[1])
+    assert s.load() is True
+    assert s.entries["64769:1002:8899aabbccddeeff"] == Entry(7, "/c/b.log", "/p/b/0.log", 1700000001)
+    assert s.entries["64769:1003:00"] == Entry(0)
+    assert s.get("64769:1001:0a1b2c3d4e5f6071") == 120
+    s.put("64769:1002:8899aabbccddeeff", 9, "/c/b.log")  # an acknowledgement keeps `real`
+    assert s.persist() is True
+    stored = orjson.loads((tmp_path / FILE_NAME).read_bytes())
+    assert stored["version"] == 1
+    assert stored["files"]["64769:1001:0a1b2c3d4e5f6071"] == files["64769:1001:0a1b2c3d4e5f6071"]
+    assert stored["files"]["64769:1003:00"] == {"offset": 0}
+    moved = stored["files"]["64769:1002:8899aabbccddeeff"]
+    assert {k: moved[k] for k in ("offset", "path", "real")} == {"offset": 9, "path": "/c/b.log",
+                                                                 "real": "/p/b/0.log"}
+
+
+def test_opened_remembers_the_real_path_once(tmp_path):
+    """`opened` adds a file read from an offset, or gives a known one its real path; a second
+    call with the same real path changes nothing."""
+    s = CheckpointStore(tmp_path, tally()[1])
+    assert s.opened("1:2:ab", 10, "/c/x.log", "/p/x/0.log") is True
+    assert s.opened("1:2:ab", 99, "/c/x.log", "/p/x/0.log") is False
+    e = s.entries["1:2:ab"]
+    assert (e.offset, e.path, e.real) == (10, "/c/x.log", "/p/x/0.log")
+    s.put("3:4:cd", 5, "/c/y.log")
+    assert s.opened("3:4:cd", 0, "/c/y.log", "/p/y/0.log") is True
+    assert (s.entries["3:4:cd"].offset, s.entries["3:4:cd"].real) == (5, "/p/y/0.log")
+
+
+def test_file_key_parses_back_to_its_identity():
+    fid = FileId(64769, 123456, "0a1b2c3d4e5f6071")
+    assert FileId.parse(fid.key) == fid
+    for bad in ("gone", "1:2", "1:2:", "a:2:ff", "1:2:ff:3", "1:2:FF"):
+        with pytest.raises(ValueError):
+            FileId.parse(bad)
