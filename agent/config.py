@@ -8,6 +8,10 @@ types, field metadata gives `choices`, `min`, `max` and `help`. Each problem is 
 before the type checks, so a number may come from a variable; `$$` is a literal `$`. Messages
 never show the value of a secret-looking key (`is_secret`) nor a value that came from the
 environment: variables often carry credentials.
+
+(Just over 400 lines: one validation pass, the walker and the cross-field checks that report
+through it. Each component's own checks live beside it: `SinkSettings.check`, `routes.check`,
+`LogMetricsSettings.check`.)
 """
 
 from __future__ import annotations
@@ -369,7 +373,8 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
             walk.fail(at, problem)
     _check_routes(s, walk, routes_valid)
     if not walk.tainted("log_metrics"):
-        _check_log_metrics(s, walk)
+        for at, problem in s.log_metrics.check("log_metrics"):
+            walk.fail(at, problem)
     if s.metrics.listen and not walk.tainted("metrics.listen"):
         from agent.server import parse_listen
 
@@ -379,53 +384,7 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
             walk.fail("metrics.listen", str(exc))
 
 
-_METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # a sink's name: metrics label, file names
-
-
-def _check_log_metrics(s: Settings, walk: _Walk) -> None:
-    """Each rule must compile: valid names, a field for histograms, a regex that compiles."""
-    lm = s.log_metrics
-    if lm.prefix and not _METRIC_NAME.fullmatch(lm.prefix):
-        walk.fail("log_metrics.prefix", f"expected a Prometheus name prefix ([a-zA-Z_][a-zA-Z0-9_]*), "
-                  f"got {lm.prefix!r}")
-    if lm.ship_to:
-        from pipelines.sinks.registry import parse_sink_url
-
-        try:
-            parse_sink_url(lm.ship_to)
-        except ValueError as exc:
-            walk.fail("log_metrics.ship_to", str(exc))
-    seen: dict[str, int] = {}
-    for i, r in enumerate(lm.rules):
-        at = f"log_metrics.rules[{i}]"
-        if not _METRIC_NAME.fullmatch(r.name):
-            walk.fail(f"{at}.name", f"expected a Prometheus name ([a-zA-Z_][a-zA-Z0-9_]*), got {r.name!r}")
-        elif r.name in seen:
-            walk.fail(f"{at}.name", f"expected a unique name, got {r.name!r} (also rules[{seen[r.name]}])")
-        seen.setdefault(r.name, i)
-        for j, label in enumerate(r.labels):
-            if not _METRIC_NAME.fullmatch(label.replace(".", "_")):
-                walk.fail(f"{at}.labels[{j}]", f"expected a field path usable as a label name, got {label!r}")
-        if r.type == "histogram":
-            if not r.field:
-                walk.fail(f"{at}.field", "expected the numeric field a histogram observes, got nothing")
-            if not r.buckets or any(not math.isfinite(b) for b in r.buckets) or \
-                    len(set(r.buckets)) != len(r.buckets):
-                walk.fail(f"{at}.buckets", f"expected distinct finite bucket bounds, got {r.buckets!r}")
-        elif r.field:
-            walk.fail(f"{at}.field", "expected no field for a counter (it counts records)")
-        tests = r.equals != "" or bool(r.one_of) or r.exists
-        if r.match_field and not tests:
-            walk.fail(f"{at}.match_field", "expected one of equals, one_of or exists with it")
-        if tests and not r.match_field:
-            walk.fail(f"{at}.match_field", "expected the field that equals/one_of/exists test, got nothing")
-        if r.message_regex:
-            try:
-                re.compile(r.message_regex)
-            except re.error as exc:
-                walk.fail(f"{at}.message_regex", f"expected a regular expression, got {r.message_regex!r} "
-                          f"({exc})")
 
 
 def _check_routes(s: Settings, walk: _Walk, valid: bool) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 
 from pipelines.options import opt
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 @dataclass(slots=True)
@@ -24,6 +28,43 @@ class MetricRule:
     message_regex: str = opt("", help="only records whose message (message, else msg) matches this regex")
     max_series: int = opt(1000, min=1, help="label sets kept; more are folded into __overflow__")
 
+    def check(self, at: str, earlier: int | None) -> list[tuple[str, str]]:
+        """This rule's problems; `earlier`: the index of an earlier rule of the same name."""
+        problems: list[tuple[str, str]] = []
+        if not _METRIC_NAME.fullmatch(self.name):
+            problems.append((f"{at}.name", f"expected a Prometheus name ([a-zA-Z_][a-zA-Z0-9_]*), "
+                                           f"got {self.name!r}"))
+        elif earlier is not None:
+            problems.append((f"{at}.name", f"expected a unique name, got {self.name!r} "
+                                           f"(also rules[{earlier}])"))
+        for j, label in enumerate(self.labels):
+            if not _METRIC_NAME.fullmatch(label.replace(".", "_")):
+                problems.append((f"{at}.labels[{j}]", f"expected a field path usable as a label name, "
+                                                      f"got {label!r}"))
+        if self.type == "histogram":
+            if not self.field:
+                problems.append((f"{at}.field", "expected the numeric field a histogram observes, "
+                                                "got nothing"))
+            if not self.buckets or any(not math.isfinite(b) for b in self.buckets) or \
+                    len(set(self.buckets)) != len(self.buckets):
+                problems.append((f"{at}.buckets", f"expected distinct finite bucket bounds, "
+                                                  f"got {self.buckets!r}"))
+        elif self.field:
+            problems.append((f"{at}.field", "expected no field for a counter (it counts records)"))
+        tests = self.equals != "" or bool(self.one_of) or self.exists
+        if self.match_field and not tests:
+            problems.append((f"{at}.match_field", "expected one of equals, one_of or exists with it"))
+        if tests and not self.match_field:
+            problems.append((f"{at}.match_field", "expected the field that equals/one_of/exists test, "
+                                                  "got nothing"))
+        if self.message_regex:
+            try:
+                re.compile(self.message_regex)
+            except re.error as exc:
+                problems.append((f"{at}.message_regex", f"expected a regular expression, got "
+                                                        f"{self.message_regex!r} ({exc})"))
+        return problems
+
 
 @dataclass(slots=True)
 class LogMetricsSettings:
@@ -35,3 +76,23 @@ class LogMetricsSettings:
                                 "elasticsearch://, file:, stdout); empty: only /metrics")
     ship_interval_secs: float = opt(60.0, min=1, help="how often a snapshot is shipped")
     rules: list[MetricRule] = opt(factory=list, help="user rules: [[log_metrics.rules]] tables")
+
+    def check(self, path: str) -> list[tuple[str, str]]:
+        """Each rule must compile: valid names, a field for histograms, a regex that compiles;
+        `ship_to` a sink URL. Problems as (key path, what)."""
+        problems: list[tuple[str, str]] = []
+        if self.prefix and not _METRIC_NAME.fullmatch(self.prefix):
+            problems.append((f"{path}.prefix", f"expected a Prometheus name prefix "
+                                               f"([a-zA-Z_][a-zA-Z0-9_]*), got {self.prefix!r}"))
+        if self.ship_to:
+            from pipelines.sinks.registry import parse_sink_url
+
+            try:
+                parse_sink_url(self.ship_to)
+            except ValueError as exc:
+                problems.append((f"{path}.ship_to", str(exc)))
+        seen: dict[str, int] = {}
+        for i, r in enumerate(self.rules):
+            problems += r.check(f"{path}.rules[{i}]", seen.get(r.name))
+            seen.setdefault(r.name, i)
+        return problems

@@ -41,6 +41,10 @@ quoted keys or values, the camel-case keys, `trace.id`, `dd.trace_id` decimal) a
 Cost: a record with none of the known top-level keys costs one `isdisjoint`; one whose
 `trace_id`/`span_id` are already normalized costs two precompiled regex matches. Everything else
 (normalizing, priority) only runs for records that carry a candidate key.
+
+(Over 400 lines on purpose: the conventions above, their parsers, and the two extraction paths,
+JSON fields and plain text, share the normalizers and this priority order; kept in one module so
+the order is read and changed in one place.)
 """
 
 from __future__ import annotations

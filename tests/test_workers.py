@@ -457,7 +457,7 @@ async def test_file_renamed_to_a_matching_name_is_read_once_across_workers(tmp_p
 
 
 def test_a_disk_buffer_of_another_worker_count_stops_the_start(tmp_path):
-    from agent.runtime import StartupError, check_buffers
+    from agent.state import StartupError, check_buffers
 
     s = Settings(data_dir=str(tmp_path))
     s.buffer.type = "disk"

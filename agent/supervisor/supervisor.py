@@ -38,16 +38,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from agent import logs
-from agent.runtime import (
-    EXIT_OK,
-    EXIT_RUNTIME,
-    StartupError,
-    Summary,
-    install_signal_handlers,
-    prepare_state,
-    run_loop,
-)
+from agent.runtime import EXIT_OK, EXIT_RUNTIME, Summary, install_signal_handlers, run_loop
 from agent.settings import Settings
+from agent.state import StartupError, prepare_state
 from agent.supervisor.exposition import RUN_FAMILIES, merge, summarize
 from agent.supervisor.worker import preload_modules, worker_main
 from pipelines.backoff import Backoff

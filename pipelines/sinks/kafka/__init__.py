@@ -9,6 +9,10 @@ the batch only re-sends what is missing (no duplicates from partial success). Re
 topic), go to the dead-letter file with the reason. An unreachable bootstrap or refused
 credentials at start is a FatalSinkError naming the brokers and the cause. Which aiokafka error
 leads to a retry, a dead letter or a FatalSinkError is the table in errors.py.
+
+(Over 400 lines: the send path — grouping, chunking, the C append, acknowledgement bookkeeping
+across retries, dead letters — shares one batch's state; the options, codec, errors, partitioner
+and aiokafka internals already live beside it in this folder.)
 """
 
 from __future__ import annotations
