@@ -1,7 +1,7 @@
 """Error paths of the Kafka sink that a real broker cannot produce on demand, with a fake producer.
 
 These prove the sink's reaction to a stuck or failing producer, not that it talks Kafka: that is
-tests/test_kafka.py, against the real broker.
+tests/integration/test_kafka.py, against the real broker.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from tests.conftest import seq_of, state_files, state_lines
 from tests.crash import kill_while_writing
 from tests.services import ROOT, services, start
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 
 TAILSHIP = [sys.executable, "-m", "agent"]
 

@@ -26,9 +26,9 @@ from tests.conftest import seq_of, state_files, state_lines
 from tests.crash import kill_while_writing
 from tests.services import SERVICES, start
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TAILSHIP = [sys.executable, "-m", "agent"]
 
 

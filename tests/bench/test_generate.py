@@ -23,7 +23,7 @@ from bench.generate import (
     generate_tree,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z"
 CRI = re.compile(rb"^(" + TIME.encode() + rb") (stdout|stderr) ([PF]) (.*)$", re.S)
 DOCKER_TIME = re.compile(TIME)

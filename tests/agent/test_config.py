@@ -13,7 +13,7 @@ from agent.config import describe_settings, is_secret, load_config, settings_fro
 from agent.settings import Settings
 from pipelines.errors import ConfigError
 
-DEFAULT = Path(__file__).resolve().parent.parent / "config" / "agent.toml"
+DEFAULT = Path(__file__).resolve().parents[2] / "config" / "agent.toml"
 
 
 def problems(data: dict, env: dict | None = None) -> list[str]:

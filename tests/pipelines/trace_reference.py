@@ -1,6 +1,6 @@
 """The JSON trace extraction as it was before the plan cache and the hex check in C (commit fb1b331).
 
-Kept unchanged as the oracle of tests/test_trace_fastpath.py: pipelines.trace must give the same
+Kept unchanged as the oracle of tests/pipelines/test_trace_fastpath.py: pipelines.trace must give the same
 ids and leave the same object for every input. Not imported by the agent.
 """
 

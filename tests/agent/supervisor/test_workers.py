@@ -586,9 +586,9 @@ EXPECTED_AFTER_RESTART = sorted([f"a {i}" for i in range(10)] + [f"b {i}" for i 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_a_container_restart_right_after_a_rotation_loses_nothing(tmp_path, workers):
-    """CI found this (tests/test_kubelet.py, 400 lines lost): the kubelet rotates `0.log` and the
-    new `0.log` gets lines; before any scan has seen it, the container restarts and its link is
-    replaced by one to `1.log`. No include pattern leads to the new `0.log` any more: it is
+    """CI found this (tests/agent/filesource/test_kubelet.py, 400 lines lost): the kubelet rotates
+    `0.log` and the new `0.log` gets lines; before any scan has seen it, the container restarts and
+    its link is replaced by one to `1.log`. No include pattern leads to the new `0.log` any more: it is
     found as the last target of the link that went away and read from its head, under that
     link's name, by the worker that owns it (with two workers, the one that did not read the
     file before it)."""

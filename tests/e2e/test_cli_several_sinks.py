@@ -13,7 +13,7 @@ import pytest
 from bench.generate import Manifest, generate_tree
 from pipelines.sinks.file import read_dir
 from tests.conftest import seq_of
-from tests.test_e2e import check_records
+from tests.e2e.test_cli import check_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipelines import trace
-from tests import trace_reference as ref
+from tests.pipelines import trace_reference as ref
 
 KEYS = sorted(trace._KEYS | {"trace_id_original", "span_id_original", "msg"})
 HEX = "0123456789abcdefABCDEF"

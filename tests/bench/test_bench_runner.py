@@ -14,7 +14,7 @@ import pytest
 from bench.__main__ import main
 from tests.services import start
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def test_quick_run_writes_a_report_and_loses_nothing(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from agent.cli import _parser
 from agent.config import settings_from_dict
 from agent.server import parse_listen
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def docs() -> dict[str, dict[str, Any]]:

@@ -20,11 +20,11 @@ import orjson
 import pytest
 
 from bench.generate import generate_tree, record_seq
+from tests.integration.test_elasticsearch import all_docs, count
+from tests.integration.test_kafka import consume, topic_name
 from tests.services import services, start
-from tests.test_elasticsearch import all_docs, count
-from tests.test_kafka import consume, topic_name
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
 TAILSHIP = [sys.executable, "-m", "agent"]
 LIVE_SEQ = 10_000_000  # live lines are numbered from here (the generated tree from 0)

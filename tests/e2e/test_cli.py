@@ -72,7 +72,7 @@ def test_run_once_with_default_config(tree, tmp_path):
     """The shipped config/agent.toml, pointed at a tree by env vars, ships everything to files."""
     root, m = tree
     env = {**os.environ, "TAILSHIP_LOG_ROOT": str(root), "TAILSHIP_DATA_DIR": str(tmp_path / "data")}
-    cfg = Path(__file__).resolve().parent.parent / "config" / "agent.toml"
+    cfg = Path(__file__).resolve().parents[2] / "config" / "agent.toml"
     r = subprocess.run([*TAILSHIP, "run", "--config", str(cfg), "--once", "--metrics-listen", ""], env=env,
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()

@@ -1,6 +1,6 @@
 """Pieces of the Elasticsearch sink that need no server: bulk body, index names, ids, options,
 and the error paths a real node cannot be made to produce on demand (a fake client stands in).
-What proves the sink works against Elasticsearch is tests/test_elasticsearch.py."""
+What proves the sink works against Elasticsearch is tests/integration/test_elasticsearch.py."""
 
 from __future__ import annotations
 

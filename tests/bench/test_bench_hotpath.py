@@ -1,6 +1,6 @@
 """pytest-benchmark: the per-line hot path (docker decode → JSON parse → trace → enrich → encode).
 
-Run with `scripts/test tests/test_bench_hotpath.py --benchmark-enable`; by default the suite runs
+Run with `scripts/test tests/bench/test_bench_hotpath.py --benchmark-enable`; by default the suite runs
 each benchmark once as a test (benchmarks disabled), which still checks the outputs.
 """
 
