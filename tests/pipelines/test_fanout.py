@@ -4,6 +4,8 @@ ledger that moves checkpoints only past lines every sink they went to acknowledg
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -90,6 +92,18 @@ async def until(cond: Any, what: str) -> None:
         pytest.fail(f"timed out waiting for: {what}")
 
 
+@contextlib.asynccontextmanager
+async def running(fan: Fanout) -> AsyncIterator[Fanout]:
+    """The deliveries' senders and linger timers run while inside."""
+    tasks = [t for d in fan.deliveries for t in d.tasks()]
+    try:
+        yield fan
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def test_ledger_commits_only_a_fully_acknowledged_prefix() -> None:
     """Out of order, a ticket done after an undone one of the same file commits nothing."""
     commits: list[tuple[str, int]] = []
@@ -112,8 +126,7 @@ async def test_checkpoint_waits_for_every_sink_of_a_line() -> None:
     """A line sent to two sinks is committed only once the slower one acknowledged it."""
     fast, slow = GateSink("fast"), GateSink("slow", open_=False)
     fan, commits, _ = make([fast, slow])
-    tasks = [t for d in fan.deliveries for t in d.tasks()]
-    try:
+    async with running(fan):
         await fan.emit(seg("f", 0, 3))
         for d in fan.deliveries:
             await d.flush()
@@ -122,17 +135,13 @@ async def test_checkpoint_waits_for_every_sink_of_a_line() -> None:
         slow.gate.set()
         await until(lambda: commits.get("f") == 300, "checkpoint after both sinks")
         assert slow.records == fast.records and fan.budget.used == 0
-    finally:
-        for t in tasks:
-            t.cancel()
 
 
 async def test_records_go_only_to_the_sinks_of_their_mask() -> None:
     """Per-record masks split a segment: each sink gets its records, unrouted ones are counted."""
     a, b = GateSink("a"), GateSink("b")
     fan, commits, report = make([a, b])
-    tasks = [t for d in fan.deliveries for t in d.tasks()]
-    try:
+    async with running(fan):
         await fan.emit(seg("f", 0, 4, routes=[0b01, 0b11, 0b10, 0]))
         for d in fan.deliveries:
             await d.flush()
@@ -140,61 +149,51 @@ async def test_records_go_only_to_the_sinks_of_their_mask() -> None:
         assert [r[:2] for r in a.records] == [b"f0", b"f1"]
         assert [r[:2] for r in b.records] == [b"f1", b"f2"]
         assert report.drops == {"unrouted": 1} and report.delivered_records == 3
-    finally:
-        for t in tasks:
-            t.cancel()
 
 
 async def test_a_stalled_sink_holds_back_only_its_files() -> None:
     """With one sink's budget full, files routed to it wait; a file routed elsewhere flows on."""
     ok, down = GateSink("ok"), GateSink("down", open_=False)
     fan, commits, _ = make([ok, down], limit=1000, sink_limit=200, max_records=5)
-    tasks = [t for d in fan.deliveries for t in d.tasks()]
 
     async def feed(key: str, mask: int, n: int) -> None:
         for i in range(n):
             await fan.emit(seg(key, i * 5, 5, mask=mask))
 
     blocked = asyncio.create_task(feed("to-down", 0b10, 20))
-    try:
-        await until(lambda: fan.paused_secs() > 0, "the file routed to the stalled sink waits")
-        await asyncio.wait_for(feed("to-ok", 0b01, 20), 5)
-        await until(lambda: commits.get("to-ok") == 10000, "the other file is committed to its end")
-        assert not blocked.done() and "to-down" not in commits
-        assert fan.deliveries[1].budget.used <= 200
-        down.gate.set()
-        await asyncio.wait_for(blocked, 5)
-        await until(lambda: commits.get("to-down") == 10000, "the stalled file catches up")
-        assert len(down.records) == 100 and len(ok.records) == 100
-    finally:
-        blocked.cancel()
-        for t in tasks:
-            t.cancel()
+    async with running(fan):
+        try:
+            await until(lambda: fan.paused_secs() > 0, "the file routed to the stalled sink waits")
+            await asyncio.wait_for(feed("to-ok", 0b01, 20), 5)
+            await until(lambda: commits.get("to-ok") == 10000, "the other file is committed to its end")
+            assert not blocked.done() and "to-down" not in commits
+            assert fan.deliveries[1].budget.used <= 200
+            down.gate.set()
+            await asyncio.wait_for(blocked, 5)
+            await until(lambda: commits.get("to-down") == 10000, "the stalled file catches up")
+            assert len(down.records) == 100 and len(ok.records) == 100
+        finally:
+            blocked.cancel()
 
 
 async def test_split_pieces_all_count_before_the_checkpoint_moves() -> None:
     """A segment split across batches is one ticket with one piece per batch."""
     a = GateSink("a", open_=False)
     fan, commits, _ = make([a], max_records=2)
-    tasks = [t for d in fan.deliveries for t in d.tasks()]
-    try:
+    async with running(fan):
         await fan.emit(seg("f", 0, 5))
         await fan.deliveries[0].flush()
         assert commits == {}
         a.gate.set()
         await until(lambda: commits.get("f") == 500, "every piece acknowledged")
         assert len(a.records) == 5
-    finally:
-        for t in tasks:
-            t.cancel()
 
 
 async def test_drop_newest_drops_only_for_the_full_sink() -> None:
     """when_full = drop_newest: a full sink loses the new records (counted), the others get them."""
     ok, down = GateSink("ok"), GateSink("down", open_=False)
     fan, commits, report = make([ok, down], sink_limit=30, when_full="drop_newest")
-    tasks = [t for d in fan.deliveries for t in d.tasks()]
-    try:
+    async with running(fan):
         await fan.emit(seg("f", 0, 3))   # fills both budgets (30 bytes each)
         await until(lambda: len(ok.records) == 3, "ok acknowledged (its budget is free again)")
         await fan.emit(seg("f", 3, 3))   # "down" is full: dropped there, sent to "ok"
@@ -206,6 +205,3 @@ async def test_drop_newest_drops_only_for_the_full_sink() -> None:
         down.gate.set()
         await until(lambda: commits.get("f") == 600, "committed past the dropped records")
         assert len(down.records) == 3
-    finally:
-        for t in tasks:
-            t.cancel()
