@@ -129,7 +129,7 @@ class MetricsReport:
 class _Live(Collector):
     """Scrape-time values from the running agent: `source()` returns
     {"files": [(fd, position)], "queues": {stage: bytes}, "checkpoint_age": secs | None,
-     "dead_letters": {sink: n}, "buffer_bytes": n}."""
+     "dead_letters": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool}}."""
 
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
         self.source = source
@@ -173,6 +173,11 @@ class _Live(Collector):
         buf = GaugeMetricFamily("tailship_buffer_bytes", "Bytes held in the disk buffer")
         buf.add_metric([], s.get("buffer_bytes", 0))
         yield buf
+        up = GaugeMetricFamily("tailship_sink_healthy", "1 while the sink's last delivery attempt "
+                               "succeeded", labels=["sink"])
+        for sink, ok in s.get("sinks_healthy", {}).items():
+            up.add_metric([sink], 1.0 if ok else 0.0)
+        yield up
 
     def describe(self) -> Iterator[Any]:
         return iter(())

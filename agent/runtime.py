@@ -315,6 +315,7 @@ class Agent:
                              if (dead := getattr(s, "dead", None)) is not None},
             "buffer_bytes": sum(s.bytes for s in sinks if isinstance(s, BufferedSink)),
             "paused_secs": self.fanout.paused_secs(),
+            "sinks_healthy": {s.name: s.healthy() for s in sinks},
         }
 
     def summary(self) -> Summary:
