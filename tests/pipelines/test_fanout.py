@@ -205,3 +205,27 @@ async def test_drop_newest_drops_only_for_the_full_sink() -> None:
         down.gate.set()
         await until(lambda: commits.get("f") == 600, "committed past the dropped records")
         assert len(down.records) == 3
+
+
+async def test_files_waiting_for_a_stalled_sink_hold_no_shared_room() -> None:
+    """Many files routed to a stalled sink, each waiting for that sink's budget, must not hold
+    the shared budget meanwhile: a file routed to another sink still flows."""
+    ok, down = GateSink("ok"), GateSink("down", open_=False)
+    fan, commits, _ = make([ok, down], limit=100, sink_limit=20)
+    async with running(fan):
+        blocked = [asyncio.create_task(fan.emit(seg(f"down{i}", 0, 1, mask=0b10))) for i in range(12)]
+        try:
+            # two segments fill the stalled sink's budget; the ten others wait for it
+            await until(lambda: fan._waiting == 10, "ten files wait for the stalled sink")
+            await asyncio.wait_for(fan.emit(seg("to-ok", 0, 1, mask=0b01)), 5)
+            await fan.deliveries[0].flush()
+            await until(lambda: commits.get("to-ok") == 100, "the file routed to ok is committed")
+            down.gate.set()
+            await asyncio.wait_for(asyncio.gather(*blocked), 5)
+            for d in fan.deliveries:
+                await d.flush()
+            await until(lambda: len(commits) == 13, "every stalled file catches up")
+            assert fan.budget.used == 0 and all(d.budget.used == 0 for d in fan.deliveries)
+        finally:
+            for t in blocked:
+                t.cancel()
