@@ -118,6 +118,8 @@ class Fanout:
     def split(self, seg: Segment) -> tuple[list[tuple[Delivery, Segment]], int]:
         """The part of `seg` each sink gets (records shared, not copied), and how many records
         go to no sink."""
+        if not seg.records:  # it only moves its file's checkpoint: no sink has to acknowledge it
+            return [], 0
         ds = self.deliveries
         routes = seg.routes
         if routes is None:

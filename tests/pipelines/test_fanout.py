@@ -229,3 +229,20 @@ async def test_files_waiting_for_a_stalled_sink_hold_no_shared_room() -> None:
         finally:
             for t in blocked:
                 t.cancel()
+
+
+async def test_an_empty_segment_waits_for_no_sink() -> None:
+    """A segment without records (blank or held lines) only moves its file's checkpoint: a file
+    whose records all go to one sink is not held back by a stalled sink none of them go to."""
+    ok, down = GateSink("ok"), GateSink("down", open_=False)
+    fan, commits, _ = make([ok, down])
+    async with running(fan):
+        await fan.emit(seg("f", 0, 1, routes=[0b01]))
+        await fan.emit(seg("f", 2, 0, routes=[]))     # per-record routing, no record
+        await fan.emit(seg("g", 0, 0, mask=0b11))     # one mask for the file, no record
+        await fan.emit(seg("f", 2, 1, routes=[0b01]))
+        for d in fan.deliveries:
+            await d.flush()
+        await until(lambda: commits.get("f") == 300, "the file's checkpoint past every record")
+        await until(lambda: commits.get("g") == 0, "the empty file's checkpoint")
+        assert down.records == [] and len(ok.records) == 2
