@@ -362,6 +362,12 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
     for path, table in valid:
         for at, problem in table.check(path):
             walk.fail(at, problem)
+        limit = s.batch.memory_limit_bytes
+        if table.memory_limit_bytes > limit and not walk.tainted("batch.memory_limit_bytes"):
+            # part of the shared budget: above it, it would never make the files of a stalled
+            # sink wait before every other file does
+            walk.fail(f"{path}.memory_limit_bytes", f"expected at most batch.memory_limit_bytes "
+                      f"({limit}), got {table.memory_limit_bytes}")
     for small, large in _AT_MOST:
         a, b = _get(s, small), _get(s, large)
         if not walk.tainted(small, large) and a > b:
