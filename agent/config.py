@@ -358,10 +358,17 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
     tables = {"sink": s.sink} if not s.sinks else {f"sinks.{n}": t for n, t in s.sinks.items()}
     # decided before any cross-check adds its own problem to `walk.bad`
     valid = [(path, t) for path, t in tables.items() if not walk.tainted_below(path)]
-    routes_valid = not walk.tainted_below("routing") and not walk.tainted_below("sinks")
+    routes_valid = (not walk.tainted_below("routing") and not walk.tainted_below("sinks")
+                    and not walk.tainted("sink.type"))  # the one [sink] is named by its type
     for path, table in valid:
         for at, problem in table.check(path):
             walk.fail(at, problem)
+        limit = s.batch.memory_limit_bytes
+        if table.memory_limit_bytes > limit and not walk.tainted("batch.memory_limit_bytes"):
+            # part of the shared budget: above it, it would never make the files of a stalled
+            # sink wait before every other file does
+            walk.fail(f"{path}.memory_limit_bytes", f"expected at most batch.memory_limit_bytes "
+                      f"({limit}), got {table.memory_limit_bytes}")
     for small, large in _AT_MOST:
         a, b = _get(s, small), _get(s, large)
         if not walk.tainted(small, large) and a > b:
@@ -394,7 +401,8 @@ def _check_routes(s: Settings, walk: _Walk, valid: bool) -> None:
             walk.fail(at, problem)
     dirs: dict[str, str] = {}
     for name, t in s.sink_tables().items():
-        if t.type == "file":
+        key = f"sinks.{name}" if s.sinks else "sink"
+        if t.type == "file" and not walk.tainted(f"{key}.type", f"{key}.path"):
             d = os.path.abspath(t.path or "<data_dir>/out")
             if d in dirs:
                 walk.fail(f"sinks.{name}.path", f"expected a directory no other sink writes, got "

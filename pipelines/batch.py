@@ -28,6 +28,15 @@ class ByteBudget:
             await self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
             self.used += n
 
+    async def wait_room(self, n: int) -> None:
+        """Wait until `acquire(n)` would not wait, without taking the room."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+
+    def take(self, n: int) -> None:
+        """Take room without waiting (the caller checked that there is room)."""
+        self.used += n
+
     def release(self, n: int) -> None:
         self.used -= n
         asyncio.get_running_loop().create_task(self._notify())

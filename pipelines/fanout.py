@@ -104,12 +104,13 @@ class Fanout:
         if parts:
             ticket.nrecords = len(seg) - unrouted
             ticket.pending = len(parts)
-            await self._acquire(self.budget, seg.nbytes)
+            # room in every budget at once: waiting for one sink while holding room in another
+            # (or in the shared budget) would let files stalled on one sink stop the others
+            await self._acquire([(self.budget, seg.nbytes)] + [(d.budget, p.nbytes) for d, p in parts])
             ticket.nbytes = seg.nbytes
             self.report.inflight(self.budget.used)
             for d, part in parts:
                 part.ticket = ticket
-                await self._acquire(d.budget, part.nbytes)
                 await d.add(part)
         if ticket.pending == 0:
             self._done(ticket)
@@ -117,6 +118,8 @@ class Fanout:
     def split(self, seg: Segment) -> tuple[list[tuple[Delivery, Segment]], int]:
         """The part of `seg` each sink gets (records shared, not copied), and how many records
         go to no sink."""
+        if not seg.records:  # it only moves its file's checkpoint: no sink has to acknowledge it
+            return [], 0
         ds = self.deliveries
         routes = seg.routes
         if routes is None:
@@ -170,15 +173,22 @@ class Fanout:
                 self.report.dropped("buffer_full", len(p))
         return kept
 
-    async def _acquire(self, budget: ByteBudget, n: int) -> None:
-        if not _full(budget, n):
-            await budget.acquire(n)
+    async def _acquire(self, needs: list[tuple[ByteBudget, int]]) -> None:
+        """Take room in every budget of `needs`, holding none while waiting for one."""
+        full = next(((b, n) for b, n in needs if _full(b, n)), None)
+        if full is None:
+            for b, n in needs:
+                b.take(n)
             return
         if self._waiting == 0:
             self._paused_since = time.monotonic()
         self._waiting += 1
         try:
-            await budget.acquire(n)
+            while full is not None:
+                await full[0].wait_room(full[1])
+                full = next(((b, n) for b, n in needs if _full(b, n)), None)
+            for b, n in needs:  # no await since the check: the room is still there
+                b.take(n)
         finally:
             self._waiting -= 1
             if self._waiting == 0:

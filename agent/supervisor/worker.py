@@ -32,8 +32,9 @@ log = logging.getLogger("tailship.supervisor")
 
 
 def worker_settings(s: Settings, index: int, workers: int) -> Settings:
-    """The settings of worker `index`: its own data directory, its share of the memory limit and
-    of the disk buffer, no HTTP server of its own (the supervisor serves /metrics)."""
+    """The settings of worker `index`: its own data directory, its share of the memory limits
+    (shared and per sink) and of the disk buffer, no HTTP server of its own (the supervisor
+    serves /metrics)."""
     w = copy.deepcopy(s)
     w.workers = 1
     w.data_dir = worker_dir(s.data_dir, index, workers)
@@ -42,6 +43,8 @@ def worker_settings(s: Settings, index: int, workers: int) -> Settings:
     if s.buffer.path:
         w.buffer.path = worker_dir(s.buffer.path, index, workers)
     for t in w.sink_tables().values():
+        if t.memory_limit_bytes:  # a sink's own budget, divided like the shared one it is part of
+            t.memory_limit_bytes = max(1, t.memory_limit_bytes // workers)
         if t.type == "file" and not t.path:
             t.path = layout.out_dir(s.data_dir)  # one output directory, files named per worker
     w.metrics.listen = ""

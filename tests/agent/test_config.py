@@ -337,6 +337,25 @@ def test_cross_field_checks():
     ]
 
 
+def test_a_sinks_memory_limit_is_part_of_the_shared_one():
+    """A sink's own budget above the shared budget would never bind."""
+    assert problems({"batch": {"memory_limit_bytes": 4 << 20},
+                     "sinks": {"a": {"type": "null", "memory_limit_bytes": 8 << 20},
+                               "b": {"type": "null", "memory_limit_bytes": 4 << 20}}}) == [
+        "sinks.a.memory_limit_bytes: expected at most batch.memory_limit_bytes (4194304), got 8388608"]
+
+
+def test_sink_checks_skip_rejected_types_and_paths():
+    """Routes are not checked against the name of a rejected sink type, nor output directories
+    compared where a path was rejected."""
+    assert problems({"sink": {"type": "bogus"},
+                     "routing": {"unmatched": "kafka",
+                                 "routes": [{"name": "r", "sinks": ["kafka"], "all": True}]}}) == [
+        "sink.type: expected one of 'file', 'stdout', 'null', 'kafka', 'elasticsearch', got 'bogus'"]
+    assert problems({"sinks": {"a": {"type": "file"}, "b": {"type": "file", "path": 5}}}) == [
+        "sinks.b.path: expected a string, got 5 (integer)"]
+
+
 def test_cross_field_equal_values_pass():
     """Equal bounds are allowed, and acks may differ from 'all' without idempotence."""
     s = settings_from_dict({"sink": {"retry_initial_ms": 100, "retry_max_ms": 100,

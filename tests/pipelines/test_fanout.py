@@ -205,3 +205,44 @@ async def test_drop_newest_drops_only_for_the_full_sink() -> None:
         down.gate.set()
         await until(lambda: commits.get("f") == 600, "committed past the dropped records")
         assert len(down.records) == 3
+
+
+async def test_files_waiting_for_a_stalled_sink_hold_no_shared_room() -> None:
+    """Many files routed to a stalled sink, each waiting for that sink's budget, must not hold
+    the shared budget meanwhile: a file routed to another sink still flows."""
+    ok, down = GateSink("ok"), GateSink("down", open_=False)
+    fan, commits, _ = make([ok, down], limit=100, sink_limit=20)
+    async with running(fan):
+        blocked = [asyncio.create_task(fan.emit(seg(f"down{i}", 0, 1, mask=0b10))) for i in range(12)]
+        try:
+            # two segments fill the stalled sink's budget; the ten others wait for it
+            await until(lambda: fan._waiting == 10, "ten files wait for the stalled sink")
+            await asyncio.wait_for(fan.emit(seg("to-ok", 0, 1, mask=0b01)), 5)
+            await fan.deliveries[0].flush()
+            await until(lambda: commits.get("to-ok") == 100, "the file routed to ok is committed")
+            down.gate.set()
+            await asyncio.wait_for(asyncio.gather(*blocked), 5)
+            for d in fan.deliveries:
+                await d.flush()
+            await until(lambda: len(commits) == 13, "every stalled file catches up")
+            assert fan.budget.used == 0 and all(d.budget.used == 0 for d in fan.deliveries)
+        finally:
+            for t in blocked:
+                t.cancel()
+
+
+async def test_an_empty_segment_waits_for_no_sink() -> None:
+    """A segment without records (blank or held lines) only moves its file's checkpoint: a file
+    whose records all go to one sink is not held back by a stalled sink none of them go to."""
+    ok, down = GateSink("ok"), GateSink("down", open_=False)
+    fan, commits, _ = make([ok, down])
+    async with running(fan):
+        await fan.emit(seg("f", 0, 1, routes=[0b01]))
+        await fan.emit(seg("f", 2, 0, routes=[]))     # per-record routing, no record
+        await fan.emit(seg("g", 0, 0, mask=0b11))     # one mask for the file, no record
+        await fan.emit(seg("f", 2, 1, routes=[0b01]))
+        for d in fan.deliveries:
+            await d.flush()
+        await until(lambda: commits.get("f") == 300, "the file's checkpoint past every record")
+        await until(lambda: commits.get("g") == 0, "the empty file's checkpoint")
+        assert down.records == [] and len(ok.records) == 2

@@ -32,6 +32,7 @@ from agent.supervisor.exposition import RUN_FAMILIES, RunTotals, merge, summariz
 from agent.supervisor.worker import worker_settings
 from bench.generate import generate_tree
 from pipelines.layout import worker_dir
+from pipelines.sinks.config import SinkSettings
 from pipelines.sinks.file import read_dir
 from tests.conftest import free_port, wait_for
 from tests.crash import live_writer
@@ -92,6 +93,20 @@ def test_worker_settings_divide_memory_and_separate_state(tmp_path):
     assert w.sink.path == str(tmp_path / "out")  # one output directory, files named per worker
     assert w.metrics.listen == "" and w.workers == 1
     assert s.batch.memory_limit_bytes == 64 << 20  # the original is untouched
+
+
+def test_worker_settings_divide_each_sinks_memory_limit():
+    """A sink's own budget is divided like the shared one: a worker's sink budget above its
+    shared budget would never bind, and a stalled sink would take the whole shared budget."""
+    s = Settings()
+    s.batch.memory_limit_bytes = 256 << 20
+    s.sinks = {"a": SinkSettings(type="null", memory_limit_bytes=64 << 20),
+               "b": SinkSettings(type="null")}
+    w = worker_settings(s, 0, 8)
+    assert w.batch.memory_limit_bytes == 32 << 20
+    assert w.sinks["a"].memory_limit_bytes == 8 << 20
+    assert w.sinks["b"].memory_limit_bytes == 0  # still half of the worker's shared budget
+    assert s.sinks["a"].memory_limit_bytes == 64 << 20
 
 
 def _store(d: str, entries: dict[str, tuple[int, str]]) -> None:
