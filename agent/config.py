@@ -30,7 +30,7 @@ from typing import Any
 
 from agent import logs
 from agent.settings import Settings
-from pipelines import routes
+from pipelines import layout, routes
 from pipelines.errors import ConfigError
 
 _REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}|\$\{")
@@ -201,8 +201,9 @@ class _Walk:
         _, item = typing.get_args(hint)
         out = {}
         for name, sub in raw.items():
-            if not _NAME.fullmatch(str(name)):
-                self.fail(f"{path}.{name}", f"expected a name of letters, digits, '_' and '-', got {name!r}")
+            if not _NAME.fullmatch(str(name)) or str(name).startswith(layout.WORKER_PREFIX):
+                self.fail(f"{path}.{name}", f"expected a name of letters, digits, '_' and '-', not "
+                                            f"starting with {layout.WORKER_PREFIX!r}, got {name!r}")
                 continue
             out[name] = self.table(typing.cast(type, item), sub, f"{path}.{name}")
         if any(v is _BAD for v in out.values()) or len(out) != len(raw):

@@ -123,3 +123,5 @@ def test_config_sink_names_must_be_plain() -> None:
     """A sink name becomes a file name and a label value: no slashes or spaces."""
     with pytest.raises(ConfigError, match="sinks.a/b: expected a name of letters"):
         settings_from_dict({"sinks": {"a/b": {"type": "null"}}}, env={})
+    with pytest.raises(ConfigError, match="sinks.worker-1: expected a name .* not starting with 'worker-'"):
+        settings_from_dict({"sinks": {"worker-1": {"type": "null"}}}, env={})  # a worker's directory
