@@ -1,4 +1,10 @@
-"""scripts/services itself, without Java: each checkout's own ports (picked once, kept, overridable)."""
+"""scripts/services itself, without Java: each checkout's own ports (picked once, kept, overridable)
+and the test-run journal that lets scripts/test stop what a run started and nothing else.
+
+The "brokers" here are sleeping Python processes whose command line looks like a broker of a
+given state dir (`kafka.Kafka <state>/kafka/server.properties`), which is how scripts/services
+recognises its processes.
+"""
 
 from __future__ import annotations
 
@@ -104,3 +110,78 @@ def test_start_picks_new_ports_when_a_kept_one_is_taken(svc, tmp_path, monkeypat
     monkeypatch.setenv("TAILSHIP_KAFKA_SASL_PORT", str(kept["sasl"]))
     with pytest.raises(svc.ServiceError, match=f"sasl {kept['sasl']} .* already in use"):
         svc.ports_for_start(kafka)
+
+
+def test_to_stop_is_what_the_run_started_less_what_ran_before(svc):
+    lines = [{"running_before": ["kafka"], "state": "/a"},
+             {"started": "kafka", "state": "/a"},            # a test restarted the user's broker
+             {"started": "elasticsearch", "state": "/a"},
+             {"started": "elasticsearch", "state": "/b"},
+             {"started": "elasticsearch", "state": "/a"}]    # restarted by a test: once
+    assert svc.to_stop(lines) == [("elasticsearch", "/a"), ("elasticsearch", "/b")]
+
+
+class FakeBrokers:
+    """Sleeping processes that scripts/services takes for the Kafka broker of a state dir: a JVM
+    (argv[0] "java"; it is Python) running kafka.Kafka with the state dir's server.properties."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, state: Path, pidfile: bool = True, argv0: str = "java") -> subprocess.Popen[bytes]:
+        (state / "kafka").mkdir(parents=True, exist_ok=True)
+        p = subprocess.Popen([argv0, "-c", "import time\nwhile True: time.sleep(1)", "kafka.Kafka",
+                              str(state / "kafka" / "server.properties")], executable=sys.executable,
+                             start_new_session=True)
+        self.procs.append(p)
+        if pidfile:
+            (state / "kafka" / "pid").write_text(f"{p.pid}\n")
+        return p
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait(timeout=30)
+
+
+@pytest.fixture
+def brokers() -> Iterator[FakeBrokers]:
+    b = FakeBrokers()
+    yield b
+    b.close()
+
+
+def test_run_end_stops_what_the_run_started_and_nothing_else(svc, tmp_path, monkeypatch, brokers):
+    journal = tmp_path / "run.journal"
+    user, started, stray, other = (tmp_path / n for n in ("user", "started", "stray", "other"))
+    by_user = brokers.start(user)  # running before the run: the user's
+    r = run("run-begin", state=user, TAILSHIP_SERVICES_RUN=str(journal))
+    assert r.returncode == 0, r.stderr
+    # what starts during the run note in the journal (start does this before it launches)
+    monkeypatch.setenv("TAILSHIP_SERVICES_RUN", str(journal))
+    svc.note_start(svc.Kafka(user))          # a test stopped and started the user's broker
+    ours = brokers.start(started)
+    svc.note_start(svc.Kafka(started))
+    interrupted = brokers.start(stray, pidfile=False)  # its start was cut off before the pid file
+    svc.note_start(svc.Kafka(stray))
+    svc.note_start(svc.Elasticsearch(tmp_path / "never-came-up"))
+    by_hand = brokers.start(other)  # started by hand during the run (not through the journal)
+    # no JVM, though its arguments name the stray's broker (say, a script or an editor)
+    bystander = brokers.start(stray, pidfile=False, argv0="python3")
+
+    r = run("run-end", state=user, TAILSHIP_SERVICES_RUN=str(journal))
+    assert r.returncode == 0, r.stderr
+    # run-end returns once they are gone (it waits for each to exit)
+    assert ours.poll() is not None and interrupted.poll() is not None, r.stderr
+    assert not (started / "kafka" / "pid").exists()
+    assert by_user.poll() is None and by_hand.poll() is None and bystander.poll() is None, r.stderr
+    assert svc.Kafka(user).running() == by_user.pid
+
+
+def test_run_end_without_a_journal_entry_stops_nothing(svc, tmp_path, brokers):
+    journal = tmp_path / "run.journal"
+    user = brokers.start(tmp_path / "user")
+    for cmd in ("run-begin", "run-end"):
+        r = run(cmd, state=tmp_path / "user", TAILSHIP_SERVICES_RUN=str(journal))
+        assert r.returncode == 0, r.stderr
+    assert user.poll() is None
