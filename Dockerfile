@@ -4,7 +4,7 @@
 # -- build: the package as a wheel (and wheels of its dependencies) ---------------------------
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY agent ./agent
 COPY pipelines ./pipelines
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

@@ -1,5 +1,5 @@
 # Sourced by scripts/demo and scripts/test: makes .venv with tailship installed (idempotent).
-# Usage: . scripts/venv.sh [EXTRA]   (EXTRA: pip extra to install, e.g. "test")
+# Usage: . scripts/venv.sh [EXTRAS]   (EXTRAS: pip extras to install, comma-separated, e.g. "test,dev")
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}

