@@ -25,7 +25,7 @@ from pipelines.records import Batch
 # events that are parse errors, by kind (the rest are counted as events only)
 PARSE_ERRORS = {"malformed": "malformed", "invalid_utf8": "invalid_utf8",
                 "line_too_long": "line_too_long", "partial_emitted": "partial",
-                "partial_line_emitted": "partial"}
+                "partial_line_emitted": "partial", "unparsable": "unparsable"}
 FILE_EVENTS = {"file_truncated": "truncated", "file_rotated": "rotated", "file_discovered": "discovered",
                "file_deleted": "deleted", "file_renamed_while_stopped": "renamed_while_stopped",
                "file_rotated_unseen": "rotated_unseen"}

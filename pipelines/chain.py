@@ -8,6 +8,7 @@ through methods that handle text trace ids, continuation lines and multiline mer
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from pipelines.formats import (
     DECODERS,
     INHERITED,
     TRUNCATED,
+    UNPARSABLE,
     Counter,
     Decoder,
     Entry,
@@ -29,6 +31,8 @@ from pipelines.formats import (
 from pipelines.multiline import Merged, Multiline
 from pipelines.records import Segment
 from pipelines.routes import FileRoutes
+
+log = logging.getLogger("tailship.chain")
 
 # Keys the agent writes into every record. An app field with the same name is kept: merged when
 # both are objects (the agent's keys win inside), otherwise renamed to `<key>_app`.
@@ -105,6 +109,7 @@ class FileProcessor:
         self._multi_flags: dict[int, int] = {}  # held record offset → flags of its lines
         self._prev_epoch: dict[str | None, tuple[str, float | None]] = {}  # per stream: ts, epoch
         self._inherited = 0  # records given inherited trace context, not yet counted
+        self._unparsable_seen = False
 
     @property
     def format(self) -> str | None:
@@ -203,62 +208,65 @@ class FileProcessor:
         observe = spec.observe
         route, routes = self._route, seg.routes
         for off, stream, ts, payload, flags in entries:
-            obj: Any = None
-            if parse and payload[:1] == "{":
-                try:
-                    obj = loads(payload)
-                except json_error:
-                    obj = None
-            if type(obj) is not dict:
-                if multi:
-                    self._to_multiline(off, stream, ts, payload, flags, seg, now)
+            try:
+                obj: Any = None
+                if parse and payload[:1] == "{":
+                    try:
+                        obj = loads(payload)
+                    except json_error:
+                        obj = None
+                if type(obj) is not dict:
+                    if multi:
+                        self._to_multiline(off, stream, ts, payload, flags, seg, now)
+                    else:
+                        nbytes += self._text(off, stream, ts, payload, flags, seg)
+                    continue
+                if multi and stream in self._multi:
+                    self._emit_merged(self._multi[stream].flush(), stream, seg)
+                tid = sid = None
+                if target:
+                    tid, sid = extract(obj) if extract else (None, None)
+                    rec: dict[str, Any] = {target: obj}
+                    if tid:
+                        rec["trace_id"] = tid
+                    if sid:
+                        rec["span_id"] = sid
                 else:
-                    nbytes += self._text(off, stream, ts, payload, flags, seg)
-                continue
-            if multi and stream in self._multi:
-                self._emit_merged(self._multi[stream].flush(), stream, seg)
-            tid = sid = None
-            if target:
-                tid, sid = extract(obj) if extract else (None, None)
-                rec: dict[str, Any] = {target: obj}
-                if tid:
-                    rec["trace_id"] = tid
-                if sid:
-                    rec["span_id"] = sid
-            else:
-                rec = obj
-                if extract is not None:
-                    tid, sid = extract(obj)
-                if not agent_keys.isdisjoint(obj):
-                    _merge_agent_keys(obj)
-            last[stream] = (tid, sid, ts)
-            rec["@timestamp"] = ts
-            if stream is not None:
-                rec["stream"] = stream
-            if k8s is not None:
-                if "kubernetes" in rec:
-                    rec["kubernetes"] = {**rec["kubernetes"], **k8s}
+                    rec = obj
+                    if extract is not None:
+                        tid, sid = extract(obj)
+                    if not agent_keys.isdisjoint(obj):
+                        _merge_agent_keys(obj)
+                last[stream] = (tid, sid, ts)
+                rec["@timestamp"] = ts
+                if stream is not None:
+                    rec["stream"] = stream
+                if k8s is not None:
+                    if "kubernetes" in rec:
+                        rec["kubernetes"] = {**rec["kubernetes"], **k8s}
+                    else:
+                        rec["kubernetes"] = k8s
+                logd = {"file": file_, "offset": off}
+                if flags:
+                    logd["flags"] = flag_names(flags)
+                if "log" in rec:
+                    rec["log"] = {**rec["log"], **logd}
                 else:
-                    rec["kubernetes"] = k8s
-            logd = {"file": file_, "offset": off}
-            if flags:
-                logd["flags"] = flag_names(flags)
-            if "log" in rec:
-                rec["log"] = {**rec["log"], **logd}
-            else:
-                rec["log"] = logd
-            if host is not None:
-                rec["host"] = {**rec["host"], **host} if "host" in rec else host
-            if observe is not None:
-                observe(rec, tid)
-            if route is not None:
-                routes.append(route(rec))  # type: ignore[union-attr]
-            b = dumps(rec)
-            records.append(b)
-            offsets.append(off)
-            tids.append(tid)
-            sids.append(sid)
-            nbytes += len(b)
+                    rec["log"] = logd
+                if host is not None:
+                    rec["host"] = {**rec["host"], **host} if "host" in rec else host
+                if observe is not None:
+                    observe(rec, tid)
+                b = dumps(rec)
+                if route is not None:
+                    routes.append(route(rec))  # type: ignore[union-attr]
+                records.append(b)
+                offsets.append(off)
+                tids.append(tid)
+                sids.append(sid)
+                nbytes += len(b)
+            except Exception as exc:  # one line we cannot process must not stop its file
+                nbytes += self._unparsable(off, stream, ts, payload, flags, seg, exc)
         seg.nbytes += nbytes
 
     def _text(self, off: int, stream: str | None, ts: str, text: str, flags: int,
@@ -293,13 +301,42 @@ class FileProcessor:
             rec["host"] = self._host
         if self.spec.observe is not None:
             self.spec.observe(rec, tid)
+        b = orjson.dumps(rec)
         if self._route is not None:
             seg.routes.append(self._route(rec))  # type: ignore[union-attr]
-        b = orjson.dumps(rec)
         seg.records.append(b)
         seg.offsets.append(off)
         seg.trace_ids.append(tid)
         seg.span_ids.append(sid)
+        return len(b)
+
+    def _unparsable(self, off: int, stream: str | None, ts: str, payload: str, flags: int,
+                    seg: Segment, exc: Exception) -> int:
+        """A line the chain failed on (JSON nested deeper than orjson encodes, a bug of ours):
+        shipped as its raw text in `message`, flagged `unparsable`, counted; its file goes on."""
+        self.count("unparsable", 1)
+        if not self._unparsable_seen:
+            self._unparsable_seen = True
+            log.warning("%s: the line at offset %d cannot be processed (%s: %.200s); shipped as its "
+                        "raw text, flagged unparsable (logged once per file, counted in "
+                        "tailship_parse_errors_total{kind=\"unparsable\"})", self.path, off,
+                        type(exc).__name__, exc)
+        rec: dict[str, Any] = {"message": payload.encode("utf-8", "replace").decode("utf-8"),
+                               "@timestamp": ts}
+        if stream is not None:
+            rec["stream"] = stream
+        if self._k8s is not None:
+            rec["kubernetes"] = self._k8s
+        rec["log"] = {"file": self._file, "offset": off, "flags": flag_names(flags | UNPARSABLE)}
+        if self._host is not None:
+            rec["host"] = self._host
+        b = orjson.dumps(rec)
+        if self._route is not None:
+            seg.routes.append(self._route(rec))  # type: ignore[union-attr]
+        seg.records.append(b)
+        seg.offsets.append(off)
+        seg.trace_ids.append(None)
+        seg.span_ids.append(None)
         return len(b)
 
     def _inherit(self, stream: str | None, ts: str) -> tuple[str | None, str | None]:

@@ -28,8 +28,9 @@ MALFORMED = 2
 PARTIAL = 4          # emitted without its end (file ended, or the wait timed out)
 INVALID_UTF8 = 8
 INHERITED = 16       # trace context inherited from the preceding record
+UNPARSABLE = 32      # the chain failed on it: shipped as raw text (pipelines.chain._unparsable)
 
-FLAG_NAMES = ("truncated", "malformed", "partial", "invalid_utf8", "trace_inherited")
+FLAG_NAMES = ("truncated", "malformed", "partial", "invalid_utf8", "trace_inherited", "unparsable")
 
 # offset, stream (None for text), timestamp, payload, flags
 Entry = tuple[int, str | None, str, str, int]

@@ -47,3 +47,20 @@ async def test_a_sink_down_holds_the_checkpoint_and_says_so(tmp_path):
     assert [r["message"] for r in a.records] == [ln.strip() for ln in lines]
     assert [r["message"] for r in b.records] == [ln.strip() for ln in lines]
     assert agent.summary().records_sent == 200  # once per record, not once per sink
+
+
+async def test_a_poison_line_never_stops_its_file(tmp_path):
+    """JSON nested deeper than orjson encodes, between good lines: every line ships (the poison
+    one raw and flagged), the checkpoint reaches the end, no tailer fails."""
+    log = tmp_path / "app.log"
+    deep = '{"a": ' + "[" * 300 + "]" * 300 + "}"
+    log.write_text("".join(['{"msg": "before"}\n', deep + "\n", '{"msg": "after"}\n']))
+    sink = CollectSink()
+    async with running(Agent(fast_settings(tmp_path, [str(log)]), sink)) as agent:
+        size = log.stat().st_size
+        await wait_until(lambda: [e.offset for e in agent.checkpoints.entries.values()] == [size],
+                         what="checkpoint at the end of the file")
+    assert [r.get("msg") for r in sink.records] == ["before", None, "after"]
+    assert sink.records[1]["message"] == deep and sink.records[1]["log"]["flags"] == ["unparsable"]
+    events = agent.summary().events
+    assert events.get("unparsable") == 1 and "tailer_failed" not in events
