@@ -159,7 +159,7 @@ class Agent:
                 t.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
             await self.source.close()
-            self.checkpoints.persist()
+            self._persist()  # a disk error here is logged, not raised: the last good file stays
             if shipper is not None:  # a last snapshot with the final totals
                 await shipper.ship()
                 await shipper.sink.close(max(1.0, self.s.shutdown_timeout_secs / 4))
@@ -279,12 +279,21 @@ class Agent:
         while True:
             await self._acked.wait()
             self._acked.clear()
-            try:
-                self.checkpoints.persist()
-            except OSError as exc:
-                self.metrics.event("checkpoint_write_failed")
-                log.error("cannot write checkpoints in %s: %s", self.s.data_dir, exc)
+            if not self._persist():
+                self._acked.set()  # try again, after the interval like any other write
             await asyncio.sleep(self.s.checkpoint_interval_secs)
+
+    def _persist(self) -> bool:
+        """Write the checkpoints; on a disk error (full, read-only) keep the last good file,
+        count and log it, and say so (False)."""
+        try:
+            self.checkpoints.persist()
+            return True
+        except OSError as exc:
+            self.metrics.event("checkpoint_write_failed")
+            log.error("cannot write checkpoints in %s: %s (the last good ones are kept; retrying)",
+                      self.s.data_dir, exc.strerror or exc)
+            return False
 
     # -- reporting ------------------------------------------------------------------------------
 

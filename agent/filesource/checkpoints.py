@@ -12,6 +12,7 @@ On disk: `{"version": 1, "files": {"<device>:<inode>:<fingerprint>": {"offset": 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -140,12 +141,21 @@ class CheckpointStore:
         data = orjson.dumps({"version": VERSION,
                              "files": {k: e.to_json() for k, e in self.entries.items()}})
         tmp = self.path.with_name(f".{FILE_NAME}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:  # a write on a nearly full disk may take only part of the data
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            # complete or not at all: the store written last stays in place (its files are read
+            # again from older offsets: duplicates, never loss); `_dirty` stays, the caller retries
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         os.replace(tmp, self.path)
         dfd = os.open(self.dir, os.O_RDONLY)
         try:
