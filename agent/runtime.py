@@ -94,8 +94,7 @@ class Agent:
         self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
         report = MetricsReport(self.metrics)
-        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report,
-                                    lambda batch: None, self._fail)
+        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail)
                            for name, s in sinks.items()]
         self.fanout = Fanout(self.deliveries, settings.batch.memory_limit_bytes, settings.batch.when_full,
                              self._commit, report)

@@ -22,16 +22,19 @@ class ByteBudget:
         self.used = 0
         self._cond = asyncio.Condition()
 
+    def has_room(self, n: int) -> bool:
+        """Whether `n` bytes fit now; an item larger than the whole budget fits an empty one."""
+        return self.used == 0 or self.used + n <= self.limit
+
     async def acquire(self, n: int) -> None:
-        """Wait for room for `n` bytes; an item larger than the whole budget waits for an empty one."""
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
-            self.used += n
+        """Wait for room for `n` bytes and take it."""
+        await self.wait_room(n)
+        self.take(n)
 
     async def wait_room(self, n: int) -> None:
-        """Wait until `acquire(n)` would not wait, without taking the room."""
+        """Wait until there is room for `n` bytes, without taking it."""
         async with self._cond:
-            await self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            await self._cond.wait_for(lambda: self.has_room(n))
 
     def take(self, n: int) -> None:
         """Take room without waiting (the caller checked that there is room)."""

@@ -58,12 +58,13 @@ class DeliverySettings:
 
 class Delivery:
     def __init__(self, sink: Sink, settings: DeliverySettings, report: DeliveryReport,
-                 on_acked: Callable[[Batch], None], on_fatal: Callable[[BaseException], None]) -> None:
+                 on_fatal: Callable[[BaseException], None]) -> None:
         self.sink = sink
         self.name = sink.name
         self.s = settings
         self.report = report
-        self.on_acked = on_acked
+        # what an acknowledged batch is handed to: set by the `Fanout` the delivery belongs to
+        self.on_acked: Callable[[Batch], None] = lambda batch: None
         self.on_fatal = on_fatal
         self.budget = ByteBudget(settings.memory_limit_bytes)
         self.batcher = Batcher(settings.max_records, settings.max_bytes, settings.linger_secs, self._ship)

@@ -164,39 +164,33 @@ class Fanout:
         that would wait are counted and dropped: all of them when the shared budget is full,
         else those of each sink whose own budget is; later segments of the file move its
         checkpoint past them."""
-        if _full(self.budget, seg.nbytes):
-            kept = []
-        else:
-            kept = [(d, p) for d, p in parts if not _full(d.budget, p.nbytes)]
-        for _d, p in parts:
-            if (_d, p) not in kept and len(p):
+        shared_full = not self.budget.has_room(seg.nbytes)
+        kept = []
+        for d, p in parts:
+            if shared_full or not d.budget.has_room(p.nbytes):
                 self.report.dropped("buffer_full", len(p))
+            else:
+                kept.append((d, p))
         return kept
 
     async def _acquire(self, needs: list[tuple[ByteBudget, int]]) -> None:
         """Take room in every budget of `needs`, holding none while waiting for one."""
-        full = next(((b, n) for b, n in needs if _full(b, n)), None)
-        if full is None:
-            for b, n in needs:
-                b.take(n)
-            return
-        if self._waiting == 0:
-            self._paused_since = time.monotonic()
-        self._waiting += 1
+        waited = False
         try:
-            while full is not None:
+            while (full := next(((b, n) for b, n in needs if not b.has_room(n)), None)) is not None:
+                if not waited:
+                    waited = True
+                    if self._waiting == 0:
+                        self._paused_since = time.monotonic()
+                    self._waiting += 1
                 await full[0].wait_room(full[1])
-                full = next(((b, n) for b, n in needs if _full(b, n)), None)
-            for b, n in needs:  # no await since the check: the room is still there
+            for b, n in needs:  # no await since the last check: the room is still there
                 b.take(n)
         finally:
-            self._waiting -= 1
-            if self._waiting == 0:
-                self._paused_secs += time.monotonic() - self._paused_since
-
-
-def _full(budget: ByteBudget, n: int) -> bool:
-    return bool(budget.used) and budget.used + n > budget.limit
+            if waited:
+                self._waiting -= 1
+                if self._waiting == 0:
+                    self._paused_secs += time.monotonic() - self._paused_since
 
 
 def _view(seg: Segment) -> Segment:

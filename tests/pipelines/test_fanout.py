@@ -77,7 +77,7 @@ def make(sinks: list[GateSink], *, limit: int = 1 << 20, sink_limit: int = 1 << 
     report = Report()
     ds = DeliverySettings(max_records=max_records, max_bytes=1 << 20, linger_secs=0.01, max_in_flight=1,
                           retry_initial_secs=0.01, retry_max_secs=0.05, memory_limit_bytes=sink_limit)
-    deliveries = [Delivery(s, ds, report, lambda b: None, lambda exc: None) for s in sinks]
+    deliveries = [Delivery(s, ds, report, lambda exc: None) for s in sinks]
     fan = Fanout(deliveries, limit, when_full, lambda k, o, p: commits.__setitem__(k, o), report)
     return fan, commits, report
 
