@@ -1,9 +1,11 @@
 """Dead letters: records a sink can never deliver, kept with the reason instead of dropped.
 
 An append-only NDJSON file (by default under `<data_dir>/deadletter/`), one object per rejected
-record: `{"time", "sink", "reason", "file", "offset", "record"}`, `time` in RFC 3339 UTC and
-`record` the record as a string. Each `write` is one append followed by fsync: once it returns,
-the entries are durable and the sink may acknowledge their batch.
+record: `{"time", "sink", "reason", "detail", "file", "offset", "record"}`, `time` in RFC 3339 UTC,
+`reason` one of the fixed codes of `Reason` (what metrics are labelled with), `detail` the
+sink's message (status, server error, limit) and `record` the record as a string. Each `write` is
+one append followed by fsync: once it returns, the entries are durable and the sink may
+acknowledge their batch.
 
 `write` blocks (fsync); it is for rare rejections. A sink that dead-letters often should call it
 through `asyncio.to_thread`.
@@ -11,6 +13,7 @@ through `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -18,8 +21,19 @@ from pathlib import Path
 
 import orjson
 
-# reason, source file path, offset in that file, the record (orjson bytes)
-Entry = tuple[str, str, int, bytes]
+
+class Reason(enum.StrEnum):
+    """Why a record was dead-lettered: a small fixed set (a metric label, never free text)."""
+
+    TOO_LARGE = "too_large"              # above the sink's record limit, or refused as too large
+    INVALID_DESTINATION = "invalid_destination"  # a topic or index name the server cannot have
+    MISSING_DESTINATION = "missing_destination"  # the topic or index does not exist and is not created
+    NOT_AUTHORIZED = "not_authorized"    # the destination refuses writes (ACL, index write block)
+    REJECTED = "rejected"                # the server refused the record's content (mapping, corrupt)
+
+
+# reason, detail (the sink's message), source file path, offset in that file, the record (orjson bytes)
+Entry = tuple[Reason, str, str, int, bytes]
 
 
 class DeadLetter:
@@ -32,9 +46,9 @@ class DeadLetter:
         """Append the entries durably; returns how many were written."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         lines = [
-            orjson.dumps({"time": now, "sink": self.sink, "reason": reason, "file": path,
-                          "offset": offset, "record": record.decode("utf-8", "replace")})
-            for reason, path, offset, record in entries
+            orjson.dumps({"time": now, "sink": self.sink, "reason": str(reason), "detail": detail,
+                          "file": path, "offset": offset, "record": record.decode("utf-8", "replace")})
+            for reason, detail, path, offset, record in entries
         ]
         if not lines:
             return 0

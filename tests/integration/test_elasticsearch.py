@@ -154,10 +154,11 @@ def test_strict_mapping_conflicts_dead_lettered_rest_indexed(es, tmp_path):
         assert d["offset"] == offsets[orjson.dumps({k: v for k, v in rec.items() if k in ("message", "n",
                                                                                          "surprise")})]
         if rec["message"].startswith("bad"):
-            assert d["reason"].startswith("400 document_parsing_exception") or \
-                d["reason"].startswith("400 mapper_parsing_exception"), d["reason"]
+            assert d["reason"] == "rejected"
+            assert d["detail"].startswith("400 document_parsing_exception") or \
+                d["detail"].startswith("400 mapper_parsing_exception"), d["detail"]
         else:
-            assert d["reason"].startswith("400 strict_dynamic_mapping_exception"), d["reason"]
+            assert d["detail"].startswith("400 strict_dynamic_mapping_exception"), d["detail"]
     assert "rejected by Elasticsearch written to" in r.stderr
     got = {d["message"] for d in all_docs(es, index, ["message"])}
     assert got == {f"good {i}" for i in range(300) if i % 50 not in (7, 9)}

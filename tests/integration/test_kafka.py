@@ -184,7 +184,7 @@ def test_oversized_record_dead_lettered_rest_flow(kafka, tmp_path):
     msgs = asyncio.run(consume(bootstrap, topic, 2, timeout=30))
     assert sorted(orjson.loads(x.value)["message"] for x in msgs) == ["small 1", "small 2"]
     [dead] = [orjson.loads(x) for x in state_lines(data, "deadletter/kafka.ndjson")]
-    assert "exceeds max_record_bytes" in dead["reason"]
+    assert dead["reason"] == "too_large" and "exceeds max_record_bytes" in dead["detail"]
     assert dead["file"] == str(log) and dead["offset"] == len("small 1\n")
     assert orjson.loads(dead["record"])["message"] == "B" * 1_040_000
 
@@ -208,7 +208,8 @@ def test_invalid_topic_is_dead_lettered(kafka, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     [dead] = [orjson.loads(x) for x in state_lines(tmp_path / "d", "deadletter/kafka.ndjson")]
-    assert dead["reason"] == "invalid Kafka topic name 'bad topic!'" and dead["offset"] == 0
+    assert dead["reason"] == "invalid_destination" and dead["offset"] == 0
+    assert dead["detail"] == "invalid Kafka topic name 'bad topic!'"
 
 
 def test_tls_listener_with_ca(kafka, tmp_path):

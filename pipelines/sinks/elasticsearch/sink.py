@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from pipelines import layout
-from pipelines.deadletter import DeadLetter, Entry
+from pipelines.deadletter import DeadLetter, Entry, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.secrets import add_secret
@@ -274,12 +274,13 @@ class ElasticsearchSink:
                 pending[status] = pending.get(status, 0) + 1
                 reasons.setdefault(status, _item_reason(outcome))
             else:
-                dead.append((f"{status} {_item_reason(outcome)}", seg.path, seg.offsets[i], seg.records[i]))
+                dead.append((_dead_reason(status), f"{status} {_item_reason(outcome)}", seg.path,
+                             seg.offsets[i], seg.records[i]))
                 done.add(num)
         if dead:
             await asyncio.to_thread(self.dead.write, dead)
             log.warning("%d document(s) rejected by Elasticsearch written to %s: %s", len(dead),
-                        self.dead.path, dead[0][0])
+                        self.dead.path, dead[0][1])
         return ", ".join(f"{c} document(s) rejected with {s} ({reasons[s]})" for s, c in pending.items())
 
     async def close(self, timeout_secs: float) -> None:
@@ -331,3 +332,14 @@ def _api_reason(exc: Any) -> str:
         if err:
             return str(err)
     return str(getattr(exc, "message", "")) or type(exc).__name__
+
+
+def _dead_reason(status: int) -> Reason:
+    """The dead-letter reason code of a document refused with `status` (4xx other than 409/429)."""
+    if status == 413:
+        return Reason.TOO_LARGE
+    if status in (401, 403):
+        return Reason.NOT_AUTHORIZED
+    if status == 404:
+        return Reason.MISSING_DESTINATION
+    return Reason.REJECTED

@@ -31,14 +31,14 @@ import orjson
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from pipelines import layout
-from pipelines.deadletter import DeadLetter
+from pipelines.deadletter import DeadLetter, Entry, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.secrets import add_secret
 from pipelines.sinks.kafka import aiokafka_internals as internals
 from pipelines.sinks.kafka.config import KafkaSettings
 from pipelines.sinks.kafka.damping import Damper
-from pipelines.sinks.kafka.errors import Action, action, describe
+from pipelines.sinks.kafka.errors import Action, action, dead_reason, describe
 from pipelines.sinks.kafka.partition import KeyPartitioner
 from pipelines.sinks.template import FieldTemplate
 
@@ -310,19 +310,21 @@ class KafkaSink:
 
     async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, Records]:
         groups: dict[Group, Records] = {}
-        too_large: list[tuple[str, str, int, bytes]] = []  # dead letters: reason, file, offset, record
+        too_large: list[Entry] = []  # dead letters
         limit = self.s.max_record_bytes
         for seg in batch.segments:
             topic = self.topics.resolve(seg.meta)
             if not valid_topic(topic):
-                too_large.extend((f"invalid Kafka topic name {topic!r}", seg.path, off, rec)
+                too_large.extend((Reason.INVALID_DESTINATION, f"invalid Kafka topic name {topic!r}",
+                                   seg.path, off, rec)
                                  for off, rec in zip(seg.offsets, seg.records, strict=True))
                 continue
             nparts = await self._topic_partitions(topic)
             fit: Sequence[int] = range(len(seg.records))
             if max(map(len, seg.records), default=0) > limit:
                 fit = [i for i in fit if len(seg.records[i]) <= limit]
-                too_large.extend((f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
+                too_large.extend((Reason.TOO_LARGE,
+                                  f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
                                   seg.path, seg.offsets[i], rec)
                                  for i, rec in enumerate(seg.records) if len(rec) > limit)
             keys, tids, sids = self._keys(seg, fit)
@@ -342,7 +344,7 @@ class KafkaSink:
             self.dead.write(too_large)
             done.add(_DEAD)
             log.warning("%d record(s) Kafka cannot take written to %s: %s", len(too_large),
-                        self.dead.path, too_large[0][0])
+                        self.dead.path, too_large[0][1])
         return groups
 
     def _keys(self, seg: Segment, fit: Sequence[int]
@@ -406,7 +408,7 @@ class KafkaSink:
                 rejected = list(groups[group].origins(start, end))
                 reason = (f"{type(res).__name__} from Kafka at {self.where} for topic {group[0]!r} "
                           f"partition {group[1]}: {describe(res)}")
-                self.dead.write((reason, seg.path, seg.offsets[i], seg.records[i])
+                self.dead.write((dead_reason(res), reason, seg.path, seg.offsets[i], seg.records[i])
                                 for seg, i in rejected)
                 log.warning("%d record(s) rejected by Kafka (%s) written to %s",
                             len(rejected), type(res).__name__, self.dead.path)

@@ -37,6 +37,7 @@ import enum
 from aiokafka import errors as ak
 
 from pipelines import secrets
+from pipelines.deadletter import Reason
 
 
 class Action(enum.Enum):
@@ -66,6 +67,15 @@ def action(exc: BaseException) -> Action:
         if isinstance(exc, cls):
             return act
     return Action.RETRY
+
+
+def dead_reason(exc: BaseException) -> Reason:
+    """The dead-letter reason code of a DEAD_LETTER error."""
+    if isinstance(exc, ak.InvalidTopicError):
+        return Reason.INVALID_DESTINATION
+    if isinstance(exc, ak.CorruptRecordException):
+        return Reason.REJECTED
+    return Reason.TOO_LARGE
 
 
 def describe(exc: BaseException) -> str:

@@ -187,7 +187,8 @@ def test_item_outcomes_retry_only_pending_and_dead_letter_content_errors(tmp_pat
     assert [p[1]["message"] for p in parse_body(client.bodies[1])] == ["m1", "m3"]
     [dead] = [orjson.loads(x) for x in (tmp_path / "deadletter" / "elasticsearch.ndjson").read_bytes()
               .splitlines()]
-    assert dead["reason"] == "400 document_parsing_exception: document_parsing_exception happened"
+    assert dead["reason"] == "rejected"
+    assert dead["detail"] == "400 document_parsing_exception: document_parsing_exception happened"
     assert dead["offset"] == 200 and orjson.loads(dead["record"]) == {"message": "m2"}
     assert k._done == {}  # nothing kept after the batch completed
 

@@ -21,7 +21,7 @@ import zstandard
 
 from agent.settings import SinkSettings
 from pipelines.codec import ZstdCodec, encode_ndjson, split_frames
-from pipelines.deadletter import DeadLetter
+from pipelines.deadletter import DeadLetter, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
@@ -514,14 +514,15 @@ def test_dead_letter_file_contents(tmp_path, monkeypatch):
     dead = DeadLetter(tmp_path / "deadletter" / "kafka.ndjson", "kafka")
     assert dead.write([]) == 0 and not dead.path.exists()
     rec = orjson.dumps({"message": "é" * 3})
-    assert dead.write([("too large", "/var/log/a.log", 42, rec), ("bad topic", "/b", 0, b"{}")]) == 2
+    assert dead.write([(Reason.TOO_LARGE, "too large", "/var/log/a.log", 42, rec),
+                       (Reason.INVALID_DESTINATION, "bad topic", "/b", 0, b"{}")]) == 2
     assert len(synced) == 2  # the file, then its new directory entry
-    dead.write(iter([("again", "/c", 7, b'{"x":1}')]))
+    dead.write(iter([(Reason.REJECTED, "again", "/c", 7, b'{"x":1}')]))
     assert len(synced) == 3 and dead.count == 3
     lines = [orjson.loads(x) for x in dead.path.read_bytes().splitlines()]
-    assert [(d["reason"], d["file"], d["offset"], d["record"]) for d in lines] == [
-        ("too large", "/var/log/a.log", 42, rec.decode()), ("bad topic", "/b", 0, "{}"),
-        ("again", "/c", 7, '{"x":1}')]
+    assert [(d["reason"], d["detail"], d["file"], d["offset"], d["record"]) for d in lines] == [
+        ("too_large", "too large", "/var/log/a.log", 42, rec.decode()),
+        ("invalid_destination", "bad topic", "/b", 0, "{}"), ("rejected", "again", "/c", 7, '{"x":1}')]
     assert {d["sink"] for d in lines} == {"kafka"}
     assert all(datetime.fromisoformat(d["time"].replace("Z", "+00:00")).tzinfo for d in lines)
     assert dead.path.read_bytes().endswith(b"\n")

@@ -82,4 +82,4 @@ def test_record_batches_carry_every_record_once_keyed_with_headers_in_order(tmp_
     assert nchunks > 3 * 2 and len(got) == 3
     [dead] = [orjson.loads(x) for x in (tmp_path / "deadletter" / "kafka.ndjson").read_bytes().splitlines()]
     assert dead["file"] == "/logs/a.log" and dead["offset"] == 5000
-    assert "exceeds max_record_bytes" in dead["reason"]
+    assert dead["reason"] == "too_large" and "exceeds max_record_bytes" in dead["detail"]
