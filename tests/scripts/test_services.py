@@ -25,7 +25,8 @@ import pytest
 from tests.services import SERVICES
 
 PORT_VARS = ("TAILSHIP_KAFKA_PORT", "TAILSHIP_KAFKA_CONTROLLER_PORT", "TAILSHIP_KAFKA_SSL_PORT",
-             "TAILSHIP_KAFKA_SASL_PORT", "TAILSHIP_ES_PORT", "TAILSHIP_ES_TRANSPORT_PORT")
+             "TAILSHIP_KAFKA_SASL_PORT", "TAILSHIP_ES_PORT", "TAILSHIP_ES_TRANSPORT_PORT",
+             "TAILSHIP_KUBE_API_PORT")
 
 
 @pytest.fixture
@@ -72,29 +73,32 @@ def test_ports_are_picked_once_per_checkout_and_kept(tmp_path, listening):
     a, b = tmp_path / "checkout-a", tmp_path / "checkout-b"
     first = env_ports(a)
     assert set(first) == {"TAILSHIP_KAFKA_BOOTSTRAP", "TAILSHIP_KAFKA_SASL_BOOTSTRAP",
-                          "TAILSHIP_KAFKA_SSL_BOOTSTRAP", "TAILSHIP_ES_URL"}
-    assert len(set(first.values())) == 4
+                          "TAILSHIP_KAFKA_SSL_BOOTSTRAP", "TAILSHIP_ES_URL", "TAILSHIP_KUBE_API_URL"}
+    assert len(set(first.values())) == 5
     kept = json.loads((a / "ports.json").read_text())
     assert kept["kafka"]["plaintext"] == first["TAILSHIP_KAFKA_BOOTSTRAP"]
     assert kept["elasticsearch"]["http"] == first["TAILSHIP_ES_URL"]
-    all_a = [*kept["kafka"].values(), *kept["elasticsearch"].values()]
-    assert len(set(all_a)) == 6
+    assert kept["kube-api"]["http"] == first["TAILSHIP_KUBE_API_URL"]
+    all_a = [*kept["kafka"].values(), *kept["elasticsearch"].values(), *kept["kube-api"].values()]
+    assert len(set(all_a)) == 7
     # checkout A's services run (their ports are taken): another checkout picks other ports,
     # and A keeps its own
     for port in all_a:
         listen_on(listening, port)
     env_ports(b)
     other = json.loads((b / "ports.json").read_text())
-    assert not set(all_a) & {*other["kafka"].values(), *other["elasticsearch"].values()}
+    assert not set(all_a) & {*other["kafka"].values(), *other["elasticsearch"].values(),
+                             *other["kube-api"].values()}
     assert env_ports(a) == first
 
 
 def test_environment_overrides_the_kept_ports(tmp_path):
     kept = env_ports(tmp_path)
     got = env_ports(tmp_path, TAILSHIP_KAFKA_PORT="30000", TAILSHIP_ES_PORT="31000",
-                    TAILSHIP_KAFKA_SASL_PORT="30500")
+                    TAILSHIP_KAFKA_SASL_PORT="30500", TAILSHIP_KUBE_API_PORT="32000")
     assert got == {"TAILSHIP_KAFKA_BOOTSTRAP": 30000, "TAILSHIP_KAFKA_SSL_BOOTSTRAP": 30002,
-                   "TAILSHIP_KAFKA_SASL_BOOTSTRAP": 30500, "TAILSHIP_ES_URL": 31000}
+                   "TAILSHIP_KAFKA_SASL_BOOTSTRAP": 30500, "TAILSHIP_ES_URL": 31000,
+                   "TAILSHIP_KUBE_API_URL": 32000}
     assert env_ports(tmp_path) == kept  # the override did not replace the kept ports
 
 
