@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--no-progress", action="store_true", help="no live progress line")
     tail.add_argument("--metrics-listen", metavar="HOST:PORT", default="",
                       help="serve /metrics, /healthz, /readyz at HOST:PORT (default: off)")
+    tail.add_argument("--kubeconfig", metavar="PATH", default="",
+                      help="enrich kubelet log files with pod metadata (labels, owner, ...) from the "
+                      "API server of this kubeconfig's current context")
+    tail.add_argument("--node", metavar="NAME", default="",
+                      help="with --kubeconfig: the node whose pods are watched (default $NODE_NAME; "
+                      "none: every pod of the cluster)")
     tail.set_defaults(func=cmd_tail)
     return p
 
@@ -129,6 +135,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
         "multiline": {"preset": args.multiline},
         "metrics": {"listen": args.metrics_listen},
         "workers": args.workers,
+        **({"kubernetes": {"enabled": True, "kubeconfig": args.kubeconfig, "node": args.node}}
+           if args.kubeconfig else {}),
         **({"sink": next(iter(sinks.values()))} if len(sinks) == 1 else {"sinks": sinks}),
     }, source="command line", interpolate=False)
     progress = not args.no_progress and sys.stderr.isatty()

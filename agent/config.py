@@ -383,6 +383,9 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
     if not walk.tainted("log_metrics"):
         for at, problem in s.log_metrics.check("log_metrics"):
             walk.fail(at, problem)
+    if not walk.tainted("kubernetes"):
+        for at, problem in s.kubernetes.check("kubernetes"):
+            walk.fail(at, problem)
     if s.metrics.listen and not walk.tainted("metrics.listen"):
         from agent.server import parse_listen
 

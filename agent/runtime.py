@@ -27,6 +27,8 @@ from typing import Any
 from agent.filesource.checkpoints import CheckpointStore
 from agent.filesource.identity import FileId
 from agent.filesource.source import FileSource
+from agent.kubernetes.api import ConfigProblem
+from agent.kubernetes.service import KubernetesMetadata
 from agent.metrics import Metrics, MetricsReport
 from agent.server import MetricsServer
 from agent.settings import Settings
@@ -103,6 +105,7 @@ class Agent:
         self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
                                  emit=self.fanout.emit, new_processor=self._processor,
                                  metrics=self.metrics, on_opened=self._acked.set)
+        self.kube: KubernetesMetadata | None = None  # pod metadata from the API server (run)
         self._fatal: BaseException | None = None
         self._started = 0.0
         self._started_wall = time.time()
@@ -124,6 +127,7 @@ class Agent:
         else:  # a worker: the supervisor has prepared the state of all of them
             prepare_data_dir(self.s.data_dir)
         self.checkpoints.load()
+        self._start_kubernetes()
         await self._start_sinks()
         if self.s.metrics.listen:
             self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness)
@@ -138,6 +142,8 @@ class Agent:
         if shipper is not None:
             bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+        if self.kube is not None:
+            bg.append(asyncio.create_task(self.kube.run(), name="kubernetes"))
         self.source.start(since=self._started_wall)
         try:
             if self.once:
@@ -219,10 +225,22 @@ class Agent:
             self._fatal = exc
         self._stopped.set()
 
+    def _start_kubernetes(self) -> None:
+        if not self.s.kubernetes.enabled or self.kube is not None:
+            return
+        try:
+            self.kube = KubernetesMetadata.from_settings(self.s.kubernetes, self.router, self.metrics.event)
+        except ConfigProblem as exc:
+            raise StartupError(f"kubernetes: {exc}") from exc
+        self.metrics.registry.register(self.kube)
+
     def _processor(self, fid: FileId, path: str, real_path: str) -> FileProcessor:
         meta = file_meta(path, real_path)
-        routes = self.router.for_file(file_fields(meta, path, self.spec.host_name))
-        return FileProcessor(self.spec, fid.key, path, meta, self.metrics.event, routes)
+        fields = file_fields(meta, path, self.spec.host_name)
+        # a kubelet file's fields follow its pod (decided per chunk, see agent.kubernetes.service)
+        live = self.kube.live_file(meta, fields) if self.kube is not None else None
+        routes = self.router.for_file(fields) if live is None else None
+        return FileProcessor(self.spec, fid.key, path, meta, self.metrics.event, routes, live=live)
 
     # -- sinks --------------------------------------------------------------------------------
 

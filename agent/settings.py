@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.kubernetes.settings import KubernetesSettings
 from pipelines.logmetrics_settings import LogMetricsSettings, MetricRule
 from pipelines.options import opt
 from pipelines.routes import RouteCondition, RouteSettings, RoutingSettings
@@ -23,7 +24,7 @@ from pipelines.sinks.kafka.config import KafkaSettings
 __all__ = ["Settings", "SourceSettings", "ParseSettings", "TraceSettings", "MultilineSettings",
            "BatchSettings", "BufferSettings", "MetricsSettings", "SinkSettings", "KafkaSettings",
            "ElasticsearchSettings", "LogMetricsSettings", "MetricRule", "RouteCondition", "RouteSettings",
-           "RoutingSettings", "opt"]
+           "RoutingSettings", "KubernetesSettings", "opt"]
 
 
 @dataclass(slots=True)
@@ -128,6 +129,7 @@ class Settings:
     buffer: BufferSettings = field(default_factory=BufferSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_metrics: LogMetricsSettings = field(default_factory=LogMetricsSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
     def sink_tables(self) -> dict[str, SinkSettings]:
         """The sinks by name: the `[sinks.<name>]` tables, else the one `[sink]`, named by its type."""

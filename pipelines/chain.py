@@ -4,10 +4,17 @@ One `FileProcessor` per tailed file turns chunks of complete raw lines into a `S
 records. Everything configurable is decided when the processor is built (`ChainSpec`); the per-line
 loop only does the work. JSON records take an inlined fast path; plain-text records (rarer) go
 through methods that handle text trace ids, continuation lines and multiline merging.
+
+The file's `kubernetes` object is the same for all its records: it is encoded once (when it is
+set or changes) and spliced onto each encoded record, which moves it to the record's end.
+Metadata that can change while the file is read (pod metadata from the API server, `LiveMeta`)
+is looked at once per chunk: a change applies from the next chunk on, with its routing and what
+the pod's annotations steer (skip the file, a multiline preset, no JSON parsing).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +24,7 @@ from typing import Any
 import orjson
 
 from pipelines import trace
+from pipelines.enrich import LiveMeta
 from pipelines.formats import (
     DECODERS,
     INHERITED,
@@ -87,8 +95,9 @@ class FileProcessor:
     """Turns one file's raw lines into encoded records, holding unfinished joins between calls."""
 
     def __init__(self, spec: ChainSpec, file_key: str, path: str, meta: dict[str, Any],
-                 count: Counter, routes: FileRoutes | None = None) -> None:
+                 count: Counter, routes: FileRoutes | None = None, live: LiveMeta | None = None) -> None:
         self.spec = spec
+        self.base_spec = spec   # the spec before a pod's annotations changed it
         # the sinks of this file's records: one mask for all, or one per record (routes that
         # test record fields), computed where the record is still a dict
         self._mask = -1 if routes is None else routes.mask
@@ -101,7 +110,14 @@ class FileProcessor:
             None if spec.format == "auto" else DECODERS[spec.format](spec.max_line_bytes, count)
         )
         self._file = {"path": path}
-        self._k8s = meta.get("kubernetes")
+        self._k8s: dict[str, Any] | None = None
+        self._k8s_tail: bytes | None = None
+        self._set_k8s(meta.get("kubernetes"))
+        self._live = live
+        self._generation = -1
+        self._xflags = 0          # flags of every record (no_api_metadata)
+        self._exclude = False     # a pod annotation says: do not ship this file
+        self._multi_stale = False  # the multiline preset changed: flush what the old one holds
         self._host = {"name": spec.host_name} if spec.host_name else None
         # per stream: (trace_id, span_id, epoch) of the last record that was not a continuation
         self._last: dict[str | None, tuple[str | None, str | None, str]] = {}
@@ -117,9 +133,19 @@ class FileProcessor:
 
     # -- public ---------------------------------------------------------------------------------
 
+    async def ready(self) -> None:
+        """Wait (bounded) for the file's metadata before its first read (see `LiveMeta`)."""
+        if self._live is not None:
+            await self._live.ready()
+
     def process(self, lines: list[bytes], offset: int, now: float) -> Segment:
         """Decode `lines` (starting at `offset`) into a segment; unfinished joins stay held."""
+        self._refresh()
         seg = self._segment()
+        if self._exclude:
+            return self._skip(lines, offset, seg)
+        if self._multi_stale:
+            self._flush_stale(seg)
         if not lines:
             seg.safe_offset = self.safe(offset)
             return seg
@@ -138,7 +164,10 @@ class FileProcessor:
 
     def flush(self, end_offset: int, now: float) -> Segment:
         """Emit everything held (file ended, or the wait for the rest timed out)."""
+        self._refresh()
         seg = self._segment()
+        if self._exclude:
+            return self._skip([], end_offset, seg)
         entries: list[Entry] = []
         if self.decoder is not None:
             self.decoder.flush(entries)
@@ -154,6 +183,7 @@ class FileProcessor:
 
     def flush_multiline(self, end_offset: int) -> Segment:
         """Emit held multiline records whose wait is over; decoder joins stay held."""
+        self._refresh()
         seg = self._segment()
         for stream, m in self._multi.items():
             self._emit_merged(m.flush(), stream, seg)
@@ -167,6 +197,63 @@ class FileProcessor:
         if self.decoder is not None and self.decoder.held_offset is not None:
             held.append(self.decoder.held_offset)
         return min(held) if held else None
+
+    # -- changing metadata ------------------------------------------------------------------------
+
+    def _set_k8s(self, k8s: dict[str, Any] | None) -> None:
+        self._k8s = k8s or None
+        self._k8s_tail = None if not k8s else b',"kubernetes":' + orjson.dumps(k8s) + b"}"
+
+    def _refresh(self) -> None:
+        """Take the file's current view of its live metadata, if it changed (once per chunk)."""
+        live = self._live
+        if live is None or live.generation == self._generation:
+            return
+        self._generation = live.generation
+        view = live.view()
+        self.meta = view.meta
+        self._set_k8s(view.meta.get("kubernetes"))
+        if view.routes is not None:
+            self._mask, self._route = view.routes.mask, view.routes.per_record
+        self._xflags = view.flags
+        if view.exclude and not self._exclude:
+            self._drop_held()
+        self._exclude = view.exclude
+        base = self.base_spec
+        spec = dataclasses.replace(
+            base, multiline=view.multiline or base.multiline,
+            parse_json=base.parse_json if view.parse_json is None else view.parse_json)
+        if spec != self.spec:
+            self._multi_stale = self._multi_stale or spec.multiline != self.spec.multiline
+            self.spec = spec
+
+    def _skip(self, lines: list[bytes], offset: int, seg: Segment) -> Segment:
+        """A file its pod's annotation excludes: lines are passed over (counted), not decoded."""
+        if lines:
+            self.count("kubernetes_excluded", len(lines))
+        seg.safe_offset = offset + sum(len(ln) + 1 for ln in lines)
+        return seg
+
+    def _drop_held(self) -> None:
+        """Forget half-joined lines (the file is excluded from now on)."""
+        if self.decoder is not None and self.decoder.held_offset is not None:
+            self.decoder = DECODERS[self.decoder.name](self.spec.max_line_bytes, self.count)
+        self._multi.clear()
+        self._multi_flags.clear()
+
+    def _flush_stale(self, seg: Segment) -> None:
+        self._multi_stale = False
+        for stream in list(self._multi):
+            self._emit_merged(self._multi.pop(stream).flush(), stream, seg)
+
+    def _dump(self, rec: dict[str, Any]) -> bytes:
+        """Encode a record the agent built; its `kubernetes` (set for observers and routes) is
+        spliced on encoded once."""
+        tail = self._k8s_tail
+        if tail is None:
+            return orjson.dumps(rec)
+        rec.pop("kubernetes", None)
+        return orjson.dumps(rec)[:-1] + tail
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -200,14 +287,18 @@ class FileProcessor:
         parse = spec.parse_json
         target = spec.target
         multi = spec.multiline != "none"
-        k8s, host, file_ = self._k8s, self._host, self._file
+        k8s, k8s_tail, host, file_ = self._k8s, self._k8s_tail, self._host, self._file
+        xflags = self._xflags
         last = self._last
         records, offsets, tids, sids = seg.records, seg.offsets, seg.trace_ids, seg.span_ids
         nbytes = 0
         agent_keys = AGENT_KEYS
         observe = spec.observe
         route, routes = self._route, seg.routes
+        keep_k8s = observe is not None or route is not None  # they read the record's kubernetes
         for off, stream, ts, payload, flags in entries:
+            if xflags:
+                flags |= xflags
             try:
                 obj: Any = None
                 if parse and payload[:1] == "{":
@@ -241,11 +332,14 @@ class FileProcessor:
                 rec["@timestamp"] = ts
                 if stream is not None:
                     rec["stream"] = stream
+                tail = None
                 if k8s is not None:
                     if "kubernetes" in rec:
                         rec["kubernetes"] = {**rec["kubernetes"], **k8s}
                     else:
-                        rec["kubernetes"] = k8s
+                        tail = k8s_tail
+                        if keep_k8s:
+                            rec["kubernetes"] = k8s
                 logd = {"file": file_, "offset": off}
                 if flags:
                     logd["flags"] = flag_names(flags)
@@ -257,9 +351,15 @@ class FileProcessor:
                     rec["host"] = {**rec["host"], **host} if "host" in rec else host
                 if observe is not None:
                     observe(rec, tid)
-                b = dumps(rec)
+                sinks = route(rec) if route is not None else 0
+                if tail is not None:
+                    if keep_k8s:
+                        del rec["kubernetes"]
+                    b = dumps(rec)[:-1] + tail
+                else:
+                    b = dumps(rec)
                 if route is not None:
-                    routes.append(route(rec))  # type: ignore[union-attr]
+                    routes.append(sinks)  # type: ignore[union-attr]
                 records.append(b)
                 offsets.append(off)
                 tids.append(tid)
@@ -292,6 +392,7 @@ class FileProcessor:
         if self._k8s is not None:
             rec["kubernetes"] = self._k8s
         logd: dict[str, Any] = {"file": self._file, "offset": off}
+        flags |= self._xflags
         if lines > 1:
             logd["lines"] = lines
         if flags:
@@ -301,9 +402,10 @@ class FileProcessor:
             rec["host"] = self._host
         if self.spec.observe is not None:
             self.spec.observe(rec, tid)
-        b = orjson.dumps(rec)
+        sinks = self._route(rec) if self._route is not None else 0
+        b = self._dump(rec)
         if self._route is not None:
-            seg.routes.append(self._route(rec))  # type: ignore[union-attr]
+            seg.routes.append(sinks)  # type: ignore[union-attr]
         seg.records.append(b)
         seg.offsets.append(off)
         seg.trace_ids.append(tid)
@@ -327,12 +429,14 @@ class FileProcessor:
             rec["stream"] = stream
         if self._k8s is not None:
             rec["kubernetes"] = self._k8s
-        rec["log"] = {"file": self._file, "offset": off, "flags": flag_names(flags | UNPARSABLE)}
+        rec["log"] = {"file": self._file, "offset": off,
+                      "flags": flag_names(flags | UNPARSABLE | self._xflags)}
         if self._host is not None:
             rec["host"] = self._host
-        b = orjson.dumps(rec)
+        sinks = self._route(rec) if self._route is not None else 0
+        b = self._dump(rec)
         if self._route is not None:
-            seg.routes.append(self._route(rec))  # type: ignore[union-attr]
+            seg.routes.append(sinks)  # type: ignore[union-attr]
         seg.records.append(b)
         seg.offsets.append(off)
         seg.trace_ids.append(None)

@@ -12,7 +12,11 @@ from __future__ import annotations
 import os
 import re
 import socket
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pipelines.routes import FileRoutes
 
 _CONTAINERS = re.compile(
     r"^(?P<pod>[a-z0-9][a-z0-9.-]*)_(?P<namespace>[a-z0-9][a-z0-9-]*)_"
@@ -58,3 +62,32 @@ def file_fields(meta: dict[str, Any], path: str, host_name: str) -> dict[str, An
     if host_name:
         fields["host"] = {"name": host_name}
     return fields
+
+
+@dataclass(frozen=True, slots=True)
+class FileView:
+    """What the chain puts on a file's records that can change while the file is read (pod
+    metadata from the API server): the per-file fields, their routing, and what the pod's
+    annotations ask (skip the file, a multiline preset, no JSON parsing). `flags`: log.flags bits
+    added to every record (no_api_metadata)."""
+
+    meta: dict[str, Any]
+    routes: FileRoutes | None
+    flags: int = 0
+    exclude: bool = False
+    multiline: str | None = None
+    parse_json: bool | None = None
+
+
+class LiveMeta(Protocol):
+    """A file's changing metadata (the agent's Kubernetes cache implements it). The chain reads
+    `generation` once per chunk and asks for a new `view()` only when it moved on; `ready()` is
+    awaited once before the file's first read (bounded: a file of a pod the cache does not know
+    yet waits a little for the watch)."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def view(self) -> FileView: ...
+
+    async def ready(self) -> None: ...

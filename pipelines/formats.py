@@ -29,8 +29,10 @@ PARTIAL = 4          # emitted without its end (file ended, or the wait timed ou
 INVALID_UTF8 = 8
 INHERITED = 16       # trace context inherited from the preceding record
 UNPARSABLE = 32      # the chain failed on it: shipped as raw text (pipelines.chain._unparsable)
+NO_API_METADATA = 64  # its pod was unknown to the Kubernetes API cache: file-name metadata only
 
-FLAG_NAMES = ("truncated", "malformed", "partial", "invalid_utf8", "trace_inherited", "unparsable")
+FLAG_NAMES = ("truncated", "malformed", "partial", "invalid_utf8", "trace_inherited", "unparsable",
+              "no_api_metadata")
 
 # offset, stream (None for text), timestamp, payload, flags
 Entry = tuple[int, str | None, str, str, int]

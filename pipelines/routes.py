@@ -219,6 +219,14 @@ class Router:
 
         return FileRoutes(0, per_record)
 
+    def for_route(self, name: str) -> FileRoutes | None:
+        """Every record of a file to the sinks of the route `name` (a pod's tailship.io/route
+        annotation); None when no route has that name."""
+        for route in self.routes:
+            if route.name == name:
+                return FileRoutes(route.mask, None)
+        return None
+
     def names(self, mask: int) -> list[str]:
         return [s for i, s in enumerate(self.sinks) if mask >> i & 1]
 

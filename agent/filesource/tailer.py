@@ -60,8 +60,9 @@ class FileTailer:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.last_data = loop.time()
         try:
+            await self.processor.ready()  # a pod's metadata from the API server (bounded wait)
+            self.last_data = loop.time()
             while not self.stop.is_set():
                 self.wake.clear()  # before reading: a write after this point ends the next wait
                 if self.pos and self._replaced():

@@ -27,3 +27,16 @@ class KubernetesSettings:
                                          "ships flagged no_api_metadata")
     request_timeout_secs: float = opt(30.0, min=1, help="timeout of one list request or handshake")
     retry_max_secs: float = opt(30.0, min=0.1, help="longest wait between attempts after an API error")
+
+    def check(self, at: str) -> list[tuple[str, str]]:
+        """Problems the types alone do not catch: (key path, what)."""
+        problems = []
+        if self.api_url and not self.api_url.startswith(("http://", "https://")):
+            problems.append((f"{at}.api_url", f"expected an http:// or https:// URL, got {self.api_url!r}"))
+        if self.api_url and self.kubeconfig:
+            problems.append((f"{at}.kubeconfig", "expected either api_url or kubeconfig, got both"))
+        for key in ("labels", "annotations", "namespace_labels"):
+            for i, glob in enumerate(getattr(self, key)):
+                if not glob.strip():
+                    problems.append((f"{at}.{key}[{i}]", f"expected a key or a glob, got {glob!r}"))
+        return problems
