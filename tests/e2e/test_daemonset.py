@@ -133,3 +133,24 @@ def test_dockerfile_lints_clean_and_matches_the_package():
     import json
 
     assert json.loads(entry) == container()["command"]
+
+
+def test_kubernetes_metadata_has_read_only_rbac_for_its_one_watch():
+    """[kubernetes] is on; the pod's ServiceAccount gets a token and a ClusterRole with only
+    get/list/watch on pods and namespaces; NODE_NAME comes from the downward API."""
+    d = docs()
+    raw = tomllib.loads(d["ConfigMap"]["data"]["agent.toml"])
+    assert settings_from_dict(raw, env={"KAFKA_BOOTSTRAP": "k:9092"}).kubernetes.enabled
+    sa = d["ServiceAccount"]
+    pod = d["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert sa.get("automountServiceAccountToken", True) and pod.get("automountServiceAccountToken", True)
+    assert d["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["pods", "namespaces"],
+                                         "verbs": ["get", "list", "watch"]}]
+    binding = d["ClusterRoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": d["ClusterRole"]["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": sa["metadata"]["namespace"]}]
+    node = next(e for e in container()["env"] if e["name"] == "NODE_NAME")
+    assert node["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
