@@ -10,7 +10,7 @@ from agent.kubernetes.api import ApiConfig
 from agent.kubernetes.service import KubernetesMetadata, node_name
 from agent.kubernetes.settings import KubernetesSettings
 from pipelines.formats import NO_API_METADATA
-from pipelines.routes import RouteCondition, RouteSettings, Router, RoutingSettings
+from pipelines.routes import RouteCondition, Router, RouteSettings, RoutingSettings
 from tests.agent.kubernetes import recorded as r
 
 pytestmark = pytest.mark.timeout(30)
