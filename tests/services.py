@@ -5,13 +5,15 @@ Locally a test module skips when its server cannot start; under CI=true it fails
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -40,3 +42,13 @@ def start(name: str) -> dict[str, str]:
     """Start one service (a no-op if it serves already); the TAILSHIP_* variables `env` prints."""
     services("up", name)
     return dict(re.findall(r"export (\w+)=(\S+)", services("env")))
+
+
+def kube_call(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
+    """One JSON request to the kube-api test server (create, delete, read objects or its request
+    journal); its JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())

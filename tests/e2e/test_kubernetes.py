@@ -11,12 +11,10 @@ pods and of namespaces (counted in the server's request journal)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from agent.config import settings_from_dict
 from agent.runtime import Agent
 from pipelines.sinks.file import read_dir
 from tests.conftest import running, wait_until
-from tests.services import services, start
+from tests.services import kube_call, services, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(400)]
 
@@ -39,17 +37,16 @@ TS = "2026-12-04T10:00:00.000000000Z"
 OUTAGE_SECS = 30
 
 
-def call(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
 
 @pytest.fixture(scope="module")
 def kube_url() -> str:
     return start("kube-api")["TAILSHIP_KUBE_API_URL"]
+
+
+@pytest.fixture
+def k(kube_url: str, tmp_path: Path) -> Cluster:
+    """A node of its own (a name no other test uses) and its kubelet log tree."""
+    return Cluster(kube_url, tmp_path / "log", f"node-{uuid.uuid4().hex[:6]}")
 
 
 @dataclass
@@ -80,10 +77,13 @@ class Cluster:
         (root / "pods").mkdir(exist_ok=True)
         self.specs: dict[str, dict[str, Any]] = {}
 
-    def namespace(self, name: str, labels: dict[str, str]) -> None:
+    def namespace(self, prefix: str, labels: dict[str, str]) -> str:
+        """A namespace of this test (named after its node); its name."""
+        name = f"{prefix}-{self.node}"
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
         self.specs[f"ns/{name}"] = body
-        call(f"{self.url}/api/v1/namespaces", "POST", body)
+        kube_call(f"{self.url}/api/v1/namespaces", "POST", body)
+        return name
 
     def pod(self, ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None,
             owner: tuple[str, str] | None = None, node: str | None = None, file: bool = True) -> Pod:
@@ -96,7 +96,7 @@ class Cluster:
                 "spec": {"nodeName": node or self.node,
                          "containers": [{"name": "app", "image": f"registry.example/{name}:1.0"}]}}
         self.specs[f"pod/{ns}/{name}"] = body
-        uid = call(f"{self.url}/api/v1/namespaces/{ns}/pods", "POST", body)["metadata"]["uid"]
+        uid = kube_call(f"{self.url}/api/v1/namespaces/{ns}/pods", "POST", body)["metadata"]["uid"]
         return self.files(ns, name, uid, "app") if file else Pod(ns, name, uid, "app", Path())
 
     def files(self, ns: str, name: str, uid: str, container: str) -> Pod:
@@ -110,14 +110,14 @@ class Cluster:
         return Pod(ns, name, uid, container, d / "0.log")
 
     def delete(self, pod: Pod) -> None:
-        call(f"{self.url}/api/v1/namespaces/{pod.ns}/pods/{pod.name}", "DELETE")
+        kube_call(f"{self.url}/api/v1/namespaces/{pod.ns}/pods/{pod.name}", "DELETE")
         self.specs.pop(f"pod/{pod.ns}/{pod.name}", None)
 
     def restore(self) -> None:
         """Create again what the (restarted, empty) server had: as etcd would have kept it."""
         for body in self.specs.values():
             ns = body["metadata"].get("namespace")
-            call(f"{self.url}/api/v1/" + (f"namespaces/{ns}/pods" if ns else "namespaces"), "POST", body)
+            kube_call(f"{self.url}/api/v1/" + (f"namespaces/{ns}/pods" if ns else "namespaces"), "POST", body)
 
 
 def settings(tmp: Path, root: Path, url: str, node: str, **kube: Any) -> Any:
@@ -151,12 +151,9 @@ def of(recs: list[dict[str, Any]], pod: Pod) -> list[dict[str, Any]]:
     return [r for r in recs if r.get("pod") == pod.name]
 
 
-async def test_records_carry_labels_owner_node_and_go_to_their_team(kube_url, tmp_path):
-    node = f"node-{uuid.uuid4().hex[:6]}"
-    k = Cluster(kube_url, tmp_path / "log", node)
-    ns_a, ns_b = f"shop-{node}", f"data-{node}"
-    k.namespace(ns_a, {"env": "prod"})
-    k.namespace(ns_b, {"env": "dev"})
+async def test_records_carry_labels_owner_node_and_go_to_their_team(k, kube_url, tmp_path):
+    node = k.node
+    ns_a, ns_b = k.namespace("shop", {"env": "prod"}), k.namespace("data", {"env": "dev"})
     web = k.pod(ns_a, "web-7d4f9c6b8-x2kq9", {"team": "a", "app": "web", "pod-template-hash": "7d4f9c6b8"},
                 owner=("ReplicaSet", "web-7d4f9c6b8"))
     db = k.pod(ns_b, "db-0", {"team": "b", "app": "db"}, owner=("StatefulSet", "db"))
@@ -201,11 +198,9 @@ async def test_records_carry_labels_owner_node_and_go_to_their_team(kube_url, tm
           f"the pod's deletion), excluded {200}")
 
 
-async def test_api_server_outage_loses_nothing_and_enrichment_resumes(kube_url, tmp_path):
-    node = f"node-{uuid.uuid4().hex[:6]}"
-    k = Cluster(kube_url, tmp_path / "log", node)
-    ns = f"shop-{node}"
-    k.namespace(ns, {"env": "prod"})
+async def test_api_server_outage_loses_nothing_and_enrichment_resumes(k, kube_url, tmp_path):
+    node = k.node
+    ns = k.namespace("shop", {"env": "prod"})
     web = k.pod(ns, "web-0", {"team": "a"}, owner=("StatefulSet", "web"))
     web.write(100)
     agent = Agent(settings(tmp_path, k.root, kube_url, node, wait_for_metadata_ms=500))
@@ -243,7 +238,7 @@ async def test_api_server_outage_loses_nothing_and_enrichment_resumes(kube_url, 
                 "metadata": {"name": "late-0", "namespace": ns, "labels": {"team": "a"}},
                 "spec": {"nodeName": node,
                          "containers": [{"name": "app", "image": "registry.example/late:1"}]}}
-        call(f"{kube_url}/api/v1/namespaces/{ns}/pods", "POST", body)
+        kube_call(f"{kube_url}/api/v1/namespaces/{ns}/pods", "POST", body)
         await wait_until(lambda: agent.kube.pods.watching and any(
             p.name == "late-0" for p in agent.kube.pods_on_node()), 60, "the watch to come back")
         recovered = time.monotonic() - t1
@@ -269,22 +264,20 @@ async def test_api_server_outage_loses_nothing_and_enrichment_resumes(kube_url, 
           f"lines: web {web.lines}, late {late.lines}, delivered once each")
 
 
-async def test_startup_against_110_pods_lists_and_watches_once_per_resource(kube_url, tmp_path):
-    node = f"node-{uuid.uuid4().hex[:6]}"
-    k = Cluster(kube_url, tmp_path / "log", node)
-    ns = f"busy-{node}"
-    k.namespace(ns, {"env": "prod"})
+async def test_startup_against_110_pods_lists_and_watches_once_per_resource(k, kube_url, tmp_path):
+    node = k.node
+    ns = k.namespace("busy", {"env": "prod"})
     pods = [k.pod(ns, f"app-{i}", {"team": "a" if i % 2 else "b", "i": str(i)},
                   owner=("ReplicaSet", f"app-{i}-5c7b9")) for i in range(110)]
     k.pod(ns, "elsewhere", {"team": "a"}, node="other-node", file=False)
     for p in pods:
         p.write(3)
-    call(f"{kube_url}/tailship/requests", "DELETE")
+    kube_call(f"{kube_url}/tailship/requests", "DELETE")
     agent = Agent(settings(tmp_path, k.root, kube_url, node))
     async with running(agent):
         await wait_until(lambda: sum(len(v) for v in shipped(tmp_path).values()) == 330, 120,
                          "every pod's lines")
-    journal = call(f"{kube_url}/tailship/requests")
+    journal = kube_call(f"{kube_url}/tailship/requests")
     ours = Counter(("watch" if "watch=true" in line else "list", line.split("?")[0]) for line in journal)
     assert ours == {("list", "GET /api/v1/pods"): 1, ("watch", "GET /api/v1/pods"): 1,
                     ("list", "GET /api/v1/namespaces"): 1, ("watch", "GET /api/v1/namespaces"): 1}, journal
@@ -297,11 +290,9 @@ async def test_startup_against_110_pods_lists_and_watches_once_per_resource(kube
     print(f"110 pods, 330 records: requests {dict(ours)}")
 
 
-def test_tail_kubeconfig_enriches_on_a_laptop(kube_url, tmp_path):
-    node = f"node-{uuid.uuid4().hex[:6]}"
-    k = Cluster(kube_url, tmp_path / "log", node)
-    ns = f"lab-{node}"
-    k.namespace(ns, {})
+def test_tail_kubeconfig_enriches_on_a_laptop(k, kube_url, tmp_path):
+    node = k.node
+    ns = k.namespace("lab", {})
     pod = k.pod(ns, "api-0", {"app": "api"}, owner=("StatefulSet", "api"))
     pod.write(5)
     cfg = tmp_path / "kubeconfig"

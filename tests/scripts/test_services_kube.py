@@ -10,24 +10,16 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 import uuid
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.services import SERVICES, start
+from tests.services import SERVICES, kube_call, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 
-
-def call(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def pod(ns: str, name: str, node: str) -> dict[str, Any]:
@@ -42,24 +34,24 @@ def kube_url() -> str:
 
 def test_lists_pods_by_node_and_journals_requests(kube_url):
     ns = f"ns-{uuid.uuid4().hex[:8]}"
-    call(f"{kube_url}/api/v1/namespaces", "POST",
+    kube_call(f"{kube_url}/api/v1/namespaces", "POST",
          {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"team": "a"}}})
     for name, node in (("a1", "node-a"), ("a2", "node-a"), ("b1", "node-b")):
-        call(f"{kube_url}/api/v1/namespaces/{ns}/pods", "POST", pod(ns, name, node))
-    call(f"{kube_url}/tailship/requests", "DELETE")
-    got = call(f"{kube_url}/api/v1/namespaces/{ns}/pods?fieldSelector=spec.nodeName%3Dnode-a")
+        kube_call(f"{kube_url}/api/v1/namespaces/{ns}/pods", "POST", pod(ns, name, node))
+    kube_call(f"{kube_url}/tailship/requests", "DELETE")
+    got = kube_call(f"{kube_url}/api/v1/namespaces/{ns}/pods?fieldSelector=spec.nodeName%3Dnode-a")
     assert sorted(p["metadata"]["name"] for p in got["items"]) == ["a1", "a2"]
     assert got["metadata"]["resourceVersion"]
-    everything = call(f"{kube_url}/api/v1/namespaces/{ns}/pods")
+    everything = kube_call(f"{kube_url}/api/v1/namespaces/{ns}/pods")
     assert len(everything["items"]) == 3
-    journal = call(f"{kube_url}/tailship/requests")
+    journal = kube_call(f"{kube_url}/tailship/requests")
     assert journal == [f"GET /api/v1/namespaces/{ns}/pods?fieldSelector=spec.nodeName%3Dnode-a",
                        f"GET /api/v1/namespaces/{ns}/pods"]
 
 
 async def test_watch_over_websocket_sees_only_its_node(kube_url):
     ns = f"ns-{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(call, f"{kube_url}/api/v1/namespaces", "POST",
+    await asyncio.to_thread(kube_call, f"{kube_url}/api/v1/namespaces", "POST",
                             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     url = f"{kube_url}/api/v1/namespaces/{ns}/pods?watch=true&fieldSelector=spec.nodeName%3Dnode-w"
 
@@ -67,9 +59,9 @@ async def test_watch_over_websocket_sees_only_its_node(kube_url):
         seen: list[tuple[str, str]] = []
         async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
             for name, node in (("other", "node-x"), ("mine", "node-w")):
-                await asyncio.to_thread(call, f"{kube_url}/api/v1/namespaces/{ns}/pods", "POST",
+                await asyncio.to_thread(kube_call, f"{kube_url}/api/v1/namespaces/{ns}/pods", "POST",
                                         pod(ns, name, node))
-            await asyncio.to_thread(call, f"{kube_url}/api/v1/namespaces/{ns}/pods/mine", "DELETE")
+            await asyncio.to_thread(kube_call, f"{kube_url}/api/v1/namespaces/{ns}/pods/mine", "DELETE")
             while len(seen) < 2:
                 msg = await ws.receive()
                 assert msg.type == aiohttp.WSMsgType.TEXT, msg
@@ -89,7 +81,7 @@ def test_stop_then_status_says_stopped(kube_url, tmp_path):
     try:
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip().startswith("http://127.0.0.1:")
-        assert call(f"{r.stdout.strip()}/api/v1/namespaces")["items"] == []   # its own, empty store
+        assert kube_call(f"{r.stdout.strip()}/api/v1/namespaces")["items"] == []   # its own, empty store
     finally:
         down = subprocess.run([sys.executable, str(SERVICES), "down", "kube-api"], capture_output=True,
                               text=True, env=env, timeout=200)
