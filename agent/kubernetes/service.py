@@ -117,6 +117,8 @@ class KubernetesMetadata:
     def warn_pod(self, pod: PodInfo, problems: tuple[str, ...]) -> None:
         key = f"{pod.uid}:{problems}"
         if key not in self._warned_pods:
+            if len(self._warned_pods) >= 10_000:   # bounded: pods come and go
+                self._warned_pods.clear()
             self._warned_pods.add(key)
             self.count("kubernetes_bad_annotation")
             log.warning("pod %s/%s: %s (ignored)", pod.namespace, pod.name, "; ".join(problems))

@@ -109,6 +109,12 @@ class Cluster:
         os.symlink(d / "0.log", self.root / "containers" / f"{name}_{ns}_{container}-{cid}.log")
         return Pod(ns, name, uid, container, d / "0.log")
 
+    def annotate(self, pod: Pod, annotations: dict[str, str]) -> None:
+        """Replace the pod's annotations (a PUT of the whole object, as kubectl apply would)."""
+        body = self.specs[f"pod/{pod.ns}/{pod.name}"]
+        body["metadata"]["annotations"] = annotations
+        kube_call(f"{self.url}/api/v1/namespaces/{pod.ns}/pods/{pod.name}", "PUT", body)
+
     def delete(self, pod: Pod) -> None:
         kube_call(f"{self.url}/api/v1/namespaces/{pod.ns}/pods/{pod.name}", "DELETE")
         self.specs.pop(f"pod/{pod.ns}/{pod.name}", None)
@@ -196,6 +202,35 @@ async def test_records_carry_labels_owner_node_and_go_to_their_team(k, kube_url,
     assert sorted(r["seq"] for r in after) == last          # deleted mid-run: last lines enriched
     print(f"records: team-a {len(out['team-a'])}, team-b {len(out['team-b'])} ({len(after)} after "
           f"the pod's deletion), excluded {200}")
+
+
+async def test_annotations_changed_mid_run_steer_the_file_from_then_on(k, kube_url, tmp_path):
+    ns = k.namespace("steer", {})
+    svc = k.pod(ns, "svc-0", {"team": "a"})
+    svc.write(50)
+    agent = Agent(settings(tmp_path, k.root, kube_url, k.node))
+
+    def steer() -> Any:
+        assert agent.kube is not None
+        return next(p.steer for p in agent.kube.pods_on_node() if p.name == "svc-0")
+
+    async with running(agent):
+        await wait_until(lambda: len(shipped(tmp_path)["team-a"]) == 50, 60, "the first lines")
+        k.annotate(svc, {"tailship.io/exclude": "true"})
+        await wait_until(lambda: steer().exclude_all, 30, "the agent to see the annotation")
+        svc.write(50, tag="excluded")
+        await wait_until(lambda: agent.summary().events.get("kubernetes_excluded", 0) == 50, 30,
+                         "the excluded lines passed over")
+        k.annotate(svc, {"tailship.io/format": "text"})
+        await wait_until(lambda: steer().text and not steer().exclude_all, 30, "the new annotation")
+        svc.write(50, tag="text")
+        await wait_until(lambda: len(shipped(tmp_path)["team-a"]) == 100, 60, "the text lines")
+    recs = shipped(tmp_path)["team-a"]
+    assert sorted(r["seq"] for r in recs[:50]) == list(range(50)) and all("seq" in r for r in recs[:50])
+    texts = recs[50:]
+    # not parsed any more: the JSON payload is the message, with seq 100..149
+    assert sorted(orjson.loads(r["message"])["seq"] for r in texts) == list(range(100, 150))
+    assert not any(r.get("tag") == "excluded" or "excluded" in r.get("message", "") for r in recs)
 
 
 async def test_api_server_outage_loses_nothing_and_enrichment_resumes(k, kube_url, tmp_path):
