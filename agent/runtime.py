@@ -22,13 +22,11 @@ import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.filesource.checkpoints import CheckpointStore
 from agent.filesource.identity import FileId
 from agent.filesource.source import FileSource
-from agent.kubernetes.api import ConfigProblem
-from agent.kubernetes.service import KubernetesMetadata
 from agent.metrics import Metrics, MetricsReport
 from agent.server import MetricsServer
 from agent.settings import Settings
@@ -43,6 +41,9 @@ from pipelines.logmetrics import LogMetrics, MetricShipper
 from pipelines.routes import Router
 from pipelines.sinks.base import Sink
 from pipelines.sinks.registry import build_sink, parse_sink_url
+
+if TYPE_CHECKING:
+    from agent.kubernetes.service import KubernetesMetadata
 
 log = logging.getLogger("tailship.agent")
 
@@ -228,6 +229,10 @@ class Agent:
     def _start_kubernetes(self) -> None:
         if not self.s.kubernetes.enabled or self.kube is not None:
             return
+        # here, not at import: the API client's aiohttp costs every start ~0.2 s (as agent.server)
+        from agent.kubernetes.api import ConfigProblem
+        from agent.kubernetes.service import KubernetesMetadata
+
         try:
             self.kube = KubernetesMetadata.from_settings(self.s.kubernetes, self.router, self.metrics.event)
         except ConfigProblem as exc:

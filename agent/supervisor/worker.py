@@ -57,6 +57,8 @@ def preload_modules(s: Settings) -> list[str]:
             "uvloop", "orjson", "zstandard"]
     types = {t.type for t in s.sink_tables().values()}
     mods += [f"pipelines.sinks.{t}" for t in ("kafka", "elasticsearch") if t in types]
+    if s.kubernetes.enabled:  # imported by Agent.run only when enabled (aiohttp's client)
+        mods.append("agent.kubernetes.service")
     return mods
 
 
