@@ -326,6 +326,7 @@ async def test_startup_against_110_pods_lists_and_watches_once_per_resource(k, k
 
 
 def test_tail_kubeconfig_enriches_on_a_laptop(k, kube_url, tmp_path):
+    """`tail --kubeconfig` (two worker processes: each watches, preloaded by the fork server)."""
     node = k.node
     ns = k.namespace("lab", {})
     pod = k.pod(ns, "api-0", {"app": "api"}, owner=("StatefulSet", "api"))
@@ -345,7 +346,7 @@ users:
   user: {{token: not-checked-by-the-test-server}}
 """)
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "agent", "tail", "--once", "--no-progress", "--workers", "1",
+    r = subprocess.run([sys.executable, "-m", "agent", "tail", "--once", "--no-progress", "--workers", "2",
                         "--kubeconfig", str(cfg), "--node", node, str(k.root / "containers"),
                         "--to", f"file:{out}"], capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
