@@ -39,6 +39,8 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 
+from pipelines.secrets import add_secret
+
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -195,6 +197,8 @@ def from_kubeconfig(path: str) -> ApiConfig:
         ca = data_or_file("certificate-authority-data", "certificate-authority", cluster)
     except OSError as exc:
         raise ConfigProblem(f"kubeconfig {path}: {exc.filename}: {exc.strerror or exc}") from None
+    if user.get("token"):
+        add_secret(str(user["token"]))   # never in a log line (a rotating token file is never logged)
     return ApiConfig(url=server.rstrip("/"), token=user.get("token", ""),
                      token_file=TokenFile(rel(user["tokenFile"])) if user.get("tokenFile") else None,
                      ca_data=ca, client_cert=(cert, key) if cert and key else None,
