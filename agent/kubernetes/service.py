@@ -159,12 +159,20 @@ class LiveFile:
         return self.handle.generation * 2 + self.missing
 
     async def ready(self) -> None:
-        if self.handle.known.is_set():
+        """Wait (at most wait_for_metadata_ms) for the pod and for the first namespace list, so
+        that a file opened at start-up gets its namespace's labels from its first record."""
+        synced = self.owner.namespaces.synced
+        if self.handle.known.is_set() and synced.is_set():
             return
         wait = self.owner.s.wait_for_metadata_ms / 1000
         t0 = time.monotonic()
+
+        async def known() -> None:
+            await self.handle.known.wait()
+            await synced.wait()
+
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.handle.known.wait(), wait)
+            await asyncio.wait_for(known(), wait)
         if self.handle.pod is None:
             self.missing = True
             self.owner.count("kubernetes_no_api_metadata")

@@ -4,6 +4,8 @@ tailship.io/route annotation, invalid annotations counted, the node-scoped watch
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agent.kubernetes.api import ApiConfig
@@ -51,6 +53,7 @@ async def test_a_known_pod_does_not_wait():
     events: list[str] = []
     k = service(events, wait_for_metadata_ms=60_000)
     k.cache.pod_store.upsert(r.pod("web-1", "5", "uid-1"))
+    k.namespaces.synced.set()   # namespaces listed too (a file waits for their labels as well)
     live = k.live_file(FILE, FIELDS)
     assert live is not None
     await live.ready()      # would time the test out if it waited
@@ -81,6 +84,23 @@ def test_the_watch_is_node_scoped_and_the_node_comes_from_the_downward_api():
     assert node_name(KubernetesSettings(), {"NODE_NAME": "n7"}) == "n7"
     assert node_name(KubernetesSettings(node="x"), {"NODE_NAME": "n7"}) == "x"
     assert node_name(KubernetesSettings(), {}) == ""
+
+
+async def test_a_file_waits_for_the_namespace_list_too():
+    """At start-up the pod may be listed before the namespaces: the file's first records would
+    miss kubernetes.namespace_labels."""
+    events: list[str] = []
+    k = service(events, wait_for_metadata_ms=60_000)
+    k.cache.pod_store.upsert(r.pod("web-1", "5", "uid-1"))
+    live = k.live_file(FILE, FIELDS)
+    assert live is not None
+    waiting = asyncio.create_task(live.ready())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    k.cache.namespace_store.replace([{"metadata": {"name": "shop", "labels": {"env": "prod"}}}])
+    k.namespaces.synced.set()
+    await asyncio.wait_for(waiting, 5)
+    assert live.view().meta["kubernetes"]["namespace_labels"] == {"env": "prod"} and events == []
 
 
 def test_files_outside_the_kubelet_layout_get_no_live_view():
