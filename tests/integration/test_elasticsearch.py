@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from bench.generate import generate_tree
-from tests.conftest import seq_of, state_files, state_lines
+from tests.conftest import seq_of, state_files, state_lines, wait_for
 from tests.crash import kill_while_writing
 from tests.services import ROOT, services, start
 
@@ -286,7 +286,10 @@ def test_node_outage_nothing_lost_memory_bounded(es, tmp_path):
     rss: list[int] = []
     try:
         write(10000)
-        time.sleep(2)
+        # the node goes down mid-stream, once the agent has started shipping (before that, the
+        # sink's start would meet a node that is down: another test's case)
+        wait_for(lambda: es.indices.exists(index=index) and count(es, index) > 0, 120,
+                 "the first documents", lambda: (tmp_path / "agent.err").read_text(errors="replace")[-1500:])
         services("down", "elasticsearch")
         t_end = time.monotonic() + 30
         while time.monotonic() < t_end:
