@@ -411,7 +411,9 @@ def test_broker_outage_no_loss_bounded_memory(kafka, tmp_path):
     rss_during: list[int] = []
     try:
         write(20000)
-        time.sleep(2)
+        # the broker goes down mid-stream, once the agent has started shipping (a broker down
+        # at the sink's start is another case)
+        assert asyncio.run(consume(bootstrap, topic, 1, timeout=120)), "nothing reached Kafka"
         subprocess.run([sys.executable, str(SERVICES), "down", "kafka"], check=True, timeout=60)
         t_end = time.monotonic() + 30
         while time.monotonic() < t_end:
