@@ -24,7 +24,8 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def fill(tmp_path: Path, n: int) -> DeadLetter:
-    dl = DeadLetter(layout.dead_letter_file(tmp_path, "collect"), "collect", DeadLetterSettings(1 << 20, 4096))
+    dl = DeadLetter(layout.dead_letter_file(tmp_path, "collect"), "collect",
+                    DeadLetterSettings(1 << 20, 4096))
     for i in range(0, n, 5):
         dl.write([(Reason.MISSING_DESTINATION, "no topic", f"/var/log/{i // 20}.log", j,
                    orjson.dumps({"seq": j, "kubernetes": {"namespace": f"ns{i // 20}"}}), f"ns{i // 20}")
@@ -91,8 +92,8 @@ async def test_a_sink_down_past_the_timeout_stops_the_replay_and_keeps_the_store
     dl = fill(tmp_path, 30)
     sink = CollectSink()
     sink.down = True
-    result = await replay(sink, dl, ReplayReport(), ReplayOptions(retry_initial_secs=0.01, retry_max_secs=0.02,
-                                                                  timeout_secs=0.1))
+    opts = ReplayOptions(retry_initial_secs=0.01, retry_max_secs=0.02, timeout_secs=0.1)
+    result = await replay(sink, dl, ReplayReport(), opts)
     assert "connection refused" in result.error and result.accepted == 0
     assert sorted(held(dl)) == list(range(30))
 
