@@ -4,14 +4,16 @@ The stores are those of the data directory (`--config`'s `data_dir`, or `--data-
 `deadletter/` and each `worker-<i>/deadletter/`. Replay builds each sink from the configuration
 exactly as `tailship run --config` does and re-sends through it (see `pipelines.replay`).
 
-Replay and a running agent never share a store: the agent holds each store's lock (shared) while
-its sinks run; replay takes it exclusively, and refuses (exit 4) when an agent holds it; an agent
-that starts during a replay waits for it.
+Replay may run beside a running agent (`kubectl exec` into its pod): it holds each store's lock
+exclusively for its whole run, and the agent's sinks take it shared for each dead-letter write, so
+no file is written by both. While a replay runs, the agent's batches that have dead letters are
+retried (they wait, the rest flows) and go through once it ends. Two replays of one store do not
+run together: the second refuses (exit 4).
 
 Exit codes of `replay`: 0 every selected record was accepted and removed (or there was none);
 2 configuration or usage error; 3 a sink could not start or kept failing past `--timeout` (what
-was accepted before is removed; the rest stays); 4 a store is in use by a running agent or
-another replay (nothing done); 5 done, but some records were dead-lettered again (they are back
+was accepted before is removed; the rest stays); 4 a store is being replayed by another replay
+(nothing done); 5 done, but some records were dead-lettered again (they are back
 in the store, with their new reason); 130 interrupted (Ctrl-C: what was accepted before is
 removed, the rest stays). `list` exits 0, or 2.
 """
@@ -21,9 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from pipelines.replay import ReplayOptions, ReplayReport, ReplayResult, replay, 
 from pipelines.sinks.registry import build_sink
 
 EXIT_IN_USE = 4
+LOCK_WAIT_SECS = 5.0  # an agent's write holds the lock a moment; a replay holds it long
 EXIT_DEADLETTERED_AGAIN = 5
 EXIT_INTERRUPTED = 130
 _AGO = re.compile(r"^(\d+)([smhd])$")
@@ -151,8 +154,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        for fd in locks:
-            os.close(fd)
+        _unlock(locks)
     print(f"tailship deadletter replay: {total.selected} selected, {total.accepted} accepted and "
           f"removed, {sum(total.again.values())} dead-lettered again, {total.kept} kept "
           f"(older than --since)" + (f"; stopped: {total.error}" if total.error else ""))
@@ -161,20 +163,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_DEADLETTERED_AGAIN if total.again else EXIT_OK
 
 
-def _lock(dirs: set[Path]) -> list[int] | None:
-    """Every store's lock, exclusively; None (having released them) if one is in use."""
-    held: list[int] = []
+def _lock(dirs: set[Path]) -> list[tuple[Path, int]] | None:
+    """Every store's lock, exclusively; None (having released them) if one stays held: by
+    another replay (an agent's write holds it only for the write, waited for here)."""
+    held: list[tuple[Path, int]] = []
     for d in sorted(dirs):
-        fd = deadletter.hold(d, exclusive=True)
+        deadline = time.monotonic() + LOCK_WAIT_SECS
+        while (fd := deadletter.hold(d, exclusive=True)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         if fd is None:
-            for h in held:
-                os.close(h)
-            print(f"tailship deadletter replay: the dead-letter store {d} is in use by a running "
-                  "agent (or another replay): stop the agent first; nothing was replayed",
-                  file=sys.stderr)
+            _unlock(held)
+            print(f"tailship deadletter replay: the dead-letter store {d} is being replayed by "
+                  "another `tailship deadletter replay`; nothing was replayed", file=sys.stderr)
             return None
-        held.append(fd)
+        held.append((d, fd))
     return held
+
+
+def _unlock(held: list[tuple[Path, int]]) -> None:
+    for d, fd in held:
+        deadletter.release(d, fd)
 
 
 async def _replay_one(settings: Settings, store: Path, sink_name: str, args: argparse.Namespace,

@@ -31,7 +31,7 @@ from agent.metrics import Metrics, MetricsReport
 from agent.server import MetricsServer
 from agent.settings import Settings
 from agent.state import StartupError, prepare_data_dir, prepare_state
-from pipelines import deadletter, layout
+from pipelines import layout
 from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
 from pipelines.deadletter import DeadLetter
@@ -106,7 +106,6 @@ class Agent:
                                  emit=self.fanout.emit, new_processor=self._processor,
                                  metrics=self.metrics, on_opened=self._acked.set)
         self._fatal: BaseException | None = None
-        self._dead_lock: int | None = None  # the dead-letter store's lock (shared) while sinks run
         self._started = 0.0
         self._started_wall = time.time()
         self._cpu0 = 0.0
@@ -257,7 +256,6 @@ class Agent:
         return sinks
 
     async def _start_sinks(self) -> None:
-        await self._hold_dead_letters()
         started: list[Delivery] = []
         try:
             for d in self.deliveries:
@@ -266,36 +264,10 @@ class Agent:
         except BaseException:
             for d in started:
                 await d.sink.close(1.0)
-            self._release_dead_letters()
             raise
 
     async def _close_sinks(self, timeout_secs: float) -> None:
         await asyncio.gather(*(d.sink.close(timeout_secs) for d in self.deliveries))
-        self._release_dead_letters()
-
-    async def _hold_dead_letters(self) -> None:
-        """Share the dead-letter store's lock with the other processes of the agent while the
-        sinks run: `tailship deadletter replay` refuses to run meanwhile, and a replay running
-        now is waited for (it rewrites the store's files)."""
-        where = layout.dead_letter_dir(self.s.data_dir)
-        waited = False
-        while True:
-            try:
-                self._dead_lock = deadletter.hold(where, exclusive=False)
-            except OSError as exc:
-                raise StartupError(f"cannot lock the dead-letter store {where}: "
-                                   f"{exc.strerror or exc}") from exc
-            if self._dead_lock is not None:
-                return
-            if not waited:
-                log.warning("a `tailship deadletter replay` holds %s: waiting for it to finish", where)
-                waited = True
-            await asyncio.sleep(0.5)
-
-    def _release_dead_letters(self) -> None:
-        if self._dead_lock is not None:
-            os.close(self._dead_lock)
-            self._dead_lock = None
 
     def _commit(self, key: str, offset: int, path: str) -> None:
         """Every sink acknowledged the lines of file `key` before `offset`."""

@@ -20,12 +20,17 @@ nothing lost, and it succeeds once space returns. A write cut short is truncated
 that fails (or the process died mid-write), the next write starts on a new line and readers skip
 the torn line (`read_segment`): its entries were never acknowledged, so they were written again.
 
+Each write holds the store directory's lock (`.lock`, flock) shared; `tailship deadletter replay`
+holds it exclusively for its whole run, during which the agent's dead-letter writes are refused
+as retriable (those batches wait, the rest flows) and the replay's own sink writes freely.
+
 `write` blocks (fsync); it is for rare rejections. A sink that dead-letters often should call it
 through `asyncio.to_thread` (it is thread-safe).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import fcntl
@@ -48,7 +53,7 @@ from pipelines.options import opt
 log = logging.getLogger("tailship.deadletter")
 
 SUFFIX = ".ndjson"
-LOCK_FILE = ".lock"
+LOCK_FILE = ".lock"  # flock: shared by each write, exclusive by a replay
 _SEALED = re.compile(r"^(?P<sink>[^.]+)\.(?P<n>\d+)\.ndjson$")
 
 
@@ -133,7 +138,6 @@ class DeadLetter:
         self.report = report
         self.count = 0  # entries written by this instance
         self._lock = threading.Lock()
-        self._scanned = False
         self._active = 0  # bytes in the written segment
         self._sealed: list[tuple[int, Path, int]] = []  # (n, path, bytes), oldest first
         self._torn = False  # the written segment does not end with a newline
@@ -144,14 +148,13 @@ class DeadLetter:
         data, reasons = encode(self.sink, entries, now_text())
         if not data:
             return 0
-        with self._lock:
-            try:
+        try:
+            with self._locked():
                 self._store(data)
-            except OSError as exc:
-                self._scanned = False  # what is on disk is read again at the next attempt
-                raise RetriableSinkError(self.sink, f"cannot write dead letters to {self.path}: "
-                                         f"{exc.strerror or exc} (the batch is retried; nothing "
-                                         f"is acknowledged before they are written)") from exc
+        except OSError as exc:
+            raise RetriableSinkError(self.sink, f"cannot write dead letters to {self.path}: "
+                                     f"{exc.strerror or exc} (the batch is retried; nothing "
+                                     f"is acknowledged before they are written)") from exc
         n = sum(reasons.values())
         self.count += n
         if self.report is not None:
@@ -161,10 +164,28 @@ class DeadLetter:
 
     def seal(self) -> None:
         """Seal the written segment (if it holds anything): a new write starts a new one."""
-        with self._lock:
-            self._scan()
+        with self._locked():
             if self._active:
                 self._rotate()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store to this writer alone, as it is on disk now: the thread lock, the store's
+        lock shared with the other writers (other sinks' stores are apart; a replay takes it
+        exclusively, and then the write is refused as retriable), the segments read again
+        (a replay may have removed some)."""
+        store_dir = self.path.parent
+        with self._lock:
+            fd = None if _replaying(store_dir) else hold(store_dir, exclusive=False)
+            if fd is None and not _replaying(store_dir):
+                raise RetriableSinkError(self.sink, f"the dead-letter store {store_dir} is being "
+                                         "replayed (tailship deadletter replay): the batch waits for it")
+            try:
+                self._scan()
+                yield
+            finally:
+                if fd is not None:
+                    os.close(fd)
 
     @property
     def held_bytes(self) -> int:
@@ -172,8 +193,6 @@ class DeadLetter:
         return self._active + sum(size for _, _, size in self._sealed)
 
     def _store(self, data: bytes) -> None:
-        if not self._scanned:
-            self._scan()
         if self._active and self._active + len(data) > self.settings.segment_bytes:
             self._rotate()
         self._make_room(len(data))
@@ -187,7 +206,6 @@ class DeadLetter:
         except FileNotFoundError:
             self._active = 0
         self._torn = self._active > 0 and _last_byte(self.path) != b"\n"
-        self._scanned = True
 
     def _rotate(self) -> None:
         n = self._sealed[-1][0] + 1 if self._sealed else 1
@@ -293,8 +311,9 @@ def read_segment(path: Path) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
 
 
 def hold(store_dir: Path, exclusive: bool) -> int | None:
-    """Lock a store directory: shared by a running agent, exclusive by a replay. The locked file
-    descriptor (close it to release), or None when the other kind holds it."""
+    """Lock a store directory: shared for each write of the agent's sinks, exclusive for a
+    whole replay (whose own sink's writes then go ahead within this process). The locked file
+    descriptor (`release` it), or None when the other kind holds it."""
     store_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(store_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -304,7 +323,21 @@ def hold(store_dir: Path, exclusive: bool) -> int | None:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             return None
         raise
+    if exclusive:
+        _REPLAYING.add(store_dir.resolve())
     return fd
+
+
+def release(store_dir: Path, fd: int) -> None:
+    _REPLAYING.discard(store_dir.resolve())
+    os.close(fd)
+
+
+_REPLAYING: set[Path] = set()  # store directories this process holds exclusively (a replay)
+
+
+def _replaying(store_dir: Path) -> bool:
+    return bool(_REPLAYING) and store_dir.resolve() in _REPLAYING
 
 
 def _last_byte(path: Path) -> bytes:

@@ -1,7 +1,8 @@
 """Re-sending dead letters through their sink (`tailship deadletter replay`), and counting them
 (`tailship deadletter list`).
 
-Replay of one sink's store, with the store locked (`deadletter.hold`, exclusive):
+Replay of one sink's store, with the store locked (`deadletter.hold`, exclusive: the agent's
+own writes to it wait meanwhile, see `pipelines.deadletter`):
 1. the segment being written is sealed, so that whatever the sink dead-letters again during the
    replay goes to a new segment, apart from what is being replayed;
 2. each sealed segment, oldest first: its entries (those written at or after `since`) are sent

@@ -8,6 +8,7 @@ reason missing_destination; the operator creates the topic and replays.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import subprocess
@@ -125,16 +126,16 @@ def test_records_refused_again_stay_in_the_store_and_exit_5(kafka, tmp_path: Pat
     assert sorted(orjson.loads(m.value)["seq"] for m in got) == list(range(50))
 
 
-def test_replay_refuses_a_store_a_running_agent_holds(kafka, tmp_path: Path) -> None:
+def test_replay_refuses_a_store_another_replay_holds(kafka, tmp_path: Path) -> None:
     data = tmp_path / "data"
     dead_letter(data, "whatever", 0, 5)
-    fd = deadletter.hold(layout.dead_letter_dir(data), exclusive=False)  # as a running agent does
+    fd = os.open(layout.dead_letter_dir(data) / deadletter.LOCK_FILE, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a replay does
     try:
         conf = config(tmp_path, kafka["TAILSHIP_KAFKA_BOOTSTRAP"], data)
         r = tailship("deadletter", "replay", "--config", str(conf))
     finally:
-        assert fd is not None
         os.close(fd)
     assert r.returncode == 4, r.stdout + r.stderr
-    assert "is in use by a running agent" in r.stderr and "nothing was replayed" in r.stderr
+    assert "is being replayed by another" in r.stderr and "nothing was replayed" in r.stderr
     assert sorted(held(data)) == list(range(5))

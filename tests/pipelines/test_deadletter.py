@@ -4,6 +4,7 @@ writes cut short, torn lines, the lock, the metrics it reports, its options."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 from pathlib import Path
@@ -185,7 +186,7 @@ def test_the_agent_counts_dead_letters_by_sink_and_reason_and_drops(tmp_path: Pa
     assert m.events["deadlettered"] == 300
 
 
-def test_the_lock_is_shared_by_agents_and_exclusive_for_a_replay(tmp_path: Path) -> None:
+def test_the_lock_is_shared_by_writes_and_exclusive_for_a_replay(tmp_path: Path) -> None:
     d = tmp_path / "deadletter"
     a = deadletter.hold(d, exclusive=False)
     b = deadletter.hold(d, exclusive=False)
@@ -196,7 +197,30 @@ def test_the_lock_is_shared_by_agents_and_exclusive_for_a_replay(tmp_path: Path)
     c = deadletter.hold(d, exclusive=True)
     assert c is not None
     assert deadletter.hold(d, exclusive=False) is None
-    os.close(c)
+    deadletter.release(d, c)
+
+
+def test_a_write_during_another_process_replay_is_refused_retriable(tmp_path: Path) -> None:
+    """Another process's replay holds the store: the write raises RetriableSinkError saying so
+    and leaves the store as it was; the replaying process's own writes go ahead."""
+    dl = store(tmp_path, 1 << 20, 1 << 20)
+    dl.write([entry(0)])
+    other = os.open(dl.path.parent / deadletter.LOCK_FILE, os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(RetriableSinkError) as err:
+            dl.write([entry(1)])
+        assert "is being replayed" in str(err.value) and str(dl.path.parent) in str(err.value)
+    finally:
+        os.close(other)
+    mine = deadletter.hold(dl.path.parent, exclusive=True)
+    assert mine is not None
+    try:
+        dl.write([entry(1)])  # this process is the replay
+    finally:
+        deadletter.release(dl.path.parent, mine)
+    dl.write([entry(2)])
+    assert seqs(dl.path) == [0, 1, 2]
 
 
 def test_options_are_validated_and_shared_among_stores() -> None:

@@ -1,11 +1,11 @@
 """Replay of a dead-letter store through a sink (fakes for the error paths; the real Kafka case
 is tests/integration/test_deadletter_replay.py): interrupted replays lose nothing, retries,
-batches that keep what a destination template reads, the agent's lock."""
+batches that keep what a destination template reads, an agent writing while a replay runs."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import fcntl
 import os
 from pathlib import Path
 
@@ -113,39 +113,46 @@ def test_batches_keep_file_fields_trace_context_and_limits() -> None:
     assert [s.meta for s in b2.segments] == [seg.meta, {"kubernetes": {"namespace": "from-record"}}]
 
 
-async def test_a_running_agent_holds_the_store_and_waits_for_a_replay(tmp_path: Path, caplog) -> None:
-    log = tmp_path / "a.log"
-    log.write_text("line\n")
-    s = fast_settings(tmp_path, [str(log)])
-    store = layout.dead_letter_dir(s.data_dir)
-    caplog.set_level(logging.WARNING, "tailship.agent")
-    replaying = deadletter.hold(store, exclusive=True)
-    assert replaying is not None
-    agent = Agent(s, CollectSink())
-    task = asyncio.create_task(agent.run())
-    try:
-        await wait_until(lambda: any("waiting for it to finish" in r.getMessage() for r in caplog.records),
-                         what="the agent saying it waits for the replay")
-        assert not agent.ready
-        os.close(replaying)
-        await wait_until(lambda: agent.ready, what="the agent started after the replay")
-        assert deadletter.hold(store, exclusive=True) is None  # a replay now is refused
-    finally:
-        agent.request_stop()
-        assert await asyncio.wait_for(task, 15) == 0
-    fd = deadletter.hold(store, exclusive=True)  # released at the stop
-    assert fd is not None
-    os.close(fd)
+class HalfDeadSink(CollectSink):
+    """Dead-letters the lines whose number is odd (before acknowledging, as real sinks do)."""
+
+    def __init__(self, dead: DeadLetter) -> None:
+        super().__init__()
+        self.dead = dead
+
+    async def send(self, batch: Batch) -> None:
+        self.attempts += 1
+        odd = [(Reason.REJECTED, "odd", seg.path, off, rec) for seg in batch.segments
+               for off, rec in zip(seg.offsets, seg.records, strict=True)
+               if int(orjson.loads(rec)["message"].split()[1]) % 2]
+        self.dead.write(odd)
+        self.batches.append(batch)
+        self.records.extend(orjson.loads(r) for r in batch.iter_records()
+                            if int(orjson.loads(r)["message"].split()[1]) % 2 == 0)
 
 
-async def test_the_agent_releases_the_store_when_it_stops(tmp_path: Path) -> None:
+async def test_while_another_process_replays_the_agent_retries_its_dead_letters(tmp_path: Path) -> None:
+    """A replay (another process: its exclusive lock) holds the store: the agent's batches with
+    dead letters are retried, not acknowledged, not lost; once the replay ends they go through,
+    each line delivered or dead-lettered once."""
     log = tmp_path / "a.log"
-    log.write_text("line\n")
+    log.write_text("".join(f"line {i}\n" for i in range(50)))
     s = fast_settings(tmp_path, [str(log)])
-    sink = CollectSink()
-    async with running(Agent(s, sink)):
-        await wait_until(lambda: len(sink.records) == 1, what="the line shipped")
-        assert deadletter.hold(layout.dead_letter_dir(s.data_dir), exclusive=True) is None
-    fd = deadletter.hold(layout.dead_letter_dir(s.data_dir), exclusive=True)
-    assert fd is not None
-    os.close(fd)
+    sink = HalfDeadSink(DeadLetter(layout.dead_letter_file(s.data_dir, "collect"), "collect"))
+    async with running(Agent(s, sink)) as agent:
+        await wait_until(lambda: len(sink.records) == 25, what="the first lines settled")
+        other = os.open(layout.dead_letter_dir(s.data_dir) / deadletter.LOCK_FILE, os.O_RDWR)
+        fcntl.flock(other, fcntl.LOCK_EX)  # as `tailship deadletter replay` does, elsewhere
+        try:
+            with open(log, "a") as f:
+                f.write("".join(f"line {i}\n" for i in range(50, 100)))
+            await wait_until(lambda: agent.summary().events.get("sink_retry", 0) >= 2,
+                             what="dead-letter writes refused during the replay")
+            assert len(sink.records) == 25
+        finally:
+            os.close(other)
+        await wait_until(lambda: len(sink.records) == 50, what="the rest settled after the replay")
+    dead = [int(orjson.loads(obj["record"])["message"].split()[1])
+            for p in segments(sink.dead.path) for _, obj in read_segment(p) if obj is not None]
+    assert sorted(dead) == list(range(1, 100, 2))
+    assert sorted(int(r["message"].split()[1]) for r in sink.records) == list(range(0, 100, 2))
