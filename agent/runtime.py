@@ -34,6 +34,7 @@ from agent.state import StartupError, prepare_data_dir, prepare_state
 from pipelines import layout
 from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
+from pipelines.deadletter import DeadLetter
 from pipelines.delivery import Delivery, DeliverySettings
 from pipelines.enrich import default_host_name, file_fields, file_meta
 from pipelines.fanout import Fanout
@@ -85,7 +86,9 @@ class Agent:
         self.once = once
         self.shard = shard  # (index, workers): this process reads the files `owner` gives it
         self.metrics = metrics or Metrics()
-        sinks = self._sinks(sink)
+        report = MetricsReport(self.metrics)
+        self.dead_letters: dict[str, DeadLetter] = {}  # by sink name, for the size gauge
+        sinks = self._sinks(sink, report)
         self.router = Router(settings.routing, list(sinks))
         self.log_metrics: LogMetrics | None = None
         if settings.log_metrics.enabled:
@@ -93,7 +96,6 @@ class Agent:
             self.metrics.registry.register(self.log_metrics)
         self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
-        report = MetricsReport(self.metrics)
         self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail)
                            for name, s in sinks.items()]
         self.fanout = Fanout(self.deliveries, settings.batch.memory_limit_bytes, settings.batch.when_full,
@@ -226,17 +228,22 @@ class Agent:
 
     # -- sinks --------------------------------------------------------------------------------
 
-    def _sinks(self, given: Sink | Mapping[str, Sink] | None) -> dict[str, Sink]:
+    def _sinks(self, given: Sink | Mapping[str, Sink] | None, report: MetricsReport) -> dict[str, Sink]:
         """The sinks by name, each behind its own disk buffer when `buffer.type = "disk"`."""
         s = self.s
         if given is None:
             index, workers = self.shard
-            sinks = {name: build_sink(t, s.data_dir, index if workers > 1 else None, name)
-                     for name, t in s.sink_tables().items()}
+            tables = s.sink_tables()
+            share = s.deadletter.share(len(tables))
+            sinks = {name: build_sink(t, s.data_dir, index if workers > 1 else None, name,
+                                      deadletter=share, report=report)
+                     for name, t in tables.items()}
         elif isinstance(given, Mapping):
             sinks = dict(given)
         else:
             sinks = {given.name: given}
+        self.dead_letters = {name: dead for name, sink in sinks.items()
+                             if isinstance(dead := getattr(sink, "dead", None), DeadLetter)}
         if s.buffer.type == "disk":
             b, root = s.buffer, layout.buffer_root(s.data_dir, s.buffer.path)
             table = s.sink_tables()
@@ -319,8 +326,7 @@ class Agent:
             "files": self.source.open_files(),
             "queues": queues,
             "checkpoint_age": self.checkpoints.age(),
-            "dead_letters": {s.name: dead.count for s in sinks
-                             if (dead := getattr(s, "dead", None)) is not None},
+            "dead_letter_bytes": {name: dead.held_bytes for name, dead in self.dead_letters.items()},
             "buffer_bytes": sum(s.bytes for s in sinks if isinstance(s, BufferedSink)),
             "paused_secs": self.fanout.paused_secs(),
             "sinks_healthy": {s.name: s.healthy() for s in sinks},

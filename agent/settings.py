@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines.deadletter import DeadLetterSettings
 from pipelines.logmetrics_settings import LogMetricsSettings, MetricRule
 from pipelines.options import opt
 from pipelines.routes import RouteCondition, RouteSettings, RoutingSettings
@@ -21,7 +22,8 @@ from pipelines.sinks.elasticsearch.config import ElasticsearchSettings
 from pipelines.sinks.kafka.config import KafkaSettings
 
 __all__ = ["Settings", "SourceSettings", "ParseSettings", "TraceSettings", "MultilineSettings",
-           "BatchSettings", "BufferSettings", "MetricsSettings", "SinkSettings", "KafkaSettings",
+           "BatchSettings", "BufferSettings", "DeadLetterSettings", "MetricsSettings", "SinkSettings",
+           "KafkaSettings",
            "ElasticsearchSettings", "LogMetricsSettings", "MetricRule", "RouteCondition", "RouteSettings",
            "RoutingSettings", "opt"]
 
@@ -126,6 +128,7 @@ class Settings:
                                          "(instead of [sink]); each has the options of [sink]")
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     buffer: BufferSettings = field(default_factory=BufferSettings)
+    deadletter: DeadLetterSettings = field(default_factory=DeadLetterSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_metrics: LogMetricsSettings = field(default_factory=LogMetricsSettings)
 

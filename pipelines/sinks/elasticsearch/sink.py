@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from pipelines import layout
-from pipelines.deadletter import DeadLetter, Entry, Reason
+from pipelines.deadletter import DeadLetter, DestinedEntry, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.secrets import add_secret
@@ -139,12 +139,13 @@ def _doc_id_prefix(file_key: str) -> bytes:
 class ElasticsearchSink:
     name = "elasticsearch"
 
-    def __init__(self, settings: ElasticsearchSettings, data_dir: str, name: str = "elasticsearch") -> None:
+    def __init__(self, settings: ElasticsearchSettings, data_dir: str, name: str = "elasticsearch",
+                 dead: DeadLetter | None = None) -> None:
         self.name = name
         self.s = settings
         self.where = ",".join(redact_url(u) for u in settings.urls)
         self.names = IndexNames(settings.index, settings.fallback_index)
-        self.dead = DeadLetter(layout.dead_letter_file(data_dir, name), name)
+        self.dead = dead or DeadLetter(layout.dead_letter_file(data_dir, name), name)
         self._op = settings.op_type.encode()
         self._client: Any = None
         self._done: dict[int, set[int]] = {}   # batch seq → item numbers indexed or dead-lettered
@@ -260,7 +261,8 @@ class ElasticsearchSink:
             raise RetriableSinkError(self.name, f"Elasticsearch at {self.where} answered {len(results)} "
                                      f"bulk items for {len(items)} documents")
         pending: dict[int, int] = {}  # status → count
-        dead: list[Entry] = []
+        dead: list[DestinedEntry] = []
+        dead_nums: list[int] = []
         reasons: dict[int, str] = {}
         for (seg, i, num), res in zip(items, results, strict=True):
             (outcome,) = res.values()
@@ -275,10 +277,12 @@ class ElasticsearchSink:
                 reasons.setdefault(status, _item_reason(outcome))
             else:
                 dead.append((_dead_reason(status), f"{status} {_item_reason(outcome)}", seg.path,
-                             seg.offsets[i], seg.records[i]))
-                done.add(num)
+                             seg.offsets[i], seg.records[i], self.names.fields.resolve(seg.meta)))
+                dead_nums.append(num)
         if dead:
+            # done only once written: a disk error here retries the batch, these items with it
             await asyncio.to_thread(self.dead.write, dead)
+            done.update(dead_nums)
             log.warning("%d document(s) rejected by Elasticsearch written to %s: %s", len(dead),
                         self.dead.path, dead[0][1])
         return ", ".join(f"{c} document(s) rejected with {s} ({reasons[s]})" for s, c in pending.items())

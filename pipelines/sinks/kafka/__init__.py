@@ -31,7 +31,7 @@ import orjson
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from pipelines import layout
-from pipelines.deadletter import DeadLetter, Entry, Reason
+from pipelines.deadletter import DeadLetter, DestinedEntry, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.secrets import add_secret
@@ -168,12 +168,13 @@ def producer_options(s: KafkaSettings) -> dict[str, Any]:
 class KafkaSink:
     name = "kafka"
 
-    def __init__(self, settings: KafkaSettings, data_dir: str, name: str = "kafka") -> None:
+    def __init__(self, settings: KafkaSettings, data_dir: str, name: str = "kafka",
+                 dead: DeadLetter | None = None) -> None:
         self.name = name
         self.s = settings
         self.topics = FieldTemplate(settings.topic, settings.fallback_topic)
         self.partitioner = KeyPartitioner()
-        self.dead = DeadLetter(layout.dead_letter_file(data_dir, name), name)
+        self.dead = dead or DeadLetter(layout.dead_letter_file(data_dir, name), name)
         self.key_path = settings.key[6:].split(".") if settings.key.startswith("field:") else None
         self._producer: Any = None
         self._partitions: dict[str, int] = {}
@@ -310,13 +311,13 @@ class KafkaSink:
 
     async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, Records]:
         groups: dict[Group, Records] = {}
-        too_large: list[Entry] = []  # dead letters
+        too_large: list[DestinedEntry] = []  # dead letters
         limit = self.s.max_record_bytes
         for seg in batch.segments:
             topic = self.topics.resolve(seg.meta)
             if not valid_topic(topic):
                 too_large.extend((Reason.INVALID_DESTINATION, f"invalid Kafka topic name {topic!r}",
-                                   seg.path, off, rec)
+                                   seg.path, off, rec, topic)
                                  for off, rec in zip(seg.offsets, seg.records, strict=True))
                 continue
             nparts = await self._topic_partitions(topic)
@@ -325,7 +326,7 @@ class KafkaSink:
                 fit = [i for i in fit if len(seg.records[i]) <= limit]
                 too_large.extend((Reason.TOO_LARGE,
                                   f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
-                                  seg.path, seg.offsets[i], rec)
+                                  seg.path, seg.offsets[i], rec, topic)
                                  for i, rec in enumerate(seg.records) if len(rec) > limit)
             keys, tids, sids = self._keys(seg, fit)
             path = ("log.file.path", seg.path.encode())
@@ -408,8 +409,8 @@ class KafkaSink:
                 rejected = list(groups[group].origins(start, end))
                 reason = (f"{type(res).__name__} from Kafka at {self.where} for topic {group[0]!r} "
                           f"partition {group[1]}: {describe(res)}")
-                self.dead.write((dead_reason(res), reason, seg.path, seg.offsets[i], seg.records[i])
-                                for seg, i in rejected)
+                self.dead.write((dead_reason(res), reason, seg.path, seg.offsets[i], seg.records[i],
+                                 group[0]) for seg, i in rejected)
                 log.warning("%d record(s) rejected by Kafka (%s) written to %s",
                             len(rejected), type(res).__name__, self.dead.path)
                 done.add((group, chunk))
