@@ -1,0 +1,172 @@
+"""Metric sources inside a running agent: a real exporter over HTTP, the agent's own /metrics,
+a target that hangs, host metrics; routed apart from the logs, and skipped (not waited for) when
+the memory budget is full."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+
+import pytest
+from prometheus_client import generate_latest
+
+from agent.metricsources.settings import HostMetricsSettings, PrometheusScrapeSettings
+from agent.metricsources.source import TargetStats
+from agent.runtime import Agent
+from pipelines.routes import RouteSettings, RoutingSettings
+from tests.agent.metricsources.exporter import exporter, hanging_target
+from tests.conftest import CollectSink, fast_settings, free_port, running, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+SERIES = 50
+
+
+def named(name: str) -> CollectSink:
+    sink = CollectSink()
+    sink.name = name  # type: ignore[misc]
+    return sink
+
+
+def scrape_settings(urls: list[str], **kw) -> PrometheusScrapeSettings:
+    # faster than the validated minimum (1 s): the dataclass is built directly
+    return PrometheusScrapeSettings(enabled=True, urls=urls, job="test", interval_secs=0.3,
+                                    timeout_secs=0.3, **kw)
+
+
+def metric_records(sink: CollectSink) -> list[dict]:
+    return [r for r in sink.records if "metric" in r]
+
+
+def scrapes_of(records: list[dict], instance: str) -> dict[int, list[dict]]:
+    """The exporter's records by the number of the scrape they came from (by @timestamp)."""
+    by_ts: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["metric"]["labels"].get("instance") == instance:
+            by_ts[r["@timestamp"]].append(r["metric"])
+    out = {}
+    for ms in by_ts.values():
+        seq = [m["value"] for m in ms if m["name"] == "exporter_scrape_seq"]
+        if seq:
+            out[int(seq[0])] = ms
+    return out
+
+
+def stats(agent: Agent, target: str):
+    """A target's numbers (all zero before its task started)."""
+    assert agent.metric_sources is not None
+    return agent.metric_sources.stats.targets.get(target) or TargetStats("not started")
+
+
+async def test_scrapes_arrive_whole_and_a_hanging_target_delays_no_other(tmp_path):
+    """An exporter, a target that never answers and the agent's own /metrics, scraped together:
+    every scrape of the exporter arrives whole (each work counter = seq * i, the histogram with
+    seq observations), in sequence without gaps, while the hanging one times out (up 0) each
+    round; the agent's own series come back through its pipeline."""
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    port = free_port()
+    s = fast_settings(tmp_path, [str(log)])
+    s.metrics = dataclasses.replace(s.metrics, listen=f"127.0.0.1:{port}")
+    own = f"http://127.0.0.1:{port}/metrics"
+    sink = CollectSink()
+    with exporter(SERIES) as url, hanging_target() as hang:
+        s.prometheus_scrape = scrape_settings([url, hang, own])
+        async with running(Agent(s, sink)) as agent:
+            await wait_until(lambda: stats(agent, hang).results["timeout"] >= 5
+                             and stats(agent, url).results["ok"] >= 5, 30, "5 rounds")
+            await wait_until(lambda: len(sink.records) >= 100, what="the log lines")
+        ex, hung, me = stats(agent, url), stats(agent, hang), stats(agent, own)
+    records = metric_records(sink)
+    instance = url.split("/")[2]
+    scrapes = scrapes_of(records, instance)
+    print(f"exporter scrapes ok={ex.results['ok']} hanging timeouts={hung.results['timeout']} "
+          f"own ok={me.results['ok']} records={len(records)}")
+    assert sorted(scrapes) == list(range(1, max(scrapes) + 1)), "a scrape is missing"
+    assert len(scrapes) == ex.results["ok"]
+    for seq, ms in scrapes.items():
+        work = {m["labels"]["i"]: m["value"] for m in ms if m["name"] == "exporter_work_total"}
+        assert work == {str(i): float(seq * i) for i in range(SERIES)}, seq
+        [hist] = [m for m in ms if m["name"] == "exporter_latency_seconds"]
+        assert hist["count"] == seq and hist["buckets"][1] == {"le": 1.0, "count": float(seq)}
+        [up] = [m for m in ms if m["name"] == "up"]
+        assert up["value"] == 1.0 and up["labels"] == {"job": "test", "instance": instance}
+    # a hung target's scrape lasts its whole timeout: had it held the others, the exporter would
+    # have been scraped about half as often as the hanging one was tried
+    assert ex.results["ok"] >= hung.results["timeout"] - 1
+    hang_ups = [r["metric"]["value"] for r in records if r["metric"]["name"] == "up"
+                and r["metric"]["labels"]["instance"] == hang.split("/")[2]]
+    assert hang_ups and set(hang_ups) == {0.0} and len(hang_ups) == hung.results["timeout"]
+    assert hung.up == 0.0 and ex.up == 1.0 and ex.series == SERIES + 2
+    own_lines = [r for r in records if r["metric"]["name"] == "tailship_input_lines_total"]
+    assert own_lines and own_lines[-1]["metric"]["labels"]["instance"] == f"127.0.0.1:{port}"
+    assert me.results["ok"] >= 1
+    assert [r["message"] for r in sink.records if "message" in r] == [f"line {i}" for i in range(100)]
+    assert ex.delivered == ex.emitted  # every record handed over was acknowledged by the sink
+
+
+async def test_routes_tell_logs_from_metrics(tmp_path):
+    """A `kind = "metrics"` route sends metric records to their own sink; the logs, unmatched,
+    go to theirs: neither sink gets a record of the other kind."""
+    log = tmp_path / "app.log"
+    log.write_text("".join(f'{{"msg": "m{i}", "metric": {{"name": "not-a-metric"}}}}\n' for i in range(50)))
+    s = fast_settings(tmp_path, [str(log)])
+    s.routing = RoutingSettings(unmatched="logs", routes=[
+        RouteSettings(name="metrics", sinks=["metrics"], kind="metrics", all=True, final=True)])
+    with exporter(3) as url:
+        s.prometheus_scrape = scrape_settings([url])
+        logs, metrics = named("logs"), named("metrics")
+        async with running(Agent(s, {"logs": logs, "metrics": metrics})):
+            await wait_until(lambda: len(logs.records) == 50 and len(metrics.records) >= 10, 20,
+                             "logs and metrics")
+    assert all("log" in r and r["metric"] == {"name": "not-a-metric"} for r in logs.records)
+    assert all("log" not in r and r["metric"]["type"] for r in metrics.records)
+
+
+async def test_a_full_memory_budget_skips_scrapes_and_never_holds_the_logs(tmp_path):
+    """The sink is down and the logs fill the in-flight budget: scrapes are skipped and counted
+    (a gap), nothing waits on them; once the sink is back every log line arrives and scrapes
+    are shipped again."""
+    log = tmp_path / "app.log"
+    line = "x" * 1000
+    log.write_text("".join(f"{i} {line}\n" for i in range(3000)))  # 3 MB: past a 1 MiB budget
+    s = fast_settings(tmp_path, [str(log)])
+    s.batch = dataclasses.replace(s.batch, memory_limit_bytes=1 << 20, max_bytes=64 << 10)
+    sink = CollectSink()
+    sink.down = True
+    with exporter(3) as url:
+        s.prometheus_scrape = scrape_settings([url])
+        async with running(Agent(s, sink)) as agent:
+            await wait_until(lambda: stats(agent, url).results["skipped_memory_full"] >= 3, 20,
+                             "skipped scrapes")
+            text = generate_latest(agent.metrics.registry).decode()
+            assert 'result="skipped_memory_full"' in text
+            ok_before = stats(agent, url).results["ok"]
+            sink.down = False
+            await wait_until(lambda: sum("message" in r for r in sink.records) == 3000, 30, "every line")
+            await wait_until(lambda: stats(agent, url).results["ok"] > ok_before + 2, 20, "scrapes again")
+    msgs = [r["message"] for r in sink.records if "message" in r]
+    assert [int(m.split()[0]) for m in msgs] == list(range(3000))
+
+
+async def test_host_metrics_through_the_pipeline(tmp_path):
+    """Host metrics of this machine arrive as records with host.name, node_exporter names, one
+    record per series, as many as the source reports."""
+    log = tmp_path / "app.log"
+    log.write_text("a\n")
+    s = fast_settings(tmp_path, [str(log)])
+    s.host_metrics = HostMetricsSettings(enabled=True, interval_secs=0.3, timeout_secs=0.3)
+    sink = CollectSink()
+    async with running(Agent(s, sink)) as agent:
+        await wait_until(lambda: stats(agent, "host").delivered >= 2 * stats(agent, "host").series > 0,
+                         20, "two collections")
+        st = stats(agent, "host")
+    records = metric_records(sink)
+    assert {r["host"]["name"] for r in records} == {"testhost"}
+    names = {r["metric"]["name"] for r in records}
+    assert {"node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_load1",
+            "node_network_receive_bytes_total", "node_filesystem_size_bytes"} <= names
+    per_collection = defaultdict(int)
+    for r in records:
+        per_collection[r["@timestamp"]] += 1
+    assert set(per_collection.values()) == {st.series}
+    assert st.delivered == len(records)
