@@ -211,6 +211,8 @@ class Router:
                     break                # fails for every record of the file
             else:
                 pending.append((tuple(left), route.mask, route.final))
+                if route.final and not left:
+                    break                # takes every record of the file: later routes never see one
         if all(not tests for tests, _, _ in pending):
             return FileRoutes(_walk([(True, m, f) for _, m, f in pending], self.unmatched), None)
         unmatched = self.unmatched
