@@ -100,26 +100,9 @@ class Fanout:
 
     async def emit(self, seg: Segment) -> None:
         """Route `seg` to its sinks, waiting for room (backpressure) unless `when_full` drops."""
-        parts, unrouted = self.split(seg)
-        if unrouted:
-            self.report.dropped("unrouted", unrouted)
         ticket = Ticket(seg.file_key, seg.path, seg.safe_offset)
         self.ledger.open(ticket)
-        if self.drop_newest:
-            parts = self._drop_where_full(seg, parts)
-        if parts:
-            ticket.nrecords = len(seg) - unrouted
-            ticket.pending = len(parts)
-            # room in every budget at once: waiting for one sink while holding room in another
-            # (or in the shared budget) would let files stalled on one sink stop the others
-            await self._acquire([(self.budget, seg.nbytes)] + [(d.budget, p.nbytes) for d, p in parts])
-            ticket.nbytes = seg.nbytes
-            self.report.inflight(self.budget.used)
-            for d, part in parts:
-                part.ticket = ticket
-                await d.add(part)
-        if ticket.pending == 0:
-            self._done(ticket)
+        await self._hand_over(seg, ticket, wait=True)
 
     async def offer(self, seg: Segment, on_done: Callable[[int], None] | None = None) -> bool:
         """Route `seg`, records from no file, only where there is room now (never waits). False
@@ -128,16 +111,29 @@ class Fanout:
         that got a part acknowledged it."""
         if not self.budget.has_room(seg.nbytes):
             return False
+        await self._hand_over(seg, Ticket(seg.file_key, seg.path, seg.safe_offset, on_done=on_done),
+                              wait=False)
+        return True
+
+    async def _hand_over(self, seg: Segment, ticket: Ticket, wait: bool) -> None:
+        """Give each sink its part of `seg` under `ticket`; `wait`: for room in every budget
+        (backpressure), else parts go only where there is room now (`_drop_where_full`)."""
         parts, unrouted = self.split(seg)
         if unrouted:
             self.report.dropped("unrouted", unrouted)
-        parts = self._drop_where_full(seg, parts)
-        ticket = Ticket(seg.file_key, seg.path, seg.safe_offset, on_done=on_done)
+        if self.drop_newest or not wait:
+            parts = self._drop_where_full(seg, parts)
         if parts:
             ticket.nrecords = len(seg) - unrouted
             ticket.pending = len(parts)
-            for b, n in [(self.budget, seg.nbytes)] + [(d.budget, p.nbytes) for d, p in parts]:
-                b.take(n)  # no await since the checks: the room is still there
+            needs = [(self.budget, seg.nbytes)] + [(d.budget, p.nbytes) for d, p in parts]
+            if wait:
+                # room in every budget at once: waiting for one sink while holding room in another
+                # (or in the shared budget) would let files stalled on one sink stop the others
+                await self._acquire(needs)
+            else:
+                for b, n in needs:
+                    b.take(n)  # no await since `_drop_where_full` checked: the room is there
             ticket.nbytes = seg.nbytes
             self.report.inflight(self.budget.used)
             for d, part in parts:
@@ -145,7 +141,6 @@ class Fanout:
                 await d.add(part)
         if ticket.pending == 0:
             self._done(ticket)
-        return True
 
     def split(self, seg: Segment) -> tuple[list[tuple[Delivery, Segment]], int]:
         """The part of `seg` each sink gets (records shared, not copied), and how many records
