@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from pipelines.records import Segment
 
 # types as Prometheus and OpenMetrics name them
 COUNTER, GAUGE, HISTOGRAM, SUMMARY = "counter", "gauge", "histogram", "summary"
@@ -82,3 +84,38 @@ def metric_record(ts: str, name: str, type_: str, labels: Mapping[str, str], *,
 def encode(rec: dict[str, Any]) -> bytes:
     # orjson writes NaN and infinities as null already; `finite` above makes that explicit
     return orjson.dumps(rec)
+
+
+class MetricSegment:
+    """Metric records encoded into one `Segment` as they come, so each dict lives only until it
+    is encoded (a scrape of 50,000 series holds 50,000 short byte strings, not dicts).
+
+    The file key is unique per segment (`metrics:<key>:<ns>`), offsets count from 0: sinks that
+    derive ids from (file, offset) keep every scrape or snapshot, and a retried batch overwrites
+    itself. `route`: the sinks of one record, where routing depends on record fields (called
+    here, where the record is still a dict); else every record goes to `mask`."""
+
+    def __init__(self, key: str, meta: dict[str, Any], mask: int = -1,
+                 route: Callable[[dict[str, Any]], int] | None = None) -> None:
+        self.seg = Segment(f"metrics:{key}:{time.time_ns()}", key, meta, mask=mask,
+                           routes=None if route is None else [])
+        self.route = route
+
+    def add(self, rec: dict[str, Any]) -> None:
+        seg = self.seg
+        b = orjson.dumps(rec)
+        seg.offsets.append(len(seg.records))
+        seg.records.append(b)
+        seg.nbytes += len(b)
+        if self.route is not None:
+            seg.routes.append(self.route(rec))  # type: ignore[union-attr]
+
+    def __len__(self) -> int:
+        return len(self.seg.records)
+
+    def done(self) -> Segment:
+        """The segment (no trace context: metric records have none)."""
+        seg = self.seg
+        seg.trace_ids = [None] * len(seg.records)
+        seg.span_ids = [None] * len(seg.records)
+        return seg

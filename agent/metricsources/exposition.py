@@ -15,9 +15,8 @@ target's win and the exposed value is kept as `exported_<name>`, unless `honor_l
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
@@ -27,12 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from pipelines.metricrecords import HISTOGRAM, SUMMARY, metric_record, rfc3339_millis
 
 _CREATED_TYPES = frozenset(("counter", "histogram", "summary"))
-YIELD_EVERY_SAMPLES = 2000  # parsing gives the event loop a turn this often (the files go on)
 
 
 @dataclass(slots=True)
 class Parsed:
-    records: list[dict[str, Any]] = field(default_factory=list)
+    series: int = 0    # records handed on
     samples: int = 0   # samples exposed (the cut ones too)
     cut: int = 0       # samples left out past max_samples
 
@@ -105,12 +103,14 @@ class SeriesBuilder:
             yield self.record(fam.name, fam.type, labels, when, **g), n[ident]
 
 
-async def parse(text: str, openmetrics: bool, builder: SeriesBuilder, max_samples: int) -> Parsed:
-    """Records of the series in `text`, the first `max_samples` samples' worth; the rest are
-    counted in `cut`. ValueError when the text is not the format it claims."""
+def parse(text: str, openmetrics: bool, builder: SeriesBuilder, max_samples: int,
+          add: Callable[[dict[str, Any]], None]) -> Parsed:
+    """Hand `add` the record of each series in `text`, the first `max_samples` samples' worth;
+    count the rest in `cut`. ValueError when the text is not the format it claims. Plain CPU
+    work: the scraper runs it in a thread, so that the event loop (the files) gets its turns
+    while a large exposition is parsed."""
     out = Parsed()
     families = parse_openmetrics(text) if openmetrics else parse_text(text)
-    next_yield = YIELD_EVERY_SAMPLES
     with_created: set[str] = set()  # families whose _created series the text format sends apart
     for fam in families:
         if fam.type in _CREATED_TYPES:
@@ -122,8 +122,6 @@ async def parse(text: str, openmetrics: bool, builder: SeriesBuilder, max_sample
             if out.cut or out.samples > max_samples:
                 out.cut += n
                 continue
-            out.records.append(rec)
-        if out.samples >= next_yield:
-            next_yield = out.samples + YIELD_EVERY_SAMPLES
-            await asyncio.sleep(0)
+            add(rec)
+            out.series += 1
     return out

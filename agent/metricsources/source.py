@@ -1,8 +1,8 @@
 """The metric sources of one agent: Prometheus scrape targets and the host's metrics, shipped
 through the same routes, budget, batching and acknowledgements as the logs.
 
-    target task (one per URL) ─► fetch (timeout) ─► parse ─► records ┐
-    host task ─► /proc, /sys in a thread (timeout) ─► records ───────┴► route ─► Fanout.offer
+    target task (one per URL) ─► fetch (timeout) ─► parse (thread) ─► records ┐
+    host task ─► /proc, /sys in a thread (timeout) ─► records ───────────────┴► route ─► Fanout.offer
 
 * Each target has its own task, so a slow or hung target delays only itself: its scrape ends at
   `timeout_secs` as a failure (`up` 0). Targets are staggered over the interval by a hash of
@@ -41,7 +41,7 @@ from agent.metricsources.exposition import Parsed, SeriesBuilder, parse
 from agent.metricsources.scrape import HttpScraper, ScrapeError
 from agent.metricsources.settings import HostMetricsSettings, PrometheusScrapeSettings
 from agent.metricsources.targets import StaticTargets, Target, TargetProvider, merge
-from pipelines.metricrecords import GAUGE, encode, metric_record, rfc3339_millis
+from pipelines.metricrecords import GAUGE, MetricSegment, metric_record, rfc3339_millis
 from pipelines.records import Segment
 from pipelines.routes import METRICS, FileRoutes
 
@@ -135,6 +135,8 @@ class MetricSources:
         if scrape.enabled and scrape.urls:
             self.providers.insert(0, StaticTargets(scrape.urls, scrape.job))
         self.http = HttpScraper(scrape)
+        # parsing is CPU work: in threads, so the event loop (the files) gets its turns meanwhile
+        self._parse_pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="metric-parse")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._main: list[asyncio.Task[None]] = []
         self._routes: dict[str, FileRoutes] = {}
@@ -159,6 +161,7 @@ class MetricSources:
         self._main.clear()
         self._tasks.clear()
         await self.http.close()
+        self._parse_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- targets ---------------------------------------------------------------------------------
 
@@ -193,17 +196,21 @@ class MetricSources:
             await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
     async def scrape_once(self, target: Target) -> bool:
-        """Scrape `target` once and offer its records; False when skipped for lack of memory."""
+        """Scrape `target` once and offer its records; False when skipped for lack of memory.
+        A failed scrape ships only its `up` 0 round, as Prometheus keeps nothing of it."""
         s = self.scrape_s
         st = self.stats.of(target.name, "prometheus_scrape")
-        ts = rfc3339_millis()
-        builder = SeriesBuilder(target.labels, s.honor_labels, ts, self.host_name, target.meta)
+        builder = SeriesBuilder(target.labels, s.honor_labels, rfc3339_millis(), self.host_name,
+                                target.meta)
+        out = self._segment(target.url, target.meta)
         t0 = time.monotonic()
         parsed, result = Parsed(), "ok"
         try:
             async with asyncio.timeout(s.timeout_secs):
                 fetched = await self.http.fetch(target.url)
-            parsed = await parse(fetched.text, fetched.openmetrics, builder, s.max_samples)
+            parsed = await asyncio.get_running_loop().run_in_executor(
+                self._parse_pool, parse, fetched.text, fetched.openmetrics, builder, s.max_samples,
+                out.add)
             st.cut_bodies += fetched.cut
             if fetched.cut:
                 self._warn(target.name, "cut", f"body longer than max_body_bytes "
@@ -214,11 +221,9 @@ class MetricSources:
         except (ScrapeError, OSError, ValueError) as exc:
             result = "failed"
             self._warn(target.name, result, str(exc))
+            out, parsed = self._segment(target.url, target.meta), Parsed()  # nothing of it is kept
         else:
-            for what in ("failed", "timeout"):
-                if f"{target.name}\0{what}" in self._warned:
-                    self._warned.discard(f"{target.name}\0{what}")
-                    log.info("metric target %s: answering again", target.name)
+            self._recovered(target.name)
         st.duration = time.monotonic() - t0
         st.up = 1.0 if result == "ok" else 0.0
         st.samples += parsed.samples
@@ -226,12 +231,17 @@ class MetricSources:
         if parsed.cut:
             self._warn(target.name, "limit", f"{parsed.samples} samples exposed, more than "
                        f"max_samples ({s.max_samples}): {parsed.cut} cut and counted")
-        st.series = len(parsed.records)
-        records = parsed.records
+        st.series = parsed.series
         for name, value in (("up", st.up), ("scrape_duration_seconds", st.duration),
                             ("scrape_samples_scraped", float(parsed.samples))):
-            records.append(builder.record(name, GAUGE, {}, None, value=value))
-        return await self._emit(target.url, target.meta, records, st, result)
+            out.add(builder.record(name, GAUGE, {}, None, value=value))
+        return await self._emit(target.url, out, st, result)
+
+    def _recovered(self, target: str) -> None:
+        for what in ("failed", "timeout"):
+            if f"{target}\0{what}" in self._warned:
+                self._warned.discard(f"{target}\0{what}")
+                log.info("metric target %s: answering again", target)
 
     def _warn(self, target: str, what: str, message: str) -> None:
         """Log a target's trouble once until it recovers (counted either way)."""
@@ -284,31 +294,25 @@ class MetricSources:
         st.cut_samples += max(0, len(samples) - keep)
         st.series = min(len(samples), keep)
         st.up = 1.0
-        records = [metric_record(ts, name, type_, labels, value=v, host=self.host_name)
-                   for name, type_, labels, v in samples[:keep]]
-        await self._emit(HOST_TARGET, {}, records, st, "ok")
+        out = self._segment(HOST_TARGET, {})
+        for name, type_, labels, v in samples[:keep]:
+            out.add(metric_record(ts, name, type_, labels, value=v, host=self.host_name))
+        await self._emit(HOST_TARGET, out, st, "ok")
         return None
 
     # -- into the pipeline -------------------------------------------------------------------------
 
-    async def _emit(self, key: str, meta: dict[str, Any], records: list[dict[str, Any]],
-                    st: TargetStats, result: str) -> bool:
+    def _segment(self, key: str, meta: dict[str, Any]) -> MetricSegment:
+        """An empty segment for `key`'s records, routed as the target's fields decide."""
         routes = self._routes.get(key)
         if routes is None:
             fields = {**meta, "host": {"name": self.host_name}} if self.host_name else dict(meta)
             routes = self._routes[key] = self.route(fields, METRICS)
-        seg = Segment(f"metrics:{key}:{time.time_ns()}", key, meta, mask=routes.mask,
-                      routes=None if routes.per_record is None else [])
-        for i, rec in enumerate(records):
-            b = encode(rec)
-            seg.records.append(b)
-            seg.offsets.append(i)
-            seg.nbytes += len(b)
-            if seg.routes is not None:
-                seg.routes.append(routes.per_record(rec))  # type: ignore[misc]
-        n = len(records)
-        seg.trace_ids = [None] * n
-        seg.span_ids = [None] * n
+        return MetricSegment(key, meta, routes.mask, routes.per_record)
+
+    async def _emit(self, key: str, out: MetricSegment, st: TargetStats, result: str) -> bool:
+        seg = out.done()
+        n = len(seg)
 
         def delivered(nrecords: int) -> None:
             st.delivered += nrecords

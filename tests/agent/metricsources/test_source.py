@@ -4,8 +4,11 @@ the memory budget is full."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -186,3 +189,79 @@ async def test_host_metrics_through_the_pipeline(tmp_path):
         per_collection[r["@timestamp"]] += 1
     assert set(per_collection.values()) == {st.series}
     assert st.delivered == len(records)
+
+
+ROUND = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+BIG = "# TYPE g gauge\n" + "".join(f'g{{i="{i}"}} {i}\n' for i in range(500))  # 500 samples, ~7 kB
+
+
+@contextlib.asynccontextmanager
+async def http_server(routes: dict[str, tuple[int, str]], port: int = 0) -> AsyncIterator[str]:
+    """An aiohttp server answering each path with (status, text); yields its base URL."""
+    from aiohttp import web
+
+    def answer(status: int, text: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(status=status, text=text)
+        return handler
+
+    app = web.Application()
+    for path, (status, text) in routes.items():
+        app.router.add_get(path, answer(status, text))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_errors_and_limits_are_counted_and_ship_only_the_round(tmp_path):
+    """A target answering 500 and one answering text that is no exposition are down: `up` 0
+    and nothing else of theirs is shipped. One exposing more samples than max_samples ships the
+    first ones; the rest are cut and counted."""
+    log = tmp_path / "app.log"
+    log.write_text("a\n")
+    s = fast_settings(tmp_path, [str(log)])
+    sink = CollectSink()
+    async with http_server({"/err": (500, "boom"), "/bad": (200, 'x{a="1" 2\n'),
+                            "/many": (200, BIG)}) as base:
+        err, bad, many = f"{base}/err", f"{base}/bad", f"{base}/many"
+        s.prometheus_scrape = scrape_settings([err, bad, many], max_samples=200)
+        async with running(Agent(s, sink)) as agent:
+            await wait_until(lambda: all(stats(agent, u).results["failed" if u != many else "ok"] >= 2
+                                         for u in (err, bad, many)), 20, "two rounds each")
+            text = generate_latest(agent.metrics.registry).decode()
+            st = {u: stats(agent, u) for u in (err, bad, many)}
+    shipped = defaultdict(list)
+    for r in metric_records(sink):
+        shipped[r["metric"]["labels"]["instance"] + r["metric"]["name"]].append(r["metric"]["value"])
+    inst = base.removeprefix("http://")
+    assert {k for k in shipped if not k.startswith(inst + "g")} == {inst + n for n in ROUND}
+    assert len(shipped[inst + "g"]) == 200 * st[many].results["ok"]
+    assert st[many].cut_samples == 300 * st[many].results["ok"] and st[many].series == 200
+    assert st[err].up == st[bad].up == 0.0 and st[many].up == 1.0
+    assert st[err].series == st[bad].series == 0
+    assert (f'tailship_metric_samples_total{{outcome="cut",source="prometheus_scrape",target="{many}"}} '
+            f'{float(st[many].cut_samples)}') in text
+
+
+async def test_a_body_past_max_body_bytes_is_cut_at_a_whole_line(tmp_path):
+    """The first samples of a body cut at max_body_bytes ship (none broken), the cut is counted."""
+    log = tmp_path / "app.log"
+    log.write_text("a\n")
+    s = fast_settings(tmp_path, [str(log)])
+    sink = CollectSink()
+    async with http_server({"/many": (200, BIG)}) as base:
+        s.prometheus_scrape = scrape_settings([f"{base}/many"], max_body_bytes=1024)
+        async with running(Agent(s, sink)) as agent:
+            await wait_until(lambda: stats(agent, f"{base}/many").cut_bodies >= 1, 20, "a cut body")
+            st = stats(agent, f"{base}/many")
+    first_ts = metric_records(sink)[0]["@timestamp"]
+    first = [r["metric"] for r in metric_records(sink)
+             if r["@timestamp"] == first_ts and r["metric"]["name"] == "g"]
+    assert 0 < len(first) < 100 and st.up == 1.0
+    assert [(m["labels"]["i"], m["value"]) for m in first] == [(str(i), float(i)) for i in range(len(first))]
+    text = BIG.encode()[:1024]
+    assert len(first) == text[:text.rfind(b"\n")].count(b"\ng{")  # every whole line, no more
