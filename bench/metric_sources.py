@@ -7,7 +7,8 @@ A scrape is measured whole, as the agent does it: HTTP fetch from an exporter in
 (Python's http.server serving a generated exposition: 60% counters, 20% gauges, 20% histograms
 of 11 buckets), parse, one record per series, JSON encoding, the offer to the pipeline (a stub
 that takes the segment). Host metrics: `collect_host` on this machine's /proc and /sys. Prints
-process CPU seconds (this process only: the exporter runs apart), medians over the rounds.
+process CPU seconds (this process only: the exporter runs apart), medians over the rounds, and the
+longest the event loop (where the files are read) waited during a scrape.
 """
 
 from __future__ import annotations
@@ -73,6 +74,18 @@ def served(text: str) -> Iterator[str]:
             proc.wait(10)
 
 
+async def _longest_stall(out: list[float]) -> None:
+    """How late a 1 ms sleep wakes at worst while it runs (appended to `out` when cancelled)."""
+    worst = 0.0
+    try:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - t - 0.001)
+    finally:
+        out.append(worst)
+
+
 async def run(series: int, rounds: int) -> None:
     offered: list[Segment] = []
 
@@ -87,18 +100,22 @@ async def run(series: int, rounds: int) -> None:
         await src.http.start()
         try:
             [target] = StaticTargets([url], "bench").targets()
-            cpu = []
+            cpu, stalls = [], []
             for _ in range(rounds):
+                ticker = asyncio.create_task(_longest_stall(stalls))
                 t0 = time.process_time()
                 await src.scrape_once(target)
                 cpu.append(time.process_time() - t0)
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
         finally:
             await src.http.close()
     seg = offered[-1]
     st = src.stats.targets[url]
     print(f"scrape: {len(text) / 1e6:.1f} MB, {st.samples // rounds} samples, {len(seg)} records "
           f"({seg.nbytes / 1e6:.1f} MB of JSON): CPU {statistics.median(cpu):.3f} s "
-          f"(median of {rounds}; all: {', '.join(f'{c:.3f}' for c in cpu)})")
+          f"(median of {rounds}; all: {', '.join(f'{c:.3f}' for c in cpu)}); longest event-loop "
+          f"stall {max(stalls) * 1000:.0f} ms (a 1 ms ticker's worst lateness)")
 
     offered.clear()
     hs = HostMetricsSettings(enabled=True)
