@@ -82,7 +82,7 @@ class SourceStats(Collector):
     def collect(self) -> Iterator[Any]:
         ls = ["source", "target"]
         scrapes = CounterMetricFamily("tailship_metric_scrapes", "Scrapes of metric targets by result "
-                                      "(ok, failed, timeout, skipped_memory_full, skipped_busy)",
+                                      "(ok, failed, timeout, skipped_memory_full, skipped_busy, error)",
                                       labels=[*ls, "result"])
         samples = CounterMetricFamily("tailship_metric_samples", "Samples scraped per target, by "
                                       "outcome (kept, cut: past max_samples or max_series)",
@@ -192,7 +192,12 @@ class MetricSources:
         await asyncio.sleep(int.from_bytes(digest, "big") % 1000 / 1000 * interval)
         while True:
             started = loop.time()
-            await self.scrape_once(target)
+            try:
+                await self.scrape_once(target)
+            except Exception:  # a bug of ours must not end this target's scrapes for good
+                self.stats.of(target.name, "prometheus_scrape").results["error"] += 1
+                log.exception("metric target %s: scrape failed unexpectedly (retried next round)",
+                              target.name)
             await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
     async def scrape_once(self, target: Target) -> bool:
@@ -261,7 +266,11 @@ class MetricSources:
         try:
             while True:
                 started = loop.time()
-                busy = await self.collect_host(paths, pool, busy)
+                try:
+                    busy = await self.collect_host(paths, pool, busy)
+                except Exception:  # as for targets: counted, logged, tried again next round
+                    self.stats.of(HOST_TARGET, "host_metrics").results["error"] += 1
+                    log.exception("host metrics: collection failed unexpectedly (retried next round)")
                 await asyncio.sleep(max(0.0, started + self.host_s.interval_secs - loop.time()))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)

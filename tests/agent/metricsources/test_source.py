@@ -265,3 +265,29 @@ async def test_a_body_past_max_body_bytes_is_cut_at_a_whole_line(tmp_path):
     assert [(m["labels"]["i"], m["value"]) for m in first] == [(str(i), float(i)) for i in range(len(first))]
     text = BIG.encode()[:1024]
     assert len(first) == text[:text.rfind(b"\n")].count(b"\ng{")  # every whole line, no more
+
+
+async def test_an_unexpected_error_is_counted_and_the_target_scraped_again(tmp_path, monkeypatch):
+    """A bug of ours in one scrape (here: injected) is logged and counted as `error`; the
+    target's next rounds go on."""
+    from agent.metricsources.source import MetricSources
+
+    real = MetricSources.scrape_once
+    calls = 0
+
+    async def flaky(self, target):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("injected")
+        return await real(self, target)
+
+    monkeypatch.setattr(MetricSources, "scrape_once", flaky)
+    log = tmp_path / "app.log"
+    log.write_text("a\n")
+    s = fast_settings(tmp_path, [str(log)])
+    with exporter(2) as url:
+        s.prometheus_scrape = scrape_settings([url])
+        async with running(Agent(s, CollectSink())) as agent:
+            await wait_until(lambda: stats(agent, url).results["ok"] >= 2, 20, "scrapes after the error")
+    assert stats(agent, url).results["error"] == 1
