@@ -28,6 +28,7 @@ from agent.filesource.checkpoints import CheckpointStore
 from agent.filesource.identity import FileId
 from agent.filesource.source import FileSource
 from agent.metrics import Metrics, MetricsReport
+from agent.metricsources.source import MetricSources
 from agent.server import MetricsServer
 from agent.settings import Settings
 from agent.state import StartupError, prepare_data_dir, prepare_state
@@ -105,6 +106,7 @@ class Agent:
         self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
                                  emit=self.fanout.emit, new_processor=self._processor,
                                  metrics=self.metrics, on_opened=self._acked.set)
+        self.metric_sources = self._metric_sources()
         self._fatal: BaseException | None = None
         self._started = 0.0
         self._started_wall = time.time()
@@ -140,6 +142,8 @@ class Agent:
         if shipper is not None:
             bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+        if self.metric_sources is not None:
+            await self.metric_sources.start()
         self.source.start(since=self._started_wall)
         try:
             if self.once:
@@ -156,6 +160,8 @@ class Agent:
                 disc.cancel()
             await self._drain()
         finally:
+            if self.metric_sources is not None:
+                await self.metric_sources.stop()
             for t in bg:
                 t.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
@@ -171,6 +177,17 @@ class Agent:
         if self._fatal is not None:
             raise self._fatal
         return EXIT_OK
+
+    def _metric_sources(self) -> MetricSources | None:
+        """Prometheus scrapes and host metrics, in one process only (worker 0: the others would
+        ship the same samples again); not with --once, which reads the files and exits."""
+        s = self.s
+        if self.once or self.shard[0] != 0 or not (s.prometheus_scrape.enabled or s.host_metrics.enabled):
+            return None
+        sources = MetricSources(s.prometheus_scrape, s.host_metrics, self.spec.host_name,
+                                self.fanout.offer, self.router.for_file)
+        self.metrics.registry.register(sources.stats)
+        return sources
 
     async def _metric_shipper(self) -> MetricShipper | None:
         lm = self.s.log_metrics
@@ -188,6 +205,8 @@ class Agent:
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
+        if self.metric_sources is not None:
+            await self.metric_sources.stop()
         await self.source.stop()
         for d in self.deliveries:
             await d.flush()
