@@ -7,8 +7,9 @@ or an ACL granted later receives new records without a restart. While a destinat
 its records are dead-lettered without asking the server each time, and the log names it at most
 once per `warn_secs` with how many records went to dead letters since (never a line per record).
 
-`Throttle` is the "at most once per interval per key" both this and the sinks' "credentials
-refused" messages use.
+`Throttle` is the "at most once per interval per key" of these warnings and of the daemon's
+"sink refused" messages; `DeadLetterLog` the counted warning per destination that both this and
+the Elasticsearch sink's per-document rejections (an index with a write block) use.
 """
 
 from __future__ import annotations
@@ -39,19 +40,36 @@ class Throttle:
         return True
 
 
+class DeadLetterLog:
+    """Records dead-lettered per destination, warned about at most once per `secs` per
+    destination, with the count since the last warning and the latest cause."""
+
+    def __init__(self, sink: str, secs: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 note: str = "") -> None:
+        self.sink, self.note = sink, note
+        self.throttle = Throttle(secs, clock)
+        self._counts: dict[str, int] = {}
+
+    def add(self, dest: str, n: int, detail: str, where: str) -> None:
+        count = self._counts[dest] = self._counts.get(dest, 0) + n
+        if self.throttle.ready(dest):
+            log.warning("sink %s: %s; %d record(s) for it written to %s (%sthis warning at most "
+                        "every %.0fs)", self.sink, detail, count, where, self.note, self.throttle.secs)
+            self._counts[dest] = 0
+
+
 @dataclass(slots=True)
 class Refusal:
     reason: Reason
     detail: str         # the server's answer, naming the server, the destination and the cause
     until: float        # monotonic time after which the destination is asked again
-    records: int = 0    # dead-lettered since the last warning
 
 
 class Refusals:
     def __init__(self, sink: str, recheck_secs: float, warn_secs: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sink, self.recheck_secs, self.clock = sink, recheck_secs, clock
-        self.throttle = Throttle(warn_secs, clock)
+        self.log = DeadLetterLog(sink, warn_secs, clock, f"asked again every {recheck_secs:.0f}s, ")
         self._refused: dict[str, Refusal] = {}
 
     def get(self, dest: str) -> Refusal | None:
@@ -71,20 +89,12 @@ class Refusals:
     def refuse(self, dest: str, reason: Reason, detail: str) -> Refusal:
         """Remember that `dest` was refused (again): its records go to dead letters until
         `recheck_secs` from now."""
-        old = self._refused.get(dest)
-        r = self._refused[dest] = Refusal(reason, detail, self.clock() + self.recheck_secs,
-                                          old.records if old is not None else 0)
+        r = self._refused[dest] = Refusal(reason, detail, self.clock() + self.recheck_secs)
         return r
 
     def dead_lettered(self, dest: str, n: int, where: str) -> None:
         """`n` records of refused `dest` were written to dead letters (`where`): warn once per
         interval per destination."""
         r = self._refused.get(dest)
-        if r is None:
-            return
-        r.records += n
-        if self.throttle.ready(dest):
-            log.warning("sink %s: %s; %d record(s) for it written to %s (asked again every %.0fs, "
-                        "this warning at most every %.0fs)", self.sink, r.detail, r.records, where,
-                        self.recheck_secs, self.throttle.secs)
-            r.records = 0
+        if r is not None:
+            self.log.add(dest, n, r.detail, where)

@@ -104,7 +104,7 @@ def sink(tmp_path: Path, clock: Clock) -> kafka_sink.KafkaSink:
                             refused_topic_recheck_secs=RECHECK)
     k = kafka_sink.KafkaSink(s, str(tmp_path))
     k.refused.clock = clock
-    k.refused.throttle.clock = clock
+    k.refused.log.throttle.clock = clock
     return k
 
 
