@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipelines.backoff import Backoff
 from pipelines.deadletter import Reason
 
 log = logging.getLogger("tailship.delivery")
@@ -98,3 +99,44 @@ class Refusals:
         r = self._refused.get(dest)
         if r is not None:
             self.log.add(dest, n, r.detail, where)
+
+
+REFUSED_RETRY_MAX_SECS = 60.0  # the longest wait between two attempts of a refused sink
+
+
+class SinkRefusal:
+    """The daemon's answer to a FatalSinkError of a whole sink (credentials or rights refused,
+    nothing reachable at start): retrying alone cannot help, but an operator can fix it while the
+    daemon runs (rotate the secret, grant the right, start the server), and exiting would stop
+    every other sink of the node. So the sink is tried again with a backoff up to
+    REFUSED_RETRY_MAX_SECS, the error is logged at most once per `log_secs`, and `current` tells
+    readiness that the sink is refused (`tail --once` stops at the first FatalSinkError instead).
+    """
+
+    def __init__(self, sink: str, initial_secs: float, waiting: str,
+                 log_secs: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.sink, self.waiting, self.clock = sink, waiting, clock
+        self.backoff = Backoff(initial_secs, max(initial_secs, REFUSED_RETRY_MAX_SECS))
+        self.throttle = Throttle(log_secs, clock)
+        self.current: Exception | None = None  # the refusal now, None once the sink works again
+        self.since: float | None = None
+
+    def refused(self, exc: Exception) -> float:
+        """Note the refusal; how long to wait before the next attempt."""
+        if self.since is None:
+            self.since = self.clock()
+        self.current = exc
+        if self.throttle.ready(self.sink):
+            log.error("%s (refused for %.0fs; tried again at least every %.0fs until it is fixed, "
+                      "this message at most every %.0fs; %s)", exc, self.clock() - self.since,
+                      self.backoff.cap, self.throttle.secs, self.waiting)
+        return self.backoff.next()
+
+    def accepted(self) -> None:
+        """The sink works again."""
+        if self.since is not None:
+            log.warning("sink %s: accepted again after %.0fs refused", self.sink,
+                        self.clock() - self.since)
+        self.current = self.since = None
+        self.backoff.reset()
+        self.throttle = Throttle(self.throttle.secs, self.clock)  # the next refusal is logged at once

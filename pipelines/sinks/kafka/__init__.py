@@ -7,7 +7,9 @@ awaited. Groups acknowledged before a retriable failure are remembered, so the s
 the batch only re-sends what is missing (no duplicates from partial success). Records larger than
 `max_record_bytes`, and record batches the broker rejects for their content (too large, invalid
 topic), go to the dead-letter file with the reason. An unreachable bootstrap or refused
-credentials at start is a FatalSinkError naming the brokers and the cause. Which aiokafka error
+credentials at start is a FatalSinkError naming the brokers and the cause; credentials refused
+later drop the producer, so the next attempt connects anew with `sasl_password_file` read again
+(a rotated secret heals when the daemon tries again). Which aiokafka error
 leads to a retry, a dead letter or a FatalSinkError is the table in errors.py.
 
 One refused topic never holds back the others. A topic that does not exist (the brokers answer
@@ -210,7 +212,8 @@ class KafkaSink:
         self._partitions.clear()
 
     async def _connect(self, error: type[FatalSinkError] | type[RetriableSinkError]) -> None:
-        """A new producer; a failure to reach the brokers is raised as `error`."""
+        """A new producer (the password file read again); a failure to reach the brokers is
+        raised as `error`, refused credentials as a FatalSinkError."""
         from aiokafka import AIOKafkaProducer
 
         try:
@@ -221,13 +224,19 @@ class KafkaSink:
             await self._producer.start()
         except (KafkaError, OSError, ssl.SSLError) as exc:
             await self._stop_quietly()
-            raise error(self.name, f"cannot connect to Kafka at {self.where}: "
-                        f"{describe(exc)}") from exc
+            cls = FatalSinkError if action(exc) is Action.FATAL else error
+            raise cls(self.name, f"cannot connect to Kafka at {self.where}: {describe(exc)}") from exc
 
     async def _restart(self, why: str) -> None:
         """Replace a producer that stopped making progress (aiokafka does not always recover from a
         broker restart). Chunks already acknowledged stay remembered, so only the rest is re-sent."""
         log.warning("Kafka at %s: %s; restarting the producer", self.where, why)
+        await self._drop_producer()
+        await self._connect(RetriableSinkError)
+
+    async def _drop_producer(self) -> None:
+        """Stop the producer (the next send connects anew). Chunks already acknowledged stay
+        remembered."""
         old, self._producer = self._producer, None
         if old is not None:
             try:
@@ -237,7 +246,6 @@ class KafkaSink:
         self._partitions.clear()
         self._pending.clear()  # the old producer's futures will never resolve
         self._stalls = 0
-        await self._connect(RetriableSinkError)
 
     async def _stop_quietly(self) -> None:
         if self._producer is not None:
@@ -287,6 +295,8 @@ class KafkaSink:
                 self._stalls += 1
                 if self._stalls >= _RESTART_AFTER:
                     await self._restart(f"{self._stalls} failed deliveries in a row")
+            else:  # refused: the next attempt connects anew, with the credentials read again
+                await self._drop_producer()
             raise failures[0]
         self._done.pop(batch.seq, None)
         self._pending.pop(batch.seq, None)

@@ -494,3 +494,56 @@ def test_refused_credentials_at_start_are_fatal_without_the_password(fake_produc
     message = asyncio.run(go())
     assert message == ("sink kafka: cannot connect to Kafka at 127.0.0.1:9092: [Error 58] "
                        "SaslAuthenticationFailed: Authentication failed: bad password ***")
+
+
+@pytest.mark.timeout(30)
+def test_refused_credentials_reconnect_with_the_password_file_read_again(fake_producer, monkeypatch,
+                                                                         tmp_path, secrets):
+    """SASL refused at start and again mid-run (FatalSinkError each time: `tail --once` stops, the
+    daemon tries again): every new attempt connects with a new producer and the password file
+    read again, so a rotated secret heals without a restart; the delivery then succeeds."""
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    passwords: list[str] = []
+    state = failing_futures(monkeypatch, SaslAuthenticationFailed("Authentication failed"))
+
+    async def start(self: FakeProducer) -> None:
+        passwords.append(self.password)
+        if self.password != "rotated":
+            raise SaslAuthenticationFailed("Authentication failed during authentication")
+
+    original_init = FakeProducer.__init__
+
+    def init(self: FakeProducer, **opts: Any) -> None:
+        original_init(self, **opts)
+        self.password = opts["sasl_plain_password"]
+
+    monkeypatch.setattr(FakeProducer, "__init__", init)
+    monkeypatch.setattr(FakeProducer, "start", start)
+    fake_producer.modes = ["ok"] * 4
+
+    async def go() -> list[str]:
+        k = sasl_sink(tmp_path)
+        errors = []
+        with pytest.raises(FatalSinkError) as info:
+            await k.start()
+        errors.append(str(info.value))
+        (tmp_path / "pw").write_text("rotated\n")  # the operator rotates the secret
+        await k.start()
+        with pytest.raises(FatalSinkError) as info:  # the broker changes it again: refused mid-run
+            await k.send(make_batch(3))
+        errors.append(str(info.value))
+        assert k._producer is None  # dropped: the next attempt connects anew
+        state["ok"] = True
+        await k.send(make_batch(3))
+        await k.close(1)
+        return errors
+
+    errors = asyncio.run(go())
+    assert passwords == [PASSWORD, "rotated", "rotated"]
+    assert errors[0].startswith("sink kafka: cannot connect to Kafka at 127.0.0.1:9092: [Error 58] "
+                                "SaslAuthenticationFailed"), errors[0]
+    assert errors[1].startswith("sink kafka: Kafka at 127.0.0.1:9092 refused"), errors[1]
+    assert PASSWORD not in "".join(errors)
+    assert sorted(v for p in fake_producer.instances for _, _, vals in p.sent for v in vals) == [
+        b'{"message":"m%d"}' % i for i in range(3)]
