@@ -42,6 +42,7 @@ from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
 from pipelines.delivery import Delivery, DeliverySettings
 from pipelines.enrich import default_host_name, file_fields, file_meta
+from pipelines.errors import SinkError
 from pipelines.fanout import Fanout
 from pipelines.logmetrics import LogMetrics, MetricShipper
 from pipelines.routes import Router
@@ -186,10 +187,17 @@ class Agent:
         conf = settings_from_dict({"sink": parse_sink_url(lm.ship_to)}, source="log_metrics.ship_to",
                                   interpolate=False)
         sink = build_sink(conf.sink, layout.log_metrics_dir(self.s.data_dir))
-        await sink.start()
-        return MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
-                             default_host_name(self.s.host_name),
-                             worker=self.shard[0] if self.shard[1] > 1 else None)
+        shipper = MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
+                                default_host_name(self.s.host_name),
+                                worker=self.shard[0] if self.shard[1] > 1 else None)
+        try:
+            await sink.start()
+        except SinkError as exc:
+            if self.once:
+                raise
+            log.warning("log metrics: %s; trying again with the next snapshot", exc)
+            shipper.started = False
+        return shipper
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
