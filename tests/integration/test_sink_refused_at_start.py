@@ -121,3 +121,70 @@ elasticsearch.request_timeout_secs = 5
     assert lake == list(range(LINES))
     refusals = stderr.count("cannot reach Elasticsearch")
     assert 1 <= refusals <= 2 + int(recovery // 60), stderr[-3000:]  # once a minute, not per attempt
+
+
+def test_the_daemon_with_a_wrong_sasl_password_heals_when_the_password_file_is_corrected(tmp_path):
+    """The real broker's SASL listener refuses the password in sasl_password_file: the daemon
+    does not exit, /readyz is 503 saying why, the password never shows; the file corrected, the
+    next attempt reads it again and every line arrives; SIGTERM ends the run with exit 0."""
+    import asyncio
+
+    from tests.integration.test_kafka import consume, topic_name
+
+    kafka = start("kafka")
+    password = kafka["TAILSHIP_KAFKA_SASL_PASSWORD"]
+    topic = topic_name("sasl-heal")
+    lines = 2000
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"sasl heal {i}\n" for i in range(lines)))
+    pw = tmp_path / "pw"
+    pw.write_text("not-the-password\n")
+    port = free_port()
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""
+data_dir = "{tmp_path / 'data'}"
+workers = 1
+[source]
+include = ["{log}"]
+[metrics]
+listen = "127.0.0.1:{port}"
+[sink]
+type = "kafka"
+[sink.kafka]
+bootstrap_servers = ["{kafka['TAILSHIP_KAFKA_SASL_BOOTSTRAP']}"]
+topic = "{topic}"
+security_protocol = "SASL_PLAINTEXT"
+sasl_mechanism = "SCRAM-SHA-256"
+sasl_username = "{kafka['TAILSHIP_KAFKA_SASL_USER']}"
+sasl_password_file = "{pw}"
+request_timeout_ms = 5000
+""")
+    err = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - a file, not an undrained pipe
+    agent = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
+    try:
+        wait_for(lambda: "sink kafka refused" in readyz(port)[1] or agent.poll() is not None, 60,
+                 "/readyz says the sink is refused", lambda: readyz(port)[1])
+        assert agent.poll() is None, (tmp_path / "agent.err").read_text()[-3000:]
+        status, why = readyz(port)
+        # aiokafka's bootstrap hides the SASL cause behind "Unable to bootstrap" (it logs it)
+        assert status == 503 and "cannot connect to Kafka at" in why, why
+        t_fixed = time.monotonic()
+        pw.write_text(password + "\n")  # the operator corrects the secret
+        msgs = asyncio.run(consume(kafka["TAILSHIP_KAFKA_BOOTSTRAP"], topic, lines, timeout=180))
+        recovery = time.monotonic() - t_fixed
+        wait_for(lambda: readyz(port)[0] == 200, 30, "ready again", lambda: readyz(port)[1])
+        agent.send_signal(signal.SIGTERM)
+        code = agent.wait(60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        err.close()
+    stderr = (tmp_path / "agent.err").read_text()
+    assert code == 0, stderr[-3000:]
+    got = [m.value.decode() for m in msgs]
+    print(f"\nSASL refused at start: written {lines}, delivered {len(set(got))}, duplicates "
+          f"{len(got) - len(set(got))}, recovery {recovery:.1f}s after the password file was corrected")
+    assert sorted(set(orjson.loads(v)["message"] for v in got)) == sorted(
+        f"sasl heal {i}" for i in range(lines))
+    assert "uthentication" in stderr, stderr[-3000:]  # the cause is in the log
+    assert password not in stderr and "not-the-password" not in stderr
