@@ -22,22 +22,11 @@ import pytest
 from bench.generate import generate_tree
 from tests.conftest import seq_of, state_files, state_lines
 from tests.crash import kill_while_writing
-from tests.services import ROOT, services, start
+from tests.services import ROOT, services
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 
 TAILSHIP = [sys.executable, "-m", "agent"]
-
-
-@pytest.fixture(scope="module")
-def es() -> Iterator[Any]:
-    from elasticsearch import Elasticsearch
-
-    url = start("elasticsearch")["TAILSHIP_ES_URL"]
-    client = Elasticsearch(url, request_timeout=60)
-    client.tailship_hostport = url.removeprefix("http://")  # type: ignore[attr-defined]
-    yield client
-    client.close()
 
 
 def index_name(prefix: str) -> str:
