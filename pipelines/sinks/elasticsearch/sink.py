@@ -210,7 +210,12 @@ class ElasticsearchSink:
         done = self._done.setdefault(batch.seq, set())
         lines, items = self._body(batch, done)
         if items:
+            splits = self.splits
             retry = await self._send_items(lines, items, done)
+            if self.splits > splits:
+                log.info("Elasticsearch at %s refused a bulk request of %d documents as too large "
+                         "(413): sent in %d smaller requests", self.where, len(items),
+                         self.splits - splits + 1)
             if retry:
                 self._ok = False
                 raise RetriableSinkError(self.name, f"Elasticsearch at {self.where}: {retry}; "
@@ -268,8 +273,6 @@ class ElasticsearchSink:
                 done.add(num)
                 return ""
             self.splits += 1
-            log.info("Elasticsearch at %s refused a bulk request of %d bytes (%d documents) as too "
-                     "large (413): sending it in halves", self.where, len(body), len(items))
             mid = len(items) // 2
             first = await self._send_items(lines[:mid], items[:mid], done)
             second = await self._send_items(lines[mid:], items[mid:], done)

@@ -405,7 +405,10 @@ class KafkaSink:
                     refused[topic] = refused.get(topic, 0) + len(fit)
                 marks.append((_WHOLE, n))
                 continue
-            nparts = self._partitions[topic]
+            nparts = self._partitions.get(topic)
+            if nparts is None:  # forgotten meanwhile: another delivery replaced the producer
+                raise RetriableSinkError(self.name, f"Kafka at {self.where}: producer replaced while "
+                                         f"topic {topic!r} was looked up")
             keys, tids, sids = self._keys(seg, fit)
             path = ("log.file.path", seg.path.encode())
             parts = self.partitioner.partitions(keys, nparts)
