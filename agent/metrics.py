@@ -65,6 +65,9 @@ class Metrics:
                              ["event"], registry=r)
         self.events_total = Counter("tailship_events_total", "Notable events by kind", ["event"],
                                     registry=r)
+        self.internal_errors = Counter("tailship_internal_errors_total", "Unexpected exceptions in a "
+                                       "long-lived task, which was restarted after a backoff, by task",
+                                       ["task"], registry=r)
         self.files_open = Gauge("tailship_files_open", "Files being tailed", registry=r)
         self.inflight_bytes = Gauge("tailship_inflight_bytes", "Bytes read but not yet acknowledged",
                                     registry=r)
@@ -84,6 +87,11 @@ class Metrics:
             self.files.labels(fe).inc(n)
         if name in ("truncated", "multiline_truncated", "line_too_long"):
             self.truncated.inc(n)
+
+    def internal_error(self, task: str) -> None:
+        """A supervised task (`pipelines.supervise`) raised and is restarted."""
+        self.internal_errors.labels(task).inc()
+        self.events[f"internal_error_{task}"] += 1
 
     def live(self, source: Callable[[], dict[str, Any]]) -> None:
         """Serve the values `source()` returns at every scrape (see `_Live`)."""

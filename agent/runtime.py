@@ -8,6 +8,14 @@ acknowledged it, its file's checkpoint moves past it and the budget comes back. 
 the `CheckpointStore` (loads it, moves it on acknowledgements, writes it); the source records the
 files it opens in it.
 
+Every long-lived task (senders, linger timers, the disk buffer's drain, the checkpoint
+persister, discovery, the log-metrics shipper, the health ticker) runs under one
+`TaskSupervisor`: an unexpected exception is logged, counted in
+`tailship_internal_errors_total{task}` and the task restarted with backoff. `readiness` is the
+watchdog /readyz answers with: not ready while a sink has had records pending and nothing
+acknowledged for `metrics.ready_failing_secs`, or while the data directory cannot be written
+(the last checkpoint write, or the disk buffer's last append, failed).
+
 Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
 lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
 batches get until `shutdown_timeout_secs` to be acknowledged, checkpoints are persisted.
@@ -41,6 +49,7 @@ from pipelines.logmetrics import LogMetrics, MetricShipper
 from pipelines.routes import Router
 from pipelines.sinks.base import Sink
 from pipelines.sinks.registry import build_sink, parse_sink_url
+from pipelines.supervise import TaskSupervisor
 
 log = logging.getLogger("tailship.agent")
 
@@ -85,6 +94,7 @@ class Agent:
         self.once = once
         self.shard = shard  # (index, workers): this process reads the files `owner` gives it
         self.metrics = metrics or Metrics()
+        self.task_supervisor = TaskSupervisor(self.metrics.internal_error)
         sinks = self._sinks(sink)
         self.router = Router(settings.routing, list(sinks))
         self.log_metrics: LogMetrics | None = None
@@ -94,7 +104,8 @@ class Agent:
         self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
         report = MetricsReport(self.metrics)
-        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail)
+        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail,
+                                    task_supervisor=self.task_supervisor)
                            for name, s in sinks.items()]
         self.fanout = Fanout(self.deliveries, settings.batch.memory_limit_bytes, settings.batch.when_full,
                              self._commit, report)
@@ -104,6 +115,7 @@ class Agent:
                                  emit=self.fanout.emit, new_processor=self._processor,
                                  metrics=self.metrics, on_opened=self._acked.set)
         self._fatal: BaseException | None = None
+        self._disk_error: str | None = None  # why the last checkpoint write failed, until one succeeds
         self._started = 0.0
         self._started_wall = time.time()
         self._cpu0 = 0.0
@@ -126,7 +138,8 @@ class Agent:
         self.checkpoints.load()
         await self._start_sinks()
         if self.s.metrics.listen:
-            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness)
+            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness,
+                                        task_supervisor=self.task_supervisor)
             try:
                 await self.server.start()
             except OSError as exc:
@@ -134,10 +147,11 @@ class Agent:
                 raise StartupError(str(exc.strerror or exc)) from exc
         self.ready = True
         shipper = await self._metric_shipper()
+        keep = self.task_supervisor.spawn
         bg = [t for d in self.deliveries for t in d.tasks()]
         if shipper is not None:
-            bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
-        bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+            bg.append(keep("log_metrics", shipper.run, "log-metrics"))
+        bg.append(keep("persist", self._persist_loop, "checkpoints"))
         self.source.start(since=self._started_wall)
         try:
             if self.once:
@@ -149,7 +163,7 @@ class Agent:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
             else:
-                disc = asyncio.create_task(self.source.run(), name="discovery")
+                disc = keep("discovery", self.source.run, "discovery")
                 await self._stopped.wait()
                 disc.cancel()
             await self._drain()
@@ -244,7 +258,8 @@ class Agent:
                 sink, layout.buffer_dir(root, name, bool(s.sinks)), max_bytes=b.max_size_bytes // len(sinks),
                 ack=b.ack, when_full=s.batch.when_full,
                 retry_initial_secs=table.get(name, s.sink).retry_initial_ms / 1000,
-                retry_max_secs=table.get(name, s.sink).retry_max_ms / 1000, count=self.metrics.event)
+                retry_max_secs=table.get(name, s.sink).retry_max_ms / 1000, count=self.metrics.event,
+                task_supervisor=self.task_supervisor)
                 for name, sink in sinks.items()}
         return sinks
 
@@ -287,12 +302,16 @@ class Agent:
         count and log it, and say so (False)."""
         try:
             self.checkpoints.persist()
-            return True
         except OSError as exc:
             self.metrics.event("checkpoint_write_failed")
+            self._disk_error = f"{exc.strerror or exc}"
             log.error("cannot write checkpoints in %s: %s (the last good ones are kept; retrying)",
-                      self.s.data_dir, exc.strerror or exc)
+                      self.s.data_dir, self._disk_error)
             return False
+        if self._disk_error is not None:
+            log.info("checkpoints in %s written again", self.s.data_dir)
+            self._disk_error = None
+        return True
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -302,12 +321,26 @@ class Agent:
             return False, f"stopped: {self._fatal}"
         if not self.ready:
             return False, "starting or stopping"
-        now = time.monotonic()
+        problems = self._stalled(time.monotonic())
+        if self._disk_error is not None:
+            problems.append(f"data directory {self.s.data_dir} cannot be written: {self._disk_error}")
+        problems += [f"sink {d.name}: {why}" for d in self.deliveries
+                     if isinstance(d.sink, BufferedSink) and (why := d.sink.write_error) is not None]
+        return (False, "; ".join(problems)) if problems else (True, "ready")
+
+    def _stalled(self, now: float) -> list[str]:
+        """The watchdog: each sink with records pending and nothing acknowledged for
+        `ready_failing_secs` (a sink retrying, a send that hangs, a disk buffer that cannot
+        deliver alike)."""
+        limit, problems = self.s.metrics.ready_failing_secs, []
         for d in self.deliveries:
-            failing = now - d.failing_since if d.failing_since is not None else 0.0
-            if failing and failing >= self.s.metrics.ready_failing_secs:
-                return False, f"sink {d.name} failing for {failing:.0f}s"
-        return True, "ready"
+            waits = [(d.stall.secs(now), f"{d.unacked} records pending")]
+            if isinstance(d.sink, BufferedSink):
+                waits.append((d.sink.stall.secs(now), f"{len(d.sink.buf.frames)} batches in its disk buffer"))
+            for secs, what in waits:
+                if secs and secs >= limit:
+                    problems.append(f"sink {d.name} failing: {what}, nothing acknowledged for {secs:.1f}s")
+        return problems
 
     def _live_values(self) -> dict[str, Any]:
         queues = {"inflight": self.fanout.budget.used, "open_batch": 0, "send_queue": 0, "sending": 0}

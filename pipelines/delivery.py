@@ -10,6 +10,11 @@ retried with one `Backoff` per batch (`send_with_retry`) while the sink raises
 `RetriableSinkError`; a `FatalSinkError` is handed to `on_fatal`. An acknowledged batch is handed
 to `on_acked`, which moves checkpoints once every sink a line went to has acknowledged it.
 
+The senders and the linger timer are supervised (`pipelines.supervise`): an unexpected exception
+in a send (a bug, an `OSError` of a wrapping sink) is logged, counted and the same batch is sent
+again after a backoff, so no batch is lost and the queue's accounting stays whole. `stall` says
+since when records have been pending with nothing acknowledged (the readiness watchdog).
+
 The agent's metrics are out of reach here (`pipelines` imports nothing from `agent`): what a
 delivery has to report goes through the small `DeliveryReport` protocol.
 """
@@ -28,6 +33,7 @@ from pipelines.batch import Batcher, ByteBudget
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
+from pipelines.supervise import Stall, TaskSupervisor
 
 log = logging.getLogger("tailship.delivery")
 
@@ -58,7 +64,8 @@ class DeliverySettings:
 
 class Delivery:
     def __init__(self, sink: Sink, settings: DeliverySettings, report: DeliveryReport,
-                 on_fatal: Callable[[BaseException], None]) -> None:
+                 on_fatal: Callable[[BaseException], None], *,
+                 task_supervisor: TaskSupervisor | None = None) -> None:
         self.sink = sink
         self.name = sink.name
         self.s = settings
@@ -72,12 +79,14 @@ class Delivery:
         self.unacked = 0                          # records in batches not acknowledged yet
         self.queued_bytes = 0                     # closed batches waiting for a sender
         self.failing_since: float | None = None   # monotonic time of the first failure in a row
+        self.stall = Stall()                      # records pending and nothing acknowledged since
+        self.task_supervisor = task_supervisor or TaskSupervisor()
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start the senders and the linger timer (cancelled by the owner at the end)."""
-        tasks = [asyncio.create_task(self._sender(), name=f"sender-{self.name}-{i}")
-                 for i in range(self.s.max_in_flight)]
-        tasks.append(asyncio.create_task(self.batcher.linger(), name=f"linger-{self.name}"))
+        keep = self.task_supervisor.spawn
+        tasks = [keep("sender", self._sender, f"sender-{self.name}-{i}") for i in range(self.s.max_in_flight)]
+        tasks.append(keep("linger", self.batcher.linger, f"linger-{self.name}"))
         return tasks
 
     async def add(self, seg: Segment) -> None:
@@ -101,6 +110,7 @@ class Delivery:
     async def _ship(self, batch: Batch) -> None:
         # no await in here: a cancelled tailer must not leave a batch half-registered
         self.unacked += batch.nrecords
+        self.stall.pending()
         self.queued_bytes += batch.nbytes
         self.queue.put_nowait(batch)
 
@@ -129,8 +139,9 @@ class Delivery:
                 log.warning("%s (attempt %d; retrying, files wait on disk)", exc, attempt)
 
         try:
-            await send_with_retry(attempt, Backoff(self.s.retry_initial_secs, self.s.retry_max_secs),
-                                  on_retry)
+            await self.task_supervisor.keep("sender", lambda: send_with_retry(
+                attempt, Backoff(self.s.retry_initial_secs, self.s.retry_max_secs), on_retry),
+                expected=(FatalSinkError,))
         except FatalSinkError as exc:
             self.report.failed(self.name)
             log.error("%s", exc)
@@ -139,5 +150,6 @@ class Delivery:
         self.report.sent(self.name, batch, time.monotonic() - started)
         self.failing_since = None
         self.unacked -= batch.nrecords
+        self.stall.progressed(self.unacked > 0)
         self.budget.release(batch.nbytes)
         self.on_acked(batch)
