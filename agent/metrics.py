@@ -137,7 +137,8 @@ class MetricsReport:
 class _Live(Collector):
     """Scrape-time values from the running agent: `source()` returns
     {"files": [(fd, position)], "queues": {stage: bytes}, "checkpoint_age": secs | None,
-     "dead_letters": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool}}."""
+     "dead_letters": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool},
+     "file_pruned": {sink: (files, bytes)}}."""
 
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
         self.source = source
@@ -186,6 +187,16 @@ class _Live(Collector):
         for sink, ok in s.get("sinks_healthy", {}).items():
             up.add_metric([sink], 1.0 if ok else 0.0)
         yield up
+        files = CounterMetricFamily("tailship_file_sink_pruned_files", "Output files the file sink "
+                                    "deleted for retention (retention_bytes, retention_secs)",
+                                    labels=["sink"])
+        nbytes = CounterMetricFamily("tailship_file_sink_pruned_bytes", "Bytes of the output files the "
+                                     "file sink deleted for retention", labels=["sink"])
+        for sink, (n, b) in s.get("file_pruned", {}).items():
+            files.add_metric([sink], n)
+            nbytes.add_metric([sink], b)
+        yield files
+        yield nbytes
 
     def describe(self) -> Iterator[Any]:
         return iter(())

@@ -48,6 +48,7 @@ from pipelines.fanout import Fanout
 from pipelines.logmetrics import LogMetrics, MetricShipper
 from pipelines.routes import Router
 from pipelines.sinks.base import Sink
+from pipelines.sinks.file import FileSink
 from pipelines.sinks.registry import build_sink, parse_sink_url
 from pipelines.supervise import TaskSupervisor
 
@@ -357,6 +358,8 @@ class Agent:
             "buffer_bytes": sum(s.bytes for s in sinks if isinstance(s, BufferedSink)),
             "paused_secs": self.fanout.paused_secs(),
             "sinks_healthy": {s.name: s.healthy() for s in sinks},
+            "file_pruned": {s.name: (inner.pruned_files, inner.pruned_bytes) for s in sinks
+                            if isinstance(inner := getattr(s, "inner", s), FileSink)},
         }
 
     def summary(self) -> Summary:
