@@ -50,6 +50,7 @@ import orjson
 import zstandard
 
 from pipelines.backoff import Backoff, send_with_retry
+from pipelines.durable import append_synced, fsync_dir
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
@@ -194,14 +195,7 @@ class DiskBuffer:
         crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Q", fid)))
         data = HEAD.pack(MAGIC, len(payload), crc, fid) + payload
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_synced(path, data)
         except OSError:
             self._torn = (path, size)
             with contextlib.suppress(OSError):
@@ -231,11 +225,7 @@ class DiskBuffer:
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self.dir)
         old, self._file, self._file_size = self._file, path, size
         self.bytes += size - self._sizes.get(path, 0)
         self._sizes[path] = size

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipelines.codec import ZstdCodec, encode_ndjson, split_frames
+from pipelines.durable import fsync_dir, write_all
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch
 
@@ -128,7 +129,7 @@ class FileSink:
             if self._fd is None:
                 self._open_next()
             assert self._fd is not None
-            _write_all(self._fd, frame)
+            write_all(self._fd, frame)
             os.fsync(self._fd)
         except OSError as exc:
             self._ok = False
@@ -183,11 +184,7 @@ class FileSink:
             except FileExistsError:
                 continue  # another writer in the same directory took this name
         self._written = 0
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)  # the new name survives a crash
-        finally:
-            os.close(dfd)
+        fsync_dir(self.dir)  # the new name survives a crash
 
     def _close_file(self) -> None:
         fd, self._fd = self._fd, None
@@ -197,12 +194,6 @@ class FileSink:
             os.close(fd)
         except OSError as exc:  # the data was fsynced (or the write already failed): only log
             log.warning("file sink: closing %s: %s", self.path, exc.strerror or exc)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def over_retention(directory: Path, tag: str, max_bytes: int, max_secs: float,
