@@ -331,6 +331,7 @@ class BufferedSink:
         if self.buf.corrupt:
             self.count("buffer_corrupt", self.buf.corrupt)
         if self.buf.frames:
+            self.stall.pending()
             log.info("disk buffer: %d batch(es) from an earlier run are delivered first",
                      len(self.buf.frames))
         await self.inner.start()
