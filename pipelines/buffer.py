@@ -21,8 +21,8 @@ directory and the cause, and `write_error` makes the agent not ready until a wri
 failed append is cut off the file (then, or before the next append if the disk refuses even
 that), so a torn frame never sits before good ones. The drain goes on delivering while the disk
 refuses to record it (delivering is what frees the disk: a segment file whose frames are all
-delivered is deleted, the one being written too) and records it at the next chance; reading a
-frame is retried like an append. Every task here is supervised (`pipelines.supervise`).
+delivered is deleted, and while appends fail the one being written too) and records it at the
+next chance; reading a frame is retried like an append. Every task here is supervised (`pipelines.supervise`).
 
 Files: `<buffer>/seg-<first frame id>.tsb`, a concatenation of frames
 `b"TSB1" | u32 length | u32 crc32(id + payload) | u64 id | payload` where payload is the zstd
@@ -111,6 +111,7 @@ class DiskBuffer:
         self._file: Path | None = None        # the file appends go to
         self._file_size = 0
         self._torn: tuple[Path, int] | None = None  # a file to cut back to its whole frames
+        self._refused = False                 # the last append failed (a full or read-only disk)
         # appends and deliveries run on different threads: deleting a delivered file must not
         # race an append that is about to write to it
         self._lock = threading.Lock()
@@ -198,9 +199,11 @@ class DiskBuffer:
             append_synced(path, data)
         except OSError:
             self._torn = (path, size)
+            self._refused = True
             with contextlib.suppress(OSError):
                 self._cut(path, size)
             raise
+        self._refused = False
         self.next_id += 1
         frame = Frame(fid, path, size, len(data))
         self._file_size += len(data)
@@ -276,8 +279,10 @@ class DiskBuffer:
 
     def _drop_if_delivered(self, path: Path) -> None:
         last = self._last_id.get(path, 0)
-        if last > self.delivered or (path == self._file and not last):
-            return  # undelivered frames, or the file being written has none yet
+        if last > self.delivered or (path == self._file and (not last or not self._refused)):
+            # undelivered frames; or the file being written, kept unless the disk refuses appends
+            # (then deleting it once delivered is what makes room)
+            return
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         if path == self._file:  # all delivered: the next append starts a new file
