@@ -335,12 +335,13 @@ class Agent:
         deliver alike)."""
         limit, problems = self.s.metrics.ready_failing_secs, []
         for d in self.deliveries:
-            waits = [(d.stall.secs(now), f"{d.unacked} records pending")]
+            waits = [(d.stall.secs(now), f"{d.unacked} records pending, nothing acknowledged")]
             if isinstance(d.sink, BufferedSink):
-                waits.append((d.sink.stall.secs(now), f"{len(d.sink.buf.frames)} batches in its disk buffer"))
+                waits.append((d.sink.stall.secs(now), f"{len(d.sink.buf.frames)} batches in its disk "
+                              "buffer, nothing delivered"))
             for secs, what in waits:
                 if secs and secs >= limit:
-                    problems.append(f"sink {d.name} failing: {what}, nothing acknowledged for {secs:.1f}s")
+                    problems.append(f"sink {d.name} failing: {what} for {secs:.1f}s")
         return problems
 
     def _live_values(self) -> dict[str, Any]:
