@@ -134,3 +134,23 @@ async def test_the_persister_and_discovery_are_restarted_after_a_bug(tmp_path, m
                          what="the checkpoint written after the persister's restart")
         assert internal_errors(agent, "discovery") == 1
     assert sink.messages() == ["one"]
+
+
+async def test_a_disk_buffer_that_cannot_deliver_turns_readiness_503(tmp_path) -> None:
+    """With `ack = "on_write"` the batches are acknowledged once on disk; the watchdog looks
+    behind the buffer too, so a sink that is down is still seen."""
+    log = tmp_path / "app.log"
+    log.write_text("one\n")
+    s = fast_settings(tmp_path, [str(log)])
+    s.buffer = dataclasses.replace(s.buffer, type="disk")
+    s.metrics = dataclasses.replace(s.metrics, ready_failing_secs=0.2)
+    sink = CollectSink()
+    sink.down = True
+    async with running(Agent(s, sink)) as agent:
+        await wait_until(lambda: "failing" in agent.readiness()[1], what="not ready")
+        why = agent.readiness()[1]
+        assert why.startswith("sink collect failing: 1 batches in its disk buffer, nothing delivered"), why
+        assert agent.unacked == 0  # acknowledged on write: only the buffer's clock sees it
+        sink.down = False
+        await wait_until(lambda: len(sink.records) == 1, what="delivered")
+        await wait_until(lambda: agent.readiness()[0], what="ready again")
