@@ -50,7 +50,7 @@ from pipelines.routes import Router
 from pipelines.sinks.base import Sink
 from pipelines.sinks.file import FileSink
 from pipelines.sinks.registry import build_sink, parse_sink_url
-from pipelines.supervise import TaskSupervisor
+from pipelines.supervise import WARN_EVERY_SECS, Every, TaskSupervisor
 
 log = logging.getLogger("tailship.agent")
 
@@ -117,6 +117,7 @@ class Agent:
                                  metrics=self.metrics, on_opened=self._acked.set)
         self._fatal: BaseException | None = None
         self._disk_error: str | None = None  # why the last checkpoint write failed, until one succeeds
+        self._disk_warn = Every(WARN_EVERY_SECS)
         self._started = 0.0
         self._started_wall = time.time()
         self._cpu0 = 0.0
@@ -306,12 +307,14 @@ class Agent:
         except OSError as exc:
             self.metrics.event("checkpoint_write_failed")
             self._disk_error = f"{exc.strerror or exc}"
-            log.error("cannot write checkpoints in %s: %s (the last good ones are kept; retrying)",
-                      self.s.data_dir, self._disk_error)
+            if self._disk_warn.due():  # retried every checkpoint_interval_secs: logged less often
+                log.error("cannot write checkpoints in %s: %s (the last good ones are kept; retrying)",
+                          self.s.data_dir, self._disk_error)
             return False
         if self._disk_error is not None:
             log.info("checkpoints in %s written again", self.s.data_dir)
             self._disk_error = None
+            self._disk_warn = Every(WARN_EVERY_SECS)
         return True
 
     # -- reporting ------------------------------------------------------------------------------

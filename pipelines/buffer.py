@@ -54,14 +54,13 @@ from pipelines.durable import append_synced, fsync_dir
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.sinks.base import Sink
-from pipelines.supervise import Every, Stall, TaskSupervisor
+from pipelines.supervise import WARN_EVERY_SECS, Every, Stall, TaskSupervisor
 
 log = logging.getLogger("tailship.buffer")
 
 MAGIC = b"TSB1"
 HEAD = struct.Struct("<4sIIQ")  # magic, payload length, crc32, frame id
 SEGMENT_FILE_BYTES = 16 << 20   # a new segment file after this many bytes
-DISK_WARN_SECS = 30.0           # a disk error is logged at most this often
 T = TypeVar("T")
 
 
@@ -325,7 +324,7 @@ class BufferedSink:
         self.task_supervisor = task_supervisor or TaskSupervisor()
         self.stall = Stall()                  # frames waiting and none delivered since
         self.write_error: str | None = None   # the disk's last refusal, until a write succeeds
-        self._warn = Every(DISK_WARN_SECS)
+        self._warn = Every(WARN_EVERY_SECS)
 
     @property
     def bytes(self) -> int:
@@ -422,7 +421,7 @@ class BufferedSink:
 
     def _disk_failed(self, what: str, exc: OSError) -> None:
         """Count the failure, keep it for readiness, log it (naming the directory and the
-        cause) at most once per `DISK_WARN_SECS`."""
+        cause) at most once per `WARN_EVERY_SECS`."""
         self.count("buffer_write_failed" if what != "read" else "buffer_read_failed", 1)
         self.write_error = f"disk buffer cannot {what} {self.buf.dir}: {exc.strerror or exc}"
         if self._warn.due():
@@ -433,7 +432,7 @@ class BufferedSink:
         if self.write_error is not None:
             log.info("disk buffer: %s works again", self.buf.dir)
             self.write_error = None
-            self._warn = Every(DISK_WARN_SECS)
+            self._warn = Every(WARN_EVERY_SECS)
 
     async def _deliver(self, batch: Batch) -> bool:
         def on_retry(exc: RetriableSinkError, attempt: int) -> None:

@@ -30,6 +30,7 @@ log = logging.getLogger("tailship.supervise")
 
 RESTART_INITIAL_SECS = 0.1
 RESTART_MAX_SECS = 30.0
+WARN_EVERY_SECS = 30.0  # a fault that repeats (a disk refusing writes) is logged at most this often
 
 
 class TaskSupervisor:
