@@ -1,6 +1,10 @@
 """The agent's HTTP endpoints (aiohttp): `/metrics` (Prometheus text format), `/healthz` (the
-event loop answers and is not lagging), `/readyz` (started, and the sink has not been failing for
-longer than `metrics.ready_failing_secs`).
+event loop answers and is not lagging), `/readyz` (started, no sink has had records pending
+with nothing acknowledged for `metrics.ready_failing_secs`, and the data directory can be
+written: the agent's `readiness` says which and why).
+
+The ticker `/healthz` watches is supervised (`pipelines.supervise`): an exception in it is
+logged, counted under task "server" and the ticker restarted, instead of /healthz going stale.
 
 Liveness is about the process, readiness about the data path: a sink outage makes the agent
 not ready (so dashboards and rollouts see it) but not dead (restarting it would not help, and it
@@ -16,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from pipelines.supervise import TaskSupervisor
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -37,13 +43,15 @@ def parse_listen(text: str) -> tuple[str, int]:
 class MetricsServer:
     def __init__(self, listen: str, registry: CollectorRegistry,
                  readiness: Callable[[], tuple[bool, str]],
-                 render: Callable[[], Awaitable[bytes]] | None = None) -> None:
+                 render: Callable[[], Awaitable[bytes]] | None = None, *,
+                 task_supervisor: TaskSupervisor | None = None) -> None:
         """`render`: produces the /metrics body instead of `registry` (the supervisor's merge
         of its workers' metrics)."""
         self.host, self.port = parse_listen(listen)
         self.registry = registry
         self.render = render
         self.readiness = readiness
+        self.task_supervisor = task_supervisor or TaskSupervisor()
         self.last_tick = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -69,7 +77,7 @@ class MetricsServer:
             if isinstance(addr, tuple):
                 self.port = addr[1]
                 break
-        self._ticker = asyncio.create_task(self._tick(), name="health-ticker")
+        self._ticker = self.task_supervisor.spawn("server", self._tick, "health-ticker")
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     async def stop(self) -> None:

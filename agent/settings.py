@@ -103,7 +103,8 @@ class BufferSettings:
 class MetricsSettings:
     listen: str = opt("127.0.0.1:2021", help='host:port of /metrics, /healthz and /readyz ("" = off)')
     ready_failing_secs: float = opt(30.0, min=0,
-                                    help="/readyz answers 503 once the sink has failed for this long")
+                                    help="/readyz answers 503 once a sink has had records pending and "
+                                         "nothing acknowledged for this long")
 
 
 
