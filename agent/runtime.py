@@ -375,11 +375,10 @@ class Agent:
         return (False, "; ".join(problems)) if problems else (True, "ready")
 
     def _stalled(self, now: float) -> list[str]:
-        """The watchdog: each sink with records pending and nothing acknowledged for
+        """The watchdog: each sink refused for now, or with records pending and nothing acknowledged for
         `ready_failing_secs` (a sink retrying, a send that hangs, a disk buffer that cannot
         deliver alike)."""
         limit, problems = self.s.metrics.ready_failing_secs, []
-        for d in self.deliveries:
         for d in self.deliveries:
             for refusal in (d.refusal, getattr(d.sink, "refusal", None)):  # the disk buffer's too
                 if refusal is not None and refusal.current is not None:
