@@ -314,6 +314,8 @@ class Agent:
         for d in self.deliveries:
             for stage, n in d.pending_bytes.items():
                 queues[stage] += n
+        if self.log_metrics is not None:  # held, not queued: the accounted label sets (≤ max_bytes)
+            queues["log_metrics"] = self.log_metrics.nbytes
         sinks = [d.sink for d in self.deliveries]
         return {
             "files": self.source.open_files(),
