@@ -126,7 +126,8 @@ class Agent:
         self.checkpoints.load()
         await self._start_sinks()
         if self.s.metrics.listen:
-            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness)
+            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness,
+                                        limits=self.s.metrics)
             try:
                 await self.server.start()
             except OSError as exc:
