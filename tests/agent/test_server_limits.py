@@ -8,7 +8,6 @@ import dataclasses
 import resource
 import subprocess
 import sys
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.server import MetricsServer
 from agent.settings import MetricsSettings
-from tests.conftest import free_port, wait_for, wait_until
+from tests.conftest import free_port, http_get, sample_value, wait_for, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -145,18 +144,8 @@ def test_agent_with_a_container_descriptor_limit_survives_500_half_open_connecti
                              "--metrics-listen", f"127.0.0.1:{port}"], preexec_fn=limit,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def get(path: str) -> bytes:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-                return bytes(r.read())
-        except OSError:
-            return b""
-
     def sent() -> float:
-        for line in get("/metrics").decode().splitlines():
-            if line.startswith("tailship_records_sent_total "):
-                return float(line.split()[1])
-        return 0.0
+        return sample_value(http_get(port, "/metrics"), "tailship_records_sent_total")
 
     async def flood() -> list[asyncio.StreamWriter]:
         return [w async for _, w in half_open(port, 500)]
@@ -166,12 +155,11 @@ def test_agent_with_a_container_descriptor_limit_survives_500_half_open_connecti
     try:
         wait_for(lambda: sent() == 1, 30, "the first line shipped")
         writers = loop.run_until_complete(flood())
-        wait_for(lambda: get("/healthz") == b"ok\n", 30, "/healthz answering under the flood")
+        wait_for(lambda: http_get(port, "/healthz") == b"ok\n", 30, "/healthz answering under the flood")
         (logs / "b.log").write_text("second\nthird\n")
         wait_for(lambda: sent() == 3, 30, "a new file's lines shipped under the flood", lambda: f"{sent()}")
-        page = get("/metrics").decode()
-        evicted = next(float(line.split()[1]) for line in page.splitlines()
-                       if line.startswith('tailship_http_connections_closed_total{reason="evicted"}'))
+        evicted = sample_value(http_get(port, "/metrics"),
+                               'tailship_http_connections_closed_total{reason="evicted"}')
         print(f"agent with 256 descriptors: 500 half-open connections, {evicted:.0f} evicted")
         assert evicted >= 500 - MetricsSettings().max_connections
     finally:
