@@ -49,8 +49,8 @@ MAX_HEAD_BYTES = 8 << 10
 MAX_BODY_BYTES = 64 << 10
 REASONS = ("header_timeout", "body_timeout", "write_timeout", "evicted", "bad_request", "too_large")
 _STATUS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
-           503: "Service Unavailable"}
+           413: "Content Too Large", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -151,6 +151,10 @@ class MetricsServer:
                                     "text/plain; charset=utf-8", False)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away (or was evicted)
+        except Exception:  # an endpoint failed (rendering the metrics): the client learns it
+            log.exception("metrics endpoint: a request failed")
+            with contextlib.suppress(ConnectionError):
+                await self._respond(writer, 500, b"internal error\n", "text/plain; charset=utf-8", False)
         finally:
             self._conns.pop(conn, None)
             writer.transport.abort()  # nothing left to send: no lingering close

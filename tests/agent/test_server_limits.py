@@ -126,6 +126,19 @@ async def test_methods_paths_and_the_server_own_metrics():
         await server.stop()
 
 
+async def test_a_failing_endpoint_answers_500_and_the_server_goes_on():
+    async def broken() -> bytes:
+        raise RuntimeError("a worker's exposition could not be merged")
+
+    server = MetricsServer("127.0.0.1:0", CollectorRegistry(), lambda: (True, "ready"), render=broken)
+    await server.start()
+    try:
+        assert (await exchange(server.port, b"GET /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 500 ")
+        assert (await exchange(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+    finally:
+        await server.stop()
+
+
 def test_agent_with_a_container_descriptor_limit_survives_500_half_open_connections(tmp_path: Path):
     """The issue's finding through a real agent whose descriptor limit is a container's (256,
     soft and hard): 500 half-sent requests to its metrics port; /healthz still answers and a file
