@@ -157,7 +157,7 @@ class MetricsServer:
                 await self._respond(writer, 500, b"internal error\n", "text/plain; charset=utf-8", False)
         finally:
             self._conns.pop(conn, None)
-            writer.transport.abort()  # nothing left to send: no lingering close
+            writer.transport.abort()  # sent and closed already, or cut: no lingering close
 
     def _evict(self) -> None:
         """Make room: close the oldest connection still sending its request, else the oldest."""
@@ -200,8 +200,9 @@ class MetricsServer:
                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         if not head_only:
             writer.write(body)
+        writer.close()  # once everything buffered is sent (abort, in _accept, would discard it)
         try:
-            await asyncio.wait_for(writer.drain(), self.limits.write_timeout_secs)
+            await asyncio.wait_for(writer.wait_closed(), self.limits.write_timeout_secs)
         except TimeoutError:
             self._count("write_timeout")
 

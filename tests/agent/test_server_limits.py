@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import resource
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -181,3 +182,51 @@ def test_agent_with_a_container_descriptor_limit_survives_500_half_open_connecti
         loop.close()
         proc.terminate()
         proc.wait(30)
+
+
+async def test_a_large_page_arrives_whole():
+    """An 8 MiB /metrics page to a slow reader, more than the socket buffers hold: the
+    connection is closed only once all of it was sent (aborting it after `drain()` could discard
+    what the transport still buffered)."""
+    page = b"".join(b"# line %07d " % i + b"x" * 100 + b"\n" for i in range(75_000))
+
+    async def render() -> bytes:
+        return page
+
+    server = MetricsServer("127.0.0.1:0", CollectorRegistry(), lambda: (True, "ready"), render=render)
+    await server.start()
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader: the server buffers
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and f"Content-Length: {len(page)}".encode() in head
+        assert body == page
+    finally:
+        await server.stop()
+
+
+async def test_write_deadline_cuts_a_client_that_does_not_read():
+    """A client that asks for a large page and never reads it holds its slot only for
+    write_timeout_secs: then the connection is cut and counted."""
+    async def render() -> bytes:
+        return b"x" * (16 << 20)
+
+    server = MetricsServer("127.0.0.1:0", CollectorRegistry(), lambda: (True, "ready"), render=render,
+                           limits=dataclasses.replace(MetricsSettings(), write_timeout_secs=0.3))
+    await server.start()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")  # and never read
+        await wait_until(lambda: server.closed["write_timeout"] == 1, 10, "the write deadline")
+        await wait_until(lambda: server.connections == 0, 10, "the slot freed")
+    finally:
+        sock.close()
+        await server.stop()
