@@ -152,7 +152,7 @@ class Agent:
         await self._start_sinks()
         if self.s.metrics.listen:
             self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness,
-                                        task_supervisor=self.task_supervisor)
+                                        limits=self.s.metrics, task_supervisor=self.task_supervisor)
             try:
                 await self.server.start()
             except OSError as exc:
@@ -397,6 +397,8 @@ class Agent:
         for d in self.deliveries:
             for stage, n in d.pending_bytes.items():
                 queues[stage] += n
+        if self.log_metrics is not None:  # held, not queued: the accounted label sets (≤ max_bytes)
+            queues["log_metrics"] = self.log_metrics.nbytes
         sinks = [d.sink for d in self.deliveries]
         return {
             "files": self.source.open_files(),

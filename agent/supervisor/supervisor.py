@@ -135,7 +135,7 @@ class Supervisor:
             from agent.server import MetricsServer
 
             self.server = MetricsServer(self.s.metrics.listen, self.registry, self.readiness,
-                                        render=self.render_metrics)
+                                        render=self.render_metrics, limits=self.s.metrics)
             try:
                 await self.server.start()
             except OSError as exc:

@@ -133,7 +133,8 @@ def test_port_in_use_is_a_clear_startup_error(tmp_path):
 
 
 @pytest.mark.parametrize("text,expected", [("127.0.0.1:2021", ("127.0.0.1", 2021)), (":9", ("0.0.0.0", 9)),
-                                           ("[::1]:2021", ("::1", 2021))])
+                                           ("[::1]:2021", ("::1", 2021)),
+                                           ("fd00::5:2021", ("fd00::5", 2021))])  # "${POD_IP}:2021", v6
 def test_parse_listen(text: str, expected: Any):
     assert parse_listen(text) == expected
 
