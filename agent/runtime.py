@@ -102,7 +102,8 @@ class Agent:
         self._acked = asyncio.Event()
         self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
                                  emit=self.fanout.emit, new_processor=self._processor,
-                                 metrics=self.metrics, on_opened=self._acked.set)
+                                 metrics=self.metrics, on_opened=self._acked.set,
+                                 buffered=settings.buffer.type == "disk")
         self._fatal: BaseException | None = None
         self._started = 0.0
         self._started_wall = time.time()
@@ -138,16 +139,18 @@ class Agent:
         if shipper is not None:
             bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+        self.source.report()
         self.source.start(since=self._started_wall)
         try:
             if self.once:
                 await self.source.discover()
                 waits: list[asyncio.Future[Any]] = [
-                    self.source.tailers_done(),
+                    done := asyncio.ensure_future(self.source.tailers_done()),
                     stop := asyncio.create_task(self._stopped.wait()),
                 ]
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
+                done.cancel()
             else:
                 disc = asyncio.create_task(self.source.run(), name="discovery")
                 await self._stopped.wait()
@@ -324,6 +327,7 @@ class Agent:
             "buffer_bytes": sum(s.bytes for s in sinks if isinstance(s, BufferedSink)),
             "paused_secs": self.fanout.paused_secs(),
             "sinks_healthy": {s.name: s.healthy() for s in sinks},
+            "held_rotated": (len(held := self.source.held_rotated()), sum(size for _, size in held)),
         }
 
     def summary(self) -> Summary:
