@@ -128,6 +128,12 @@ def test_tail_once_refuses_a_root_only_file_and_proc_environ_and_ends(tmp_path):
     assert len(r.stdout.splitlines()) == len(good)
     err = r.stderr.decode()
     assert "file_refused_outside_roots=1" in err and "file_refused_system_path=1" in err, err
+    # the operator may allow more: the secret's directory as a root of its own
+    r = subprocess.run([*TAILSHIP, "tail", "--once", str(links / "*.log"), "--to", "stdout",
+                        "--workers", "1", "--format", "text", "--allow-root", str(links),
+                        "--allow-root", str(links.parent / "pods"), "--allow-root",
+                        str(tmp_path / "etc")], capture_output=True, timeout=60)
+    assert r.returncode == 0 and b"SECRET-HASH" in r.stdout, r.stderr.decode()
 
 
 @pytest.mark.slow
