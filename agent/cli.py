@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--format", default="auto", choices=("auto", "docker", "cri", "text"))
     tail.add_argument("--read-from", default="head", choices=("head", "tail"))
     tail.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    tail.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                      help="read only files really under these directories (default: each path's "
+                      "fixed directory, and pods/ beside a containers/ one)")
     tail.add_argument("--multiline", default="none", choices=("none", "java", "python", "go", "auto"))
     tail.add_argument("--workers", type=int, default=0, metavar="N",
                       help="worker processes (default 0: one per CPU available; 1: no supervisor)")
@@ -129,7 +132,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     settings = settings_from_dict({
         "data_dir": data_dir,
         "source": {"include": includes, "exclude": args.exclude, "format": args.format,
-                   "read_from": args.read_from},
+                   "read_from": args.read_from,
+                   "allowed_roots": [os.path.abspath(r) for r in args.allow_root]},
         "multiline": {"preset": args.multiline},
         "metrics": {"listen": args.metrics_listen},
         "workers": args.workers,

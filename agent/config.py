@@ -376,6 +376,8 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
             walk.fail(small, f"expected at most {large} ({walk.show(large, b)}), got {walk.show(small, a)}")
     if not walk.tainted("source.include"):
         _check_include(s.source.include, walk)
+    if not walk.tainted("source.allowed_roots"):
+        _check_roots(s.source.allowed_roots, walk)
     for path, table in valid:
         for at, problem in table.check_types(path):
             walk.fail(at, problem)
@@ -422,3 +424,16 @@ def _check_include(patterns: list[str], walk: _Walk) -> None:
         if not pattern.strip():
             path = f"source.include[{i}]"
             walk.fail(path, f"expected a non-empty glob pattern, got {walk.show(path, pattern)}")
+
+
+def _check_roots(roots: list[str], walk: _Walk) -> None:
+    from agent.filesource.confine import SYSTEM_ROOTS
+
+    for i, root in enumerate(roots):
+        path = f"source.allowed_roots[{i}]"
+        norm = os.path.normpath(root) if root else ""
+        if not os.path.isabs(norm):
+            walk.fail(path, f"expected an absolute directory, got {walk.show(path, root)}")
+        elif any(norm == r or norm.startswith(r + "/") for r in SYSTEM_ROOTS):
+            walk.fail(path, f"expected a directory apart from {', '.join(SYSTEM_ROOTS)} (never read), "
+                            f"got {walk.show(path, root)}")

@@ -77,6 +77,15 @@ class Metrics:
                                        "long-lived task, which was restarted after a backoff, by task",
                                        ["task"], registry=r)
         self.files_open = Gauge("tailship_files_open", "Files being tailed", registry=r)
+        self.files_refused = Counter("tailship_files_refused_total", "Paths found and not read, by "
+                                     "reason (outside_roots, system_path, not_regular); each path "
+                                     "counted once", ["reason"], registry=r)
+        self.fd_limit = Gauge("tailship_open_files_limit", "The process's RLIMIT_NOFILE after start "
+                              "(soft raised to hard)", ["limit"], registry=r)
+        self.max_open_files = Gauge("tailship_max_open_files", "Files the source holds open at most "
+                                    "(source.max_open_files)", registry=r)
+        self.lost_bytes = Counter("tailship_lost_bytes_total", "Bytes of files never read, by reason "
+                                  "(held_rotated_bound)", ["reason"], registry=r)
         self.inflight_bytes = Gauge("tailship_inflight_bytes", "Bytes read but not yet acknowledged",
                                     registry=r)
         build = Gauge("tailship_build_info", "Version of the agent and of Python (value 1)",
@@ -155,7 +164,7 @@ class _Live(Collector):
     """Scrape-time values from the running agent: `source()` returns
     {"files": [(fd, position)], "queues": {stage: bytes}, "checkpoint_age": secs | None,
      "dead_letter_bytes": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool},
-     "file_pruned": {sink: (files, bytes)}}."""
+     "file_pruned": {sink: (files, bytes)}, "held_rotated": (files, bytes)}."""
 
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
         self.source = source
@@ -196,6 +205,15 @@ class _Live(Collector):
                                      "than input)")
         paused.add_metric([], s.get("paused_secs", 0.0))
         yield paused
+        held = s.get("held_rotated", (0, 0))
+        hf = GaugeMetricFamily("tailship_held_rotated_files", "Files rotated away or deleted and "
+                               "still open, not read to their end")
+        hf.add_metric([], held[0])
+        yield hf
+        hb = GaugeMetricFamily("tailship_held_rotated_bytes", "Disk space of those files (deleted "
+                               "ones are invisible to du)")
+        hb.add_metric([], held[1])
+        yield hb
         buf = GaugeMetricFamily("tailship_buffer_bytes", "Bytes held in the disk buffer")
         buf.add_metric([], s.get("buffer_bytes", 0))
         yield buf

@@ -124,7 +124,8 @@ class Agent:
         self._acked = asyncio.Event()
         self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
                                  emit=self.fanout.emit, new_processor=self._processor,
-                                 metrics=self.metrics, on_opened=self._acked.set)
+                                 metrics=self.metrics, on_opened=self._acked.set,
+                                 buffered=settings.buffer.type == "disk")
         self.metric_sources = self._metric_sources()
         self._fatal: BaseException | None = None
         self._disk_error: str | None = None  # why the last checkpoint write failed, until one succeeds
@@ -167,16 +168,18 @@ class Agent:
         bg.append(keep("persist", self._persist_loop, "checkpoints"))
         if self.metric_sources is not None:
             await self.metric_sources.start()
+        self.source.report()
         self.source.start(since=self._started_wall)
         try:
             if self.once:
                 await self.source.discover()
                 waits: list[asyncio.Future[Any]] = [
-                    self.source.tailers_done(),
+                    done := asyncio.ensure_future(self.source.tailers_done()),
                     stop := asyncio.create_task(self._stopped.wait()),
                 ]
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
+                done.cancel()
             else:
                 disc = keep("discovery", self.source.run, "discovery")
                 await self._stopped.wait()
@@ -410,6 +413,7 @@ class Agent:
             "sinks_healthy": {s.name: s.healthy() for s in sinks},
             "file_pruned": {s.name: (inner.pruned_files, inner.pruned_bytes) for s in sinks
                             if isinstance(inner := getattr(s, "inner", s), FileSink)},
+            "held_rotated": (len(held := self.source.held_rotated()), sum(size for _, size in held)),
         }
 
     def summary(self) -> Summary:

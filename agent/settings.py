@@ -32,7 +32,7 @@ __all__ = ["Settings", "SourceSettings", "ParseSettings", "TraceSettings", "Mult
 @dataclass(slots=True)
 class SourceSettings:
     include: list[str] = opt(factory=lambda: ["/var/log/containers/*.log"],
-                             help="glob patterns of files to tail (symlinks are followed)")
+                             help="glob patterns of files to tail (symlinks followed within allowed_roots)")
     exclude: list[str] = opt(factory=list, help="glob patterns of files never to tail")
     read_from: str = opt("head", choices=("head", "tail"),
                          help="where to start in files present at start without a checkpoint")
@@ -51,6 +51,18 @@ class SourceSettings:
                                  help="bytes at the head of a file that make up its fingerprint")
     format: str = opt("auto", choices=("auto", "docker", "cri", "text"),
                       help="container log format; auto detects it per file")
+    allowed_roots: list[str] = opt(factory=list,
+                                   help="directories files may really lie under (symlinks resolved); "
+                                        "empty: the base directories of the include patterns, and "
+                                        "for a kubelet containers directory its pods sibling and "
+                                        "/var/lib/docker/containers")
+    max_open_files: int = opt(0, min=0, help="files held open at once; 0 = the open files limit "
+                                             "less a reserve")
+    close_inactive_secs: float = opt(300.0, min=0.01,
+                                     help="an idle file lets go of its descriptor after this long")
+    max_held_rotated_bytes: int = opt(0, min=0,
+                                      help="bytes of rotated or deleted files held open unread; past "
+                                           "it the oldest is released and its rest lost (0 = no bound)")
 
 
 @dataclass(slots=True)

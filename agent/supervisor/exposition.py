@@ -39,7 +39,8 @@ from prometheus_client.registry import Collector
 from agent.runtime import Summary
 
 # gauges whose sum over workers means nothing: the merged value is the largest
-MAX_GAUGES = frozenset(("tailship_checkpoint_age_seconds", "tailship_build_info"))
+MAX_GAUGES = frozenset(("tailship_checkpoint_age_seconds", "tailship_build_info",
+                        "tailship_open_files_limit"))
 # histograms that describe the present (not accumulated): not kept from a worker that died
 SNAPSHOT_FAMILIES = frozenset(("tailship_file_unread_bytes",))
 # families a worker exposes for the run summary only (see `RunTotals`), not on /metrics
