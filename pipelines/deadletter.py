@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from pipelines.durable import fsync_dir, write_all
 from pipelines.errors import RetriableSinkError
 from pipelines.options import opt
 
@@ -211,7 +212,7 @@ class DeadLetter:
         n = self._sealed[-1][0] + 1 if self._sealed else 1
         dest = sealed_name(self.path, n)
         os.rename(self.path, dest)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._sealed.append((n, dest, self._active))
         self._active = 0
 
@@ -226,7 +227,7 @@ class DeadLetter:
                 oldest.unlink()
             except FileNotFoundError:  # removed meanwhile (a replay): nothing dropped
                 continue
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             log.error("dead letters of sink %s over the cap (deadletter.max_bytes, %d bytes for this "
                       "store): dropped the oldest segment %s: %d record(s), %d bytes LOST",
                       self.sink, self.settings.max_bytes, oldest, records, size)
@@ -241,9 +242,7 @@ class DeadLetter:
         try:
             before = os.fstat(fd).st_size
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
                 os.fsync(fd)
             except OSError:
                 self._cut(fd, before)
@@ -251,7 +250,7 @@ class DeadLetter:
         finally:
             os.close(fd)
         if created:  # the new file's name survives a crash too
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._active = before + len(data)
         self._torn = False
 
@@ -346,9 +345,3 @@ def _last_byte(path: Path) -> bytes:
         return f.read(1)
 
 
-def _fsync_dir(path: Path) -> None:
-    dfd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
