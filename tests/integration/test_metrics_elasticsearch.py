@@ -18,7 +18,7 @@ from agent.config import settings_from_dict
 from agent.runtime import Agent
 from tests.agent.metricsources.exporter import exporter
 from tests.conftest import running, wait_until
-from tests.integration.test_elasticsearch import count, es  # noqa: F401 - the fixture
+from tests.integration.test_elasticsearch import count
 from tests.services import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(120)]
