@@ -1,7 +1,9 @@
-"""Command line: `tailship run`, `tailship tail`, `tailship validate`, `--version`.
+"""Command line: `tailship run`, `tailship tail`, `tailship validate`, `tailship deadletter
+list|replay` (agent/deadletter_cli.py), `--version`.
 
 Exit codes: 0 done; 2 configuration or usage error; 3 runtime failure (data directory unusable,
-sink refused for good); 130 a second signal forced the exit.
+sink refused for good); 130 a second signal forced the exit. `deadletter replay` adds 4 (the store
+is in use by a running agent) and 5 (some records were dead-lettered again).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from agent import __version__, logs
+from agent import __version__, deadletter_cli, logs
 from agent.config import load_config, settings_from_dict
 from agent.runtime import (
     EXIT_CONFIG,
@@ -76,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--format", default="auto", choices=("auto", "docker", "cri", "text"))
     tail.add_argument("--read-from", default="head", choices=("head", "tail"))
     tail.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    tail.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                      help="read only files really under these directories (default: each path's "
+                      "fixed directory, and pods/ beside a containers/ one)")
     tail.add_argument("--multiline", default="none", choices=("none", "java", "python", "go", "auto"))
     tail.add_argument("--workers", type=int, default=0, metavar="N",
                       help="worker processes (default 0: one per CPU available; 1: no supervisor)")
@@ -89,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="with --kubeconfig: the node whose pods are watched (default $NODE_NAME; "
                       "none: every pod of the cluster)")
     tail.set_defaults(func=cmd_tail)
+
+    deadletter_cli.add_parser(sub)
     return p
 
 
@@ -131,7 +138,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     settings = settings_from_dict({
         "data_dir": data_dir,
         "source": {"include": includes, "exclude": args.exclude, "format": args.format,
-                   "read_from": args.read_from},
+                   "read_from": args.read_from,
+                   "allowed_roots": [os.path.abspath(r) for r in args.allow_root]},
         "multiline": {"preset": args.multiline},
         "metrics": {"listen": args.metrics_listen},
         "workers": args.workers,
@@ -223,7 +231,8 @@ async def _progress(summary: Callable[[], Summary]) -> None:
 
 
 _ERROR_EVENTS = frozenset(("malformed", "invalid_utf8", "truncated", "line_too_long", "sink_retry",
-                           "permission_denied", "tailer_failed", "checkpoint_corrupt"))
+                           "permission_denied", "tailer_failed", "checkpoint_corrupt", "deadlettered",
+                           "deadletter_dropped"))
 
 
 def _print_summary(s: Summary, progress: bool) -> None:

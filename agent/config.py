@@ -11,7 +11,7 @@ environment: variables often carry credentials.
 
 (Just over 400 lines: one validation pass, the walker and the cross-field checks that report
 through it. Each component's own checks live beside it: `SinkSettings.check`, `routes.check`,
-`LogMetricsSettings.check`.)
+`LogMetricsSettings.check`, `DeadLetterSettings.check`, the metric sources' `check`.)
 """
 
 from __future__ import annotations
@@ -376,16 +376,19 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
             walk.fail(small, f"expected at most {large} ({walk.show(large, b)}), got {walk.show(small, a)}")
     if not walk.tainted("source.include"):
         _check_include(s.source.include, walk)
+    if not walk.tainted("source.allowed_roots"):
+        _check_roots(s.source.allowed_roots, walk)
     for path, table in valid:
         for at, problem in table.check_types(path):
             walk.fail(at, problem)
     _check_routes(s, walk, routes_valid)
-    if not walk.tainted("log_metrics"):
-        for at, problem in s.log_metrics.check("log_metrics"):
+    if not walk.tainted_below("deadletter"):
+        for at, problem in s.deadletter.check("deadletter"):
             walk.fail(at, problem)
-    if not walk.tainted("kubernetes"):
-        for at, problem in s.kubernetes.check("kubernetes"):
-            walk.fail(at, problem)
+    for key in ("log_metrics", "prometheus_scrape", "host_metrics", "kubernetes"):
+        if not walk.tainted(key):
+            for at, problem in getattr(s, key).check(key):
+                walk.fail(at, problem)
     if s.metrics.listen and not walk.tainted("metrics.listen"):
         from agent.server import parse_listen
 
@@ -421,3 +424,16 @@ def _check_include(patterns: list[str], walk: _Walk) -> None:
         if not pattern.strip():
             path = f"source.include[{i}]"
             walk.fail(path, f"expected a non-empty glob pattern, got {walk.show(path, pattern)}")
+
+
+def _check_roots(roots: list[str], walk: _Walk) -> None:
+    from agent.filesource.confine import SYSTEM_ROOTS
+
+    for i, root in enumerate(roots):
+        path = f"source.allowed_roots[{i}]"
+        norm = os.path.normpath(root) if root else ""
+        if not os.path.isabs(norm):
+            walk.fail(path, f"expected an absolute directory, got {walk.show(path, root)}")
+        elif any(norm == r or norm.startswith(r + "/") for r in SYSTEM_ROOTS):
+            walk.fail(path, f"expected a directory apart from {', '.join(SYSTEM_ROOTS)} (never read), "
+                            f"got {walk.show(path, root)}")

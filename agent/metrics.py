@@ -56,6 +56,14 @@ class Metrics:
                                registry=r)
         self.dropped = Counter("tailship_dropped_records_total", "Records dropped on purpose, by reason",
                                ["reason"], registry=r)
+        self.deadlettered = Counter("tailship_records_deadlettered_total", "Records written to the "
+                                    "dead-letter store, by sink and reason", ["sink", "reason"],
+                                    registry=r)
+        self.deadletter_dropped = Counter("tailship_deadletter_dropped_records_total", "Dead-lettered "
+                                          "records deleted with the oldest segment at "
+                                          "deadletter.max_bytes", ["sink"], registry=r)
+        self.deadletter_dropped_bytes = Counter("tailship_deadletter_dropped_bytes_total", "Bytes of "
+                                                "those segments", ["sink"], registry=r)
         self.parse_errors = Counter("tailship_parse_errors_total", "Lines that could not be parsed as "
                                     "their format says, by kind", ["kind"], registry=r)
         self.truncated = Counter("tailship_truncated_records_total", "Records cut at max_line_bytes or "
@@ -65,7 +73,19 @@ class Metrics:
                              ["event"], registry=r)
         self.events_total = Counter("tailship_events_total", "Notable events by kind", ["event"],
                                     registry=r)
+        self.internal_errors = Counter("tailship_internal_errors_total", "Unexpected exceptions in a "
+                                       "long-lived task, which was restarted after a backoff, by task",
+                                       ["task"], registry=r)
         self.files_open = Gauge("tailship_files_open", "Files being tailed", registry=r)
+        self.files_refused = Counter("tailship_files_refused_total", "Paths found and not read, by "
+                                     "reason (outside_roots, system_path, not_regular); each path "
+                                     "counted once", ["reason"], registry=r)
+        self.fd_limit = Gauge("tailship_open_files_limit", "The process's RLIMIT_NOFILE after start "
+                              "(soft raised to hard)", ["limit"], registry=r)
+        self.max_open_files = Gauge("tailship_max_open_files", "Files the source holds open at most "
+                                    "(source.max_open_files)", registry=r)
+        self.lost_bytes = Counter("tailship_lost_bytes_total", "Bytes of files never read, by reason "
+                                  "(held_rotated_bound)", ["reason"], registry=r)
         self.inflight_bytes = Gauge("tailship_inflight_bytes", "Bytes read but not yet acknowledged",
                                     registry=r)
         build = Gauge("tailship_build_info", "Version of the agent and of Python (value 1)",
@@ -85,6 +105,11 @@ class Metrics:
         if name in ("truncated", "multiline_truncated", "line_too_long"):
             self.truncated.inc(n)
 
+    def internal_error(self, task: str) -> None:
+        """A supervised task (`pipelines.supervise`) raised and is restarted."""
+        self.internal_errors.labels(task).inc()
+        self.events[f"internal_error_{task}"] += 1
+
     def live(self, source: Callable[[], dict[str, Any]]) -> None:
         """Serve the values `source()` returns at every scrape (see `_Live`)."""
         self.registry.register(_Live(source))
@@ -92,8 +117,8 @@ class Metrics:
 
 class MetricsReport:
     """What the data path reports (`pipelines.delivery.DeliveryReport`,
-    `pipelines.fanout.FanoutReport`), counted in `Metrics`: the one place that turns delivery
-    events into self-metrics."""
+    `pipelines.fanout.FanoutReport`, `pipelines.deadletter.DeadLetterReport`), counted in
+    `Metrics`: the one place that turns delivery events into self-metrics."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
@@ -118,6 +143,15 @@ class MetricsReport:
         self.m.dropped.labels(reason).inc(n)
         self.m.event(f"dropped_{reason}", n)
 
+    def deadlettered(self, sink: str, reason: str, n: int) -> None:
+        self.m.deadlettered.labels(sink, reason).inc(n)
+        self.m.event("deadlettered", n)
+
+    def deadletter_dropped(self, sink: str, records: int, nbytes: int) -> None:
+        self.m.deadletter_dropped.labels(sink).inc(records)
+        self.m.deadletter_dropped_bytes.labels(sink).inc(nbytes)
+        self.m.event("deadletter_dropped", records)
+
     def delivered(self, nrecords: int, nbytes: int) -> None:
         self.m.records_sent.inc(nrecords)
         self.m.bytes_sent.inc(nbytes)
@@ -129,7 +163,8 @@ class MetricsReport:
 class _Live(Collector):
     """Scrape-time values from the running agent: `source()` returns
     {"files": [(fd, position)], "queues": {stage: bytes}, "checkpoint_age": secs | None,
-     "dead_letters": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool}}."""
+     "dead_letter_bytes": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool},
+     "file_pruned": {sink: (files, bytes)}, "held_rotated": (files, bytes)}."""
 
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
         self.source = source
@@ -160,9 +195,9 @@ class _Live(Collector):
                                "written (NaN before the first write)")
         ck.add_metric([], float("nan") if age is None else age)
         yield ck
-        dl = CounterMetricFamily("tailship_dead_letter_records", "Records written to the dead-letter "
-                                 "file by this process, by sink", labels=["sink"])
-        for sink, n in s.get("dead_letters", {}).items():
+        dl = GaugeMetricFamily("tailship_deadletter_bytes", "Bytes held in the dead-letter store, "
+                               "by sink (bounded by deadletter.max_bytes)", labels=["sink"])
+        for sink, n in s.get("dead_letter_bytes", {}).items():
             dl.add_metric([sink], n)
         yield dl
         paused = CounterMetricFamily("tailship_backpressure_paused_seconds", "Seconds during which "
@@ -170,6 +205,15 @@ class _Live(Collector):
                                      "than input)")
         paused.add_metric([], s.get("paused_secs", 0.0))
         yield paused
+        held = s.get("held_rotated", (0, 0))
+        hf = GaugeMetricFamily("tailship_held_rotated_files", "Files rotated away or deleted and "
+                               "still open, not read to their end")
+        hf.add_metric([], held[0])
+        yield hf
+        hb = GaugeMetricFamily("tailship_held_rotated_bytes", "Disk space of those files (deleted "
+                               "ones are invisible to du)")
+        hb.add_metric([], held[1])
+        yield hb
         buf = GaugeMetricFamily("tailship_buffer_bytes", "Bytes held in the disk buffer")
         buf.add_metric([], s.get("buffer_bytes", 0))
         yield buf
@@ -178,6 +222,16 @@ class _Live(Collector):
         for sink, ok in s.get("sinks_healthy", {}).items():
             up.add_metric([sink], 1.0 if ok else 0.0)
         yield up
+        files = CounterMetricFamily("tailship_file_sink_pruned_files", "Output files the file sink "
+                                    "deleted for retention (retention_bytes, retention_secs)",
+                                    labels=["sink"])
+        nbytes = CounterMetricFamily("tailship_file_sink_pruned_bytes", "Bytes of the output files the "
+                                     "file sink deleted for retention", labels=["sink"])
+        for sink, (n, b) in s.get("file_pruned", {}).items():
+            files.add_metric([sink], n)
+            nbytes.add_metric([sink], b)
+        yield files
+        yield nbytes
 
     def describe(self) -> Iterator[Any]:
         return iter(())

@@ -8,6 +8,20 @@ acknowledged it, its file's checkpoint moves past it and the budget comes back. 
 the `CheckpointStore` (loads it, moves it on acknowledgements, writes it); the source records the
 files it opens in it.
 
+A sink refused for good (credentials, rights, nothing reachable at start: FatalSinkError) stops
+the agent when it runs once (`tail --once`, exit 3 with one message); the daemon keeps running,
+tries the sink again with a long backoff and reports it on /readyz (pipelines.delivery), so one
+sink's trouble never stops the others. The daemon exits on its own only for a broken
+configuration or an unusable data directory at start.
+
+Every long-lived task (senders, linger timers, the disk buffer's drain, the checkpoint
+persister, discovery, the log-metrics shipper, the health ticker) runs under one
+`TaskSupervisor`: an unexpected exception is logged, counted in
+`tailship_internal_errors_total{task}` and the task restarted with backoff. `readiness` is the
+watchdog /readyz answers with: not ready while a sink is refused, while a sink has had records
+pending and nothing acknowledged for `metrics.ready_failing_secs`, or while the data directory
+cannot be written (the last checkpoint write, or the disk buffer's last append, failed).
+
 Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
 lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
 batches get until `shutdown_timeout_secs` to be acknowledged, checkpoints are persisted.
@@ -28,19 +42,24 @@ from agent.filesource.checkpoints import CheckpointStore
 from agent.filesource.identity import FileId
 from agent.filesource.source import FileSource
 from agent.metrics import Metrics, MetricsReport
+from agent.metricsources.source import MetricSources
 from agent.server import MetricsServer
 from agent.settings import Settings
 from agent.state import StartupError, prepare_data_dir, prepare_state
 from pipelines import layout
 from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
+from pipelines.deadletter import DeadLetter
 from pipelines.delivery import Delivery, DeliverySettings
 from pipelines.enrich import default_host_name, file_fields, file_meta
+from pipelines.errors import SinkError
 from pipelines.fanout import Fanout
 from pipelines.logmetrics import LogMetrics, MetricShipper
 from pipelines.routes import Router
 from pipelines.sinks.base import Sink
+from pipelines.sinks.file import FileSink
 from pipelines.sinks.registry import build_sink, parse_sink_url
+from pipelines.supervise import WARN_EVERY_SECS, Every, TaskSupervisor
 
 if TYPE_CHECKING:
     from agent.kubernetes.service import KubernetesMetadata
@@ -88,7 +107,10 @@ class Agent:
         self.once = once
         self.shard = shard  # (index, workers): this process reads the files `owner` gives it
         self.metrics = metrics or Metrics()
-        sinks = self._sinks(sink)
+        report = MetricsReport(self.metrics)
+        self.task_supervisor = TaskSupervisor(self.metrics.internal_error)
+        self.dead_letters: dict[str, DeadLetter] = {}  # by sink name, for the size gauge
+        sinks = self._sinks(sink, report)
         self.router = Router(settings.routing, list(sinks))
         self.log_metrics: LogMetrics | None = None
         if settings.log_metrics.enabled:
@@ -96,8 +118,8 @@ class Agent:
             self.metrics.registry.register(self.log_metrics)
         self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
-        report = MetricsReport(self.metrics)
-        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail)
+        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail,
+                                    retry_refused=not once, task_supervisor=self.task_supervisor)
                            for name, s in sinks.items()]
         self.fanout = Fanout(self.deliveries, settings.batch.memory_limit_bytes, settings.batch.when_full,
                              self._commit, report)
@@ -105,9 +127,13 @@ class Agent:
         self._acked = asyncio.Event()
         self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
                                  emit=self.fanout.emit, new_processor=self._processor,
-                                 metrics=self.metrics, on_opened=self._acked.set)
+                                 metrics=self.metrics, on_opened=self._acked.set,
+                                 buffered=settings.buffer.type == "disk")
+        self.metric_sources = self._metric_sources()
         self.kube: KubernetesMetadata | None = None  # pod metadata from the API server (run)
         self._fatal: BaseException | None = None
+        self._disk_error: str | None = None  # why the last checkpoint write failed, until one succeeds
+        self._disk_warn = Every(WARN_EVERY_SECS)
         self._started = 0.0
         self._started_wall = time.time()
         self._cpu0 = 0.0
@@ -131,7 +157,8 @@ class Agent:
         self._start_kubernetes()
         await self._start_sinks()
         if self.s.metrics.listen:
-            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness)
+            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness,
+                                        limits=self.s.metrics, task_supervisor=self.task_supervisor)
             try:
                 await self.server.start()
             except OSError as exc:
@@ -139,28 +166,35 @@ class Agent:
                 raise StartupError(str(exc.strerror or exc)) from exc
         self.ready = True
         shipper = await self._metric_shipper()
+        keep = self.task_supervisor.spawn
         bg = [t for d in self.deliveries for t in d.tasks()]
         if shipper is not None:
-            bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
-        bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+            bg.append(keep("log_metrics", shipper.run, "log-metrics"))
+        bg.append(keep("persist", self._persist_loop, "checkpoints"))
         if self.kube is not None:
-            bg.append(asyncio.create_task(self.kube.run(), name="kubernetes"))
+            bg.append(keep("kubernetes", self.kube.run, "kubernetes"))
+        if self.metric_sources is not None:
+            await self.metric_sources.start()
+        self.source.report()
         self.source.start(since=self._started_wall)
         try:
             if self.once:
                 await self.source.discover()
                 waits: list[asyncio.Future[Any]] = [
-                    self.source.tailers_done(),
+                    done := asyncio.ensure_future(self.source.tailers_done()),
                     stop := asyncio.create_task(self._stopped.wait()),
                 ]
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
+                done.cancel()
             else:
-                disc = asyncio.create_task(self.source.run(), name="discovery")
+                disc = keep("discovery", self.source.run, "discovery")
                 await self._stopped.wait()
                 disc.cancel()
             await self._drain()
         finally:
+            if self.metric_sources is not None:
+                await self.metric_sources.stop()
             for t in bg:
                 t.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
@@ -177,6 +211,17 @@ class Agent:
             raise self._fatal
         return EXIT_OK
 
+    def _metric_sources(self) -> MetricSources | None:
+        """Prometheus scrapes and host metrics, in one process only (worker 0: the others would
+        ship the same samples again); not with --once, which reads the files and exits."""
+        s = self.s
+        if self.once or self.shard[0] != 0 or not (s.prometheus_scrape.enabled or s.host_metrics.enabled):
+            return None
+        sources = MetricSources(s.prometheus_scrape, s.host_metrics, self.spec.host_name,
+                                self.fanout.offer, self.router.for_file)
+        self.metrics.registry.register(sources.stats)
+        return sources
+
     async def _metric_shipper(self) -> MetricShipper | None:
         lm = self.s.log_metrics
         if self.log_metrics is None or not lm.ship_to:
@@ -186,13 +231,22 @@ class Agent:
         conf = settings_from_dict({"sink": parse_sink_url(lm.ship_to)}, source="log_metrics.ship_to",
                                   interpolate=False)
         sink = build_sink(conf.sink, layout.log_metrics_dir(self.s.data_dir))
-        await sink.start()
-        return MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
-                             default_host_name(self.s.host_name),
-                             worker=self.shard[0] if self.shard[1] > 1 else None)
+        shipper = MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
+                                default_host_name(self.s.host_name),
+                                worker=self.shard[0] if self.shard[1] > 1 else None)
+        try:
+            await sink.start()
+        except SinkError as exc:
+            if self.once:
+                raise
+            log.warning("log metrics: %s; trying again with the next snapshot", exc)
+            shipper.started = False
+        return shipper
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
+        if self.metric_sources is not None:
+            await self.metric_sources.stop()
         await self.source.stop()
         for d in self.deliveries:
             await d.flush()
@@ -249,17 +303,22 @@ class Agent:
 
     # -- sinks --------------------------------------------------------------------------------
 
-    def _sinks(self, given: Sink | Mapping[str, Sink] | None) -> dict[str, Sink]:
+    def _sinks(self, given: Sink | Mapping[str, Sink] | None, report: MetricsReport) -> dict[str, Sink]:
         """The sinks by name, each behind its own disk buffer when `buffer.type = "disk"`."""
         s = self.s
         if given is None:
             index, workers = self.shard
-            sinks = {name: build_sink(t, s.data_dir, index if workers > 1 else None, name)
-                     for name, t in s.sink_tables().items()}
+            tables = s.sink_tables()
+            share = s.deadletter.share(len(tables))
+            sinks = {name: build_sink(t, s.data_dir, index if workers > 1 else None, name,
+                                      deadletter=share, report=report)
+                     for name, t in tables.items()}
         elif isinstance(given, Mapping):
             sinks = dict(given)
         else:
             sinks = {given.name: given}
+        self.dead_letters = {name: dead for name, sink in sinks.items()
+                             if isinstance(dead := getattr(sink, "dead", None), DeadLetter)}
         if s.buffer.type == "disk":
             b, root = s.buffer, layout.buffer_root(s.data_dir, s.buffer.path)
             table = s.sink_tables()
@@ -267,15 +326,18 @@ class Agent:
                 sink, layout.buffer_dir(root, name, bool(s.sinks)), max_bytes=b.max_size_bytes // len(sinks),
                 ack=b.ack, when_full=s.batch.when_full,
                 retry_initial_secs=table.get(name, s.sink).retry_initial_ms / 1000,
-                retry_max_secs=table.get(name, s.sink).retry_max_ms / 1000, count=self.metrics.event)
+                retry_max_secs=table.get(name, s.sink).retry_max_ms / 1000, count=self.metrics.event,
+                retry_refused=not self.once, task_supervisor=self.task_supervisor)
                 for name, sink in sinks.items()}
         return sinks
 
     async def _start_sinks(self) -> None:
+        """Once: every sink starts or the agent stops. The daemon: a sink that cannot start now is
+        started later by its delivery (only an error that is not the sink's own is raised)."""
         started: list[Delivery] = []
         try:
             for d in self.deliveries:
-                await d.sink.start()
+                await d.start()
                 started.append(d)
         except BaseException:
             for d in started:
@@ -310,12 +372,18 @@ class Agent:
         count and log it, and say so (False)."""
         try:
             self.checkpoints.persist()
-            return True
         except OSError as exc:
             self.metrics.event("checkpoint_write_failed")
-            log.error("cannot write checkpoints in %s: %s (the last good ones are kept; retrying)",
-                      self.s.data_dir, exc.strerror or exc)
+            self._disk_error = f"{exc.strerror or exc}"
+            if self._disk_warn.due():  # retried every checkpoint_interval_secs: logged less often
+                log.error("cannot write checkpoints in %s: %s (the last good ones are kept; retrying)",
+                          self.s.data_dir, self._disk_error)
             return False
+        if self._disk_error is not None:
+            log.info("checkpoints in %s written again", self.s.data_dir)
+            self._disk_error = None
+            self._disk_warn = Every(WARN_EVERY_SECS)
+        return True
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -325,28 +393,50 @@ class Agent:
             return False, f"stopped: {self._fatal}"
         if not self.ready:
             return False, "starting or stopping"
-        now = time.monotonic()
+        problems = self._stalled(time.monotonic())
+        if self._disk_error is not None:
+            problems.append(f"data directory {self.s.data_dir} cannot be written: {self._disk_error}")
+        problems += [f"sink {d.name}: {why}" for d in self.deliveries
+                     if isinstance(d.sink, BufferedSink) and (why := d.sink.write_error) is not None]
+        return (False, "; ".join(problems)) if problems else (True, "ready")
+
+    def _stalled(self, now: float) -> list[str]:
+        """The watchdog: each sink refused for now, or with records pending and nothing acknowledged for
+        `ready_failing_secs` (a sink retrying, a send that hangs, a disk buffer that cannot
+        deliver alike)."""
+        limit, problems = self.s.metrics.ready_failing_secs, []
         for d in self.deliveries:
-            failing = now - d.failing_since if d.failing_since is not None else 0.0
-            if failing and failing >= self.s.metrics.ready_failing_secs:
-                return False, f"sink {d.name} failing for {failing:.0f}s"
-        return True, "ready"
+            for refusal in (d.refusal, getattr(d.sink, "refusal", None)):  # the disk buffer's too
+                if refusal is not None and refusal.current is not None:
+                    problems.append(f"sink {d.name} refused: {refusal.current}")
+            waits = [(d.stall.secs(now), f"{d.unacked} records pending, nothing acknowledged")]
+            if isinstance(d.sink, BufferedSink):
+                waits.append((d.sink.stall.secs(now), f"{len(d.sink.buf.frames)} batches in its disk "
+                              "buffer, nothing delivered"))
+            for secs, what in waits:
+                if secs and secs >= limit:
+                    problems.append(f"sink {d.name} failing: {what} for {secs:.1f}s")
+        return problems
 
     def _live_values(self) -> dict[str, Any]:
         queues = {"inflight": self.fanout.budget.used, "open_batch": 0, "send_queue": 0, "sending": 0}
         for d in self.deliveries:
             for stage, n in d.pending_bytes.items():
                 queues[stage] += n
+        if self.log_metrics is not None:  # held, not queued: the accounted label sets (≤ max_bytes)
+            queues["log_metrics"] = self.log_metrics.nbytes
         sinks = [d.sink for d in self.deliveries]
         return {
             "files": self.source.open_files(),
             "queues": queues,
             "checkpoint_age": self.checkpoints.age(),
-            "dead_letters": {s.name: dead.count for s in sinks
-                             if (dead := getattr(s, "dead", None)) is not None},
+            "dead_letter_bytes": {name: dead.held_bytes for name, dead in self.dead_letters.items()},
             "buffer_bytes": sum(s.bytes for s in sinks if isinstance(s, BufferedSink)),
             "paused_secs": self.fanout.paused_secs(),
             "sinks_healthy": {s.name: s.healthy() for s in sinks},
+            "file_pruned": {s.name: (inner.pruned_files, inner.pruned_bytes) for s in sinks
+                            if isinstance(inner := getattr(s, "inner", s), FileSink)},
+            "held_rotated": (len(held := self.source.held_rotated()), sum(size for _, size in held)),
         }
 
     def summary(self) -> Summary:

@@ -6,7 +6,7 @@ validation: `choices`, `min`/`max`, `help`. Option names carry their units.
 
 The options of the data path live beside it and are composed here: a sink's in
 `pipelines/sinks/` (`SinkSettings` and each type's sub-table), routes in `pipelines/routes.py`,
-log metrics in `pipelines/logmetrics_settings.py`.
+log metrics in `pipelines/logmetrics_settings.py`, metric sources in `agent/metricsources/settings.py`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.kubernetes.settings import KubernetesSettings
+from agent.metricsources.settings import HostMetricsSettings, PrometheusScrapeSettings
+from pipelines.deadletter import DeadLetterSettings
 from pipelines.logmetrics_settings import LogMetricsSettings, MetricRule
 from pipelines.options import opt
 from pipelines.routes import RouteCondition, RouteSettings, RoutingSettings
@@ -22,15 +24,17 @@ from pipelines.sinks.elasticsearch.config import ElasticsearchSettings
 from pipelines.sinks.kafka.config import KafkaSettings
 
 __all__ = ["Settings", "SourceSettings", "ParseSettings", "TraceSettings", "MultilineSettings",
-           "BatchSettings", "BufferSettings", "MetricsSettings", "SinkSettings", "KafkaSettings",
+           "BatchSettings", "BufferSettings", "DeadLetterSettings", "MetricsSettings", "SinkSettings",
+           "KafkaSettings",
            "ElasticsearchSettings", "LogMetricsSettings", "MetricRule", "RouteCondition", "RouteSettings",
-           "RoutingSettings", "KubernetesSettings", "opt"]
+           "RoutingSettings", "PrometheusScrapeSettings", "HostMetricsSettings",
+           "KubernetesSettings", "opt"]
 
 
 @dataclass(slots=True)
 class SourceSettings:
     include: list[str] = opt(factory=lambda: ["/var/log/containers/*.log"],
-                             help="glob patterns of files to tail (symlinks are followed)")
+                             help="glob patterns of files to tail (symlinks followed within allowed_roots)")
     exclude: list[str] = opt(factory=list, help="glob patterns of files never to tail")
     read_from: str = opt("head", choices=("head", "tail"),
                          help="where to start in files present at start without a checkpoint")
@@ -49,6 +53,18 @@ class SourceSettings:
                                  help="bytes at the head of a file that make up its fingerprint")
     format: str = opt("auto", choices=("auto", "docker", "cri", "text"),
                       help="container log format; auto detects it per file")
+    allowed_roots: list[str] = opt(factory=list,
+                                   help="directories files may really lie under (symlinks resolved); "
+                                        "empty: the base directories of the include patterns, and "
+                                        "for a kubelet containers directory its pods sibling and "
+                                        "/var/lib/docker/containers")
+    max_open_files: int = opt(0, min=0, help="files held open at once; 0 = the open files limit "
+                                             "less a reserve")
+    close_inactive_secs: float = opt(300.0, min=0.01,
+                                     help="an idle file lets go of its descriptor after this long")
+    max_held_rotated_bytes: int = opt(0, min=0,
+                                      help="bytes of rotated or deleted files held open unread; past "
+                                           "it the oldest is released and its rest lost (0 = no bound)")
 
 
 @dataclass(slots=True)
@@ -101,7 +117,15 @@ class BufferSettings:
 class MetricsSettings:
     listen: str = opt("127.0.0.1:2021", help='host:port of /metrics, /healthz and /readyz ("" = off)')
     ready_failing_secs: float = opt(30.0, min=0,
-                                    help="/readyz answers 503 once the sink has failed for this long")
+                                    help="/readyz answers 503 once a sink has had records pending and "
+                                         "nothing acknowledged for this long")
+    header_timeout_secs: float = opt(5.0, min=0.01, help="a request's line and headers must arrive "
+                                     "within this, else the connection is closed")
+    body_timeout_secs: float = opt(5.0, min=0.01, help="a request's body (the endpoints take none; up "
+                                   "to 64 KiB is read and ignored) must arrive within this")
+    write_timeout_secs: float = opt(10.0, min=0.01, help="a client must take the response within this")
+    max_connections: int = opt(64, min=2, help="connections open at once; at the cap a new one "
+                               "replaces the oldest (so /healthz is always answered)")
 
 
 
@@ -127,8 +151,11 @@ class Settings:
                                          "(instead of [sink]); each has the options of [sink]")
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     buffer: BufferSettings = field(default_factory=BufferSettings)
+    deadletter: DeadLetterSettings = field(default_factory=DeadLetterSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_metrics: LogMetricsSettings = field(default_factory=LogMetricsSettings)
+    prometheus_scrape: PrometheusScrapeSettings = field(default_factory=PrometheusScrapeSettings)
+    host_metrics: HostMetricsSettings = field(default_factory=HostMetricsSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
     def sink_tables(self) -> dict[str, SinkSettings]:

@@ -12,6 +12,8 @@ run for tailship and the Go baseline alternately (A B B A ..., medians of --roun
            latency from the write time embedded in each line (p50/p99/max)
   stall    5k lines/s -> Kafka while the broker is stopped for 60 s: peak RSS, recovery time
            (from the broker's return, or the writer's end if later, to the last line consumed)
+  manyfiles (alone, tailship only; see bench/manyfiles.py) 10,000 idle container files on one
+           worker: CPU % of a core and RSS idle, then with 100 of them written at 100 lines/s
 Per agent and scenario: lines/s, MB/s, CPU-seconds per million lines (user + sys from the
 kernel at the agent's exit; --once scenarios net of a start-up measured with the same sink),
 peak RSS (VmHWM), latency percentiles, lines lost / duplicated / wrongly keyed, and the
@@ -554,7 +556,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
     ap.add_argument("--workers", type=int, default=0,
                     help="tailship's worker processes (default 0: one per CPU, as the agent does)")
+    ap.add_argument("--files", type=int, default=10_000, help="manyfiles: idle container files")
+    ap.add_argument("--agent-root", default=str(ROOT),
+                    help="manyfiles: run the agent from this checkout (to compare with another)")
     args = ap.parse_args(argv)
+    if args.scenarios == "manyfiles":  # tailship alone: the Go baseline has no part in it
+        import tempfile
+
+        from bench import manyfiles
+
+        with tempfile.TemporaryDirectory(prefix="tailship-bench-") as tmp:
+            return manyfiles.main(argv if argv is not None else sys.argv[1:], args.quick,
+                                  Path(args.work or tmp), Path(args.out), args.files,
+                                  Path(args.agent_root))
     args.rounds = args.rounds or (1 if args.quick else 3)
     global WORKERS
     WORKERS = args.workers

@@ -25,6 +25,7 @@ import orjson
 
 from agent.filesource.identity import KEY, FileId
 from pipelines import layout
+from pipelines.durable import fsync_dir, write_all
 
 log = logging.getLogger("tailship.checkpoints")
 
@@ -144,9 +145,7 @@ class CheckpointStore:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                view = memoryview(data)
-                while view:  # a write on a nearly full disk may take only part of the data
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)  # a nearly full disk may take only part of it at a time
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -157,11 +156,7 @@ class CheckpointStore:
                 os.unlink(tmp)
             raise
         os.replace(tmp, self.path)
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self.dir)
         self._dirty = False
         self.written_at = time.monotonic()
         return True

@@ -1,12 +1,17 @@
-"""Finding files: include/exclude globs, symlinks followed, one entry per underlying file."""
+"""Finding files: include/exclude patterns, symlinks followed within the allowed roots, one entry
+per underlying file."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import stat
 from fnmatch import fnmatch
+
+from agent.filesource.confine import Confinement
+from agent.filesource.walk import Listings, expand
+
+Found = list[tuple[str, os.stat_result]]  # (path, stat) of each file a scan found
 
 
 class RealPaths:
@@ -30,30 +35,56 @@ class RealPaths:
         self._prev, self._cur = self._cur, {}
 
 
-def scan(include: list[str], exclude: list[str], reals: RealPaths | None = None
-         ) -> list[tuple[str, os.stat_result]]:
-    """Paths matching `include` and no `exclude` pattern (matched against the path and its target),
-    each regular file once (the first path that reaches it wins: list symlink patterns first)."""
-    reals = reals or RealPaths()
-    reals.next_scan()
-    seen: set[tuple[int, int]] = set()
-    found: list[tuple[str, os.stat_result]] = []
-    for pattern in include:
-        for path in sorted(glob.glob(pattern, recursive=True)):
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue  # dangling symlink, or gone since the glob
-            if exclude and excluded(exclude, path, reals(path, st)):
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            ident = (st.st_dev, st.st_ino)
-            if ident in seen:
-                continue
-            seen.add(ident)
-            found.append((path, st))
-    return found
+class Scanner:
+    """The scans of one process: include patterns expanded over directory listings kept between
+    scans (`walk`), each file's real path judged against the allowed roots (`confine`).
+
+    `scan()` returns the files found; the paths refused by the last scan are in `refused` (path
+    -> reason), those refused for the first time in `newly_refused` (to count and log once)."""
+
+    def __init__(self, include: list[str], exclude: list[str], confinement: Confinement) -> None:
+        self.include = include
+        self.exclude = exclude
+        self.confinement = confinement
+        self.listings = Listings()
+        self.reals = RealPaths()
+        self.refused: dict[str, str] = {}
+        self.newly_refused: list[tuple[str, str, str]] = []  # (path, real path, reason)
+
+    def scan(self) -> Found:
+        """Paths matching `include` and no `exclude` pattern (matched against the path and its
+        target), each allowed regular file once (the first path that reaches it wins: list
+        symlink patterns first). OSError(EMFILE) when out of descriptors (try again later)."""
+        self.reals.next_scan()
+        self.listings.next_scan()
+        seen: set[tuple[int, int]] = set()
+        found: Found = []
+        refused: dict[str, str] = {}
+        self.newly_refused = []
+        for pattern in self.include:
+            for path in sorted(expand(pattern, self.listings, self.confinement.inside)):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue  # dangling symlink, or gone since the listing
+                if stat.S_ISDIR(st.st_mode):
+                    continue  # a directory a pattern matches is no file to read, nor refused
+                real = self.reals(path, st)
+                if self.exclude and excluded(self.exclude, path, real):
+                    continue
+                reason = self.confinement.refused(real, st)
+                if reason is not None:
+                    refused[path] = reason
+                    if self.refused.get(path) != reason:
+                        self.newly_refused.append((path, real, reason))
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                found.append((path, st))
+        self.refused = refused
+        return found
 
 
 def excluded(exclude: list[str], *paths: str) -> bool:
@@ -87,21 +118,30 @@ def compressed(path: str) -> bool:
     return head.startswith(COMPRESSED_MAGIC)
 
 
-def rotated_siblings(real: str) -> list[tuple[str, os.stat_result]]:
+def rotated_siblings(real: str, listings: Listings | None = None) -> Found:
     """`<name>.*` beside the file at `real` (its rotations: `0.log.20261124-101500`), with their
     stat; compressed ones (`.gz`) and the kubelet's compression in progress (`.tmp`, renamed to
-    `.gz` when done) are left out: they are never read."""
+    `.gz` when done) are left out: they are never read. Only regular files: a rotation is a
+    renamed file, never a symlink (which a tenant could point anywhere). `listings`: the
+    directory is listed again only when it changed (see `walk.Listings`)."""
     folder, prefix = os.path.dirname(real), os.path.basename(real) + "."
-    try:
-        names = [n for n in os.listdir(folder)
-                 if n.startswith(prefix) and not n.endswith((".gz", ".tmp"))]
-    except OSError:
-        return []
+    if listings is not None:
+        listing = listings.list(folder)
+        all_names: tuple[str, ...] | list[str] = listing.names if listing is not None else ()
+    else:
+        try:
+            all_names = os.listdir(folder)
+        except OSError:
+            return []
     out = []
-    for name in names:
+    for name in all_names:
+        if not name.startswith(prefix) or name.endswith((".gz", ".tmp")):
+            continue
         path = os.path.join(folder, name)
         try:
-            out.append((path, os.stat(path)))
+            st = os.lstat(path)
         except OSError:
             continue  # gone since the listing
+        if stat.S_ISREG(st.st_mode):
+            out.append((path, st))
     return out

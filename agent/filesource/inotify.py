@@ -40,6 +40,30 @@ MASK = IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELE
 NAMES_CHANGED = IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 NAMES_MASK = NAMES_CHANGED | IN_DELETE_SELF | IN_ONLYDIR
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
+# file systems where writes by other machines (or a FUSE daemon) produce no inotify event: files
+# there are polled even when their directory is watched
+REMOTE_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs",
+             "afs", "ncpfs", "virtiofs", "fuse")
+
+
+def mounts(path: str = "/proc/self/mounts") -> list[tuple[str, str]]:
+    """(mount point, file system type) of each mount, the longest mount points first."""
+    try:
+        with open(path) as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return []
+    out = [(r[1].replace("\\040", " "), r[2]) for r in rows if len(r) >= 3]
+    return sorted(out, key=lambda m: len(m[0]), reverse=True)
+
+
+def remote(directory: str, table: list[tuple[str, str]]) -> bool:
+    """Whether `directory` lies on a file system of `REMOTE_FS` (or any FUSE one)."""
+    real = os.path.realpath(directory)
+    for point, fstype in table:
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            return fstype in REMOTE_FS or fstype.startswith("fuse")
+    return False
 
 
 class DirWatcher:
@@ -54,6 +78,9 @@ class DirWatcher:
         self.watched: dict[str, int] = {}   # directory -> watch descriptor
         self._libc: ctypes.CDLL | None = None
         self._full_warned = False
+        self.missed = False  # a watch could not be added for lack of room: events may be missed
+        self._mounts: list[tuple[str, str]] = []
+        self._remote: set[str] = set()  # watched directories on a remote or FUSE file system
         self._names_only: set[str] = set()  # directories watched for names only
 
     def start(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -70,6 +97,7 @@ class DirWatcher:
             log.warning("inotify unavailable (%s); files are polled", os.strerror(ctypes.get_errno()))
             return False
         self.fd, self._libc = fd, libc
+        self._mounts = mounts()
         loop.add_reader(fd, self._readable)
         return True
 
@@ -86,6 +114,8 @@ class DirWatcher:
         wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), mask)
         if wd < 0:
             err = ctypes.get_errno()
+            if err == errno.ENOSPC:
+                self.missed = True
             if err == errno.ENOSPC and not self._full_warned:
                 self._full_warned = True
                 log.warning("inotify watch limit reached (fs.inotify.max_user_watches); %s and "
@@ -95,10 +125,18 @@ class DirWatcher:
         if directory not in paths:
             paths.append(directory)
         self.watched[directory] = wd
+        if remote(directory, self._mounts):
+            self._remote.add(directory)
         if names_only:
             self._names_only.add(directory)
         else:
             self._names_only.discard(directory)
+
+    def full(self, directory: str) -> bool:
+        """Whether writes to the files in `directory` are reported (watched in full, on a local
+        file system)."""
+        return (directory in self.watched and directory not in self._names_only
+                and directory not in self._remote)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.fd >= 0:
@@ -119,6 +157,7 @@ class DirWatcher:
             log.warning("inotify read failed (%s); files are polled", exc.strerror)
             with contextlib.suppress(RuntimeError):
                 self.close(asyncio.get_running_loop())
+            self.on_overflow()  # everyone looks again, and polls from now on
             return
         for wd, mask, name in parse(data):
             if mask & IN_Q_OVERFLOW:

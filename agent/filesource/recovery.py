@@ -24,12 +24,12 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from agent.filesource.checkpoints import Entry
-from agent.filesource.discovery import compressed, excluded, owner, rotated_siblings
+from agent.filesource.discovery import Found, compressed, excluded, owner, rotated_siblings
 from agent.filesource.identity import FileId, identify_path
+from agent.filesource.walk import Listings
 from agent.settings import SourceSettings
 
 Inode = tuple[int, int]              # (device, inode)
-Found = list[tuple[str, os.stat_result]]  # what `discovery.scan` returns
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +80,16 @@ class Unseen:
     left_behind: dict[str, str]           # replaces `Seen.left_behind`
 
 
-def beside(real: str, unreached: bool) -> Found:
+def beside(real: str, unreached: bool, listings: Listings | None = None) -> Found:
     """The rotations beside `real`, and, when no path the scan found leads to `real` any more
     (`unreached`), the file at `real` itself: the new `0.log` a rotation made, whose link went
     away at a container restart before any scan followed it there."""
-    siblings = rotated_siblings(real)
+    siblings = rotated_siblings(real, listings)
     if unreached:
         with contextlib.suppress(OSError):
-            siblings.append((real, os.stat(real)))
+            st = os.lstat(real)  # not a link: one put there since could lead anywhere
+            if stat.S_ISREG(st.st_mode):
+                siblings.append((real, st))
     return siblings
 
 
@@ -126,7 +128,7 @@ def renamed_while_stopped(entries: Mapping[str, Entry], tailing: AbstractSet[str
 def rotated_unseen(found: Found, scanned: AbstractSet[Inode], targets: Mapping[str, str],
                    tailed: Iterable[tuple[str, str]], open_inodes: AbstractSet[Inode], seen: Seen,
                    *, settings: SourceSettings, shard: tuple[int, int], since: float,
-                   now: float) -> Unseen:
+                   now: float, listings: Listings | None = None) -> Unseen:
     """Files that were created, filled and rotated away between two scans.
 
     Under fast rotation (a container writing megabytes a second, rotated at `10 MiB`) a file's
@@ -175,7 +177,7 @@ def rotated_unseen(found: Found, scanned: AbstractSet[Inode], targets: Mapping[s
     checked: set[tuple[int, int, int]] = set()
     waiting: set[str] = set()  # left-behind paths whose file has no first line yet
     for real, label in families.items():
-        for cand, st in beside(real, real not in targets):
+        for cand, st in beside(real, real not in targets, listings):
             ident = (st.st_dev, st.st_ino)
             examined = (st.st_dev, st.st_ino, st.st_ctime_ns)
             # ctime: the kernel's coarse clock may lag time.time() by a tick

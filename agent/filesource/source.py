@@ -8,7 +8,18 @@ its end with `read_from = "tail"` at the first scan). A file without a first lin
 open until it has one. Files a rotation took where no pattern leads are found by `recovery`.
 Scans run every `scan_interval_secs`, and at once when a tailer sees its file rotated away or
 inotify (`inotify.DirWatcher`) reports a name created, moved or deleted; inotify also wakes a
-tailer when its file is written to.
+tailer when its file is written to. Where inotify covers every directory a scan depends on (the
+include patterns have wildcards in their last name only, no watch failed, no event was lost), a
+periodic scan with no event since the last one would find what that one found and is skipped,
+up to `FULL_SCAN_SECS`. A scan runs in a thread, off the event loop: a slow file system (or a
+hostile tree) never stalls the tailers or `/healthz`.
+
+Only files whose real path lies under the allowed roots are read (`confine`); a path refused is
+counted (`tailship_files_refused_total{reason}`) and logged once. Descriptors are counted
+(`descriptors.Slots`, `source.max_open_files`): a file found while none is free waits for the
+next scan, and tailers idle at the end of their file let go of theirs meanwhile. Rotated or
+deleted files still being read (held during a sink outage) are bounded by
+`source.max_held_rotated_bytes` (`_release_held`).
 
 The source records in the `CheckpointStore` where each file it opens lives (`opened`) and drops
 entries of files long gone (`forget_stale`); moving checkpoints on acknowledgements, loading and
@@ -18,19 +29,19 @@ writing the store is the agent's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+from agent.filesource import descriptors
 from agent.filesource.checkpoints import CheckpointStore
-from agent.filesource.discovery import RealPaths, owner, scan
+from agent.filesource.confine import Confinement, base_dir, default_roots
+from agent.filesource.discovery import Found, Scanner, owner
 from agent.filesource.identity import FileId, identify
 from agent.filesource.inotify import NAMES_CHANGED, DirWatcher
-from agent.filesource.recovery import Found, Inode, Seen, renamed_while_stopped, rotated_unseen
+from agent.filesource.recovery import Inode, Seen, renamed_while_stopped, rotated_unseen
 from agent.filesource.tailer import FileTailer
 from agent.metrics import Metrics
 from agent.settings import SourceSettings
@@ -40,6 +51,8 @@ from pipelines.records import Segment
 log = logging.getLogger("tailship.agent")  # the name these lines had before the source moved here
 
 RESCAN_COALESCE_SECS = 0.02  # an asked-for scan waits this long, so a burst of events makes one
+FULL_SCAN_SECS = 30.0  # with inotify and no event, a scan still runs this often (a safety net)
+HELD_WARN_BYTES = 64 << 20  # held rotated bytes are warned about at this and each doubling
 
 
 @dataclass
@@ -68,7 +81,7 @@ class FileSource:
                  shard: tuple[int, int] = (0, 1), once: bool = False,
                  emit: Callable[[Segment], Awaitable[None]],
                  new_processor: Callable[[FileId, str, str], FileProcessor], metrics: Metrics,
-                 on_opened: Callable[[], None] = lambda: None) -> None:
+                 on_opened: Callable[[], None] = lambda: None, buffered: bool = False) -> None:
         self.s = settings
         self.checkpoints = checkpoints
         self.shard = shard
@@ -77,6 +90,7 @@ class FileSource:
         self.new_processor = new_processor
         self.metrics = metrics
         self.on_opened = on_opened
+        self.buffered = buffered  # a disk buffer takes what held rotated files hold: no bound
         self.tailing: dict[str, Tailing] = {}  # file key -> its tailer
         self.watcher: DirWatcher | None = None
         self.files_seen: set[Inode] = set()  # every file tailed since the start
@@ -84,12 +98,23 @@ class FileSource:
         self.since = time.time()  # wall time the agent started: rotations since then are recovered
         self._by_name: dict[tuple[str, str], set[FileTailer]] = {}  # (dir, name) -> tailers to wake
         self._held_names: set[tuple[str, str]] = set()  # (dir, name) of files in _unidentified
-        self._reals = RealPaths()
+        self._old_names: set[tuple[str, str]] = set()  # (dir, name) of ours skipped as too old
+        self.confinement = Confinement(settings.allowed_roots or default_roots(settings.include))
+        self.scanner = Scanner(settings.include, settings.exclude, self.confinement)
+        self._reals = self.scanner.reals
+        self.limits = descriptors.raise_limit()
+        self.slots = descriptors.Slots(settings.max_open_files
+                                       or descriptors.default_max_open_files(self.limits[0]),
+                                       on_free=self._rescan_set)
         self._targets: dict[str, str] = {}  # real path -> path, of the files the last scan found
         self._warned: set[str] = set()
         # (dev, ino) -> (fd, path) of files opened before they had a first line
         self._unidentified: dict[Inode, tuple[int, str]] = {}
         self._first_scan = True
+        self._last_scan = 0.0  # monotonic time of the last scan
+        self._unreached: dict[Inode, float] = {}  # files read that no scan reaches -> since when
+        self._watchable = all("/" not in p[len(base_dir(p)) + 1:] for p in settings.include)
+        self._held_warned = HELD_WARN_BYTES
         self._stop_reading = asyncio.Event()
         self._rescan = asyncio.Event()
 
@@ -107,7 +132,16 @@ class FileSource:
             self.watcher = None
             return
         for pattern in self.s.include:  # new files: the fixed directory of each pattern
-            self.watcher.watch(os.path.dirname(re.split(r"[*?\[]", pattern, maxsplit=1)[0]))
+            self.watcher.watch(base_dir(pattern))
+
+    def report(self) -> None:
+        """Log and export the descriptor limits (once, at start)."""
+        soft, hard = self.limits
+        self.metrics.fd_limit.labels("soft").set(soft)
+        self.metrics.fd_limit.labels("hard").set(hard)
+        self.metrics.max_open_files.set(self.slots.capacity)
+        log.info("open files limit %d (hard %d); up to %d files held open; allowed roots: %s",
+                 soft, hard, self.slots.capacity, ", ".join(self.confinement.roots))
 
     async def run(self) -> None:
         """Scan, and again every `scan_interval_secs` or when asked to (`wake`); until cancelled."""
@@ -116,42 +150,108 @@ class FileSource:
             # a tailer that sees its path name another file (rotation), or inotify reporting a
             # name created or moved, asks for a scan at once, so the new file is opened before
             # it can be rotated away unread
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), self.s.scan_interval_secs)
+            while True:
+                try:
+                    await asyncio.wait_for(self._rescan.wait(), self.s.scan_interval_secs)
+                except TimeoutError:
+                    self._release_held()
+                    if not self._quiet():
+                        break
+                    continue
                 await asyncio.sleep(RESCAN_COALESCE_SECS)  # one scan for a burst of events
+                break
             self._rescan.clear()
+
+    def _quiet(self) -> bool:
+        """Whether a periodic scan can be skipped: inotify would have reported anything it could
+        find (see the module's docstring)."""
+        w = self.watcher
+        return (w is not None and w.fd >= 0 and not w.missed and self._watchable
+                and not self._unidentified and not self.slots.wanted
+                and time.monotonic() - self._last_scan < FULL_SCAN_SECS)
+
+    def _rescan_set(self) -> None:
+        self._rescan.set()
 
     def wake(self) -> None:
         """Ask `run` for a scan now."""
         self._rescan.set()
 
     async def discover(self) -> None:
-        """One scan: start the files found and not open yet, then recover rotations."""
+        """One scan: start the files found and not open yet, then recover rotations. Out of
+        descriptors, the scan is counted, logged and tried again at the next one."""
+        self._last_scan = time.monotonic()
+        self.slots.served()
+        try:
+            await self._discover()
+        except OSError as exc:
+            if not descriptors.is_out_of_descriptors(exc):
+                raise
+            descriptors.exhausted(self.metrics, exc.filename or "a directory")
+            asyncio.get_running_loop().call_later(self.s.poll_interval_ms / 1000, self._rescan.set)
+
+    async def _discover(self) -> None:
         src = self.s
         now = time.time()
         self._identify_held()
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
+        if self.once:
+            open_inodes |= self.files_seen  # read once already (--once keeps no checkpoints)
         index, workers = self.shard
-        found = scan(src.include, src.exclude, self._reals)
+        found = await asyncio.to_thread(self.scanner.scan)
+        self._note_refused()
         scanned = {(st.st_dev, st.st_ino) for _, st in found}  # every worker's, not only ours
+        mono = time.monotonic()
+        self._unreached = {t.inode: self._unreached.get(t.inode, mono)
+                           for t in self.tailing.values() if t.inode not in scanned}
+        old: set[tuple[str, str]] = set()
         for path, st in found:
             if (st.st_dev, st.st_ino) in open_inodes or owner(st.st_dev, st.st_ino, workers) != index:
                 continue
             if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
+                old.update(self._watch_names(path, self._reals(path, st)))
                 continue
             self._start_file(path, st)
+        self._old_names = old
         self._follow_targets(found)
         if self._first_scan:
             self._recover_renamed(scanned)
         else:
-            self._recover_rotated_unseen(found, scanned)
+            await self._recover_rotated_unseen(found, scanned)
         self._first_scan = False
         active = set(self.tailing)
         self.checkpoints.forget_stale(active)
+        self._release_held()
 
-    def tailers_done(self) -> asyncio.Future[list[None]]:
-        """Done when every file being tailed now is read to its end (with `once`)."""
-        return asyncio.gather(*(t.task for t in list(self.tailing.values())))
+    def _note_refused(self) -> None:
+        """Count and log each path refused for the first time (`confine`)."""
+        for path, real, reason in self.scanner.newly_refused:
+            self.metrics.files_refused.labels(reason).inc()
+            self.metrics.event(f"file_refused_{reason}")
+            log.warning("%s: not read (%s): it leads to %s; allowed roots: %s", path,
+                        reason.replace("_", " "), real, ", ".join(self.confinement.roots))
+
+    def _watch_names(self, path: str, real: str) -> Iterator[tuple[str, str]]:
+        """(directory, name) of `path` and its real path, their directories watched in full: a
+        write there asks for a scan (a file skipped as too old that is written to again)."""
+        for pair in {os.path.split(path), os.path.split(real)}:
+            if self.watcher is not None:
+                self.watcher.watch(pair[0])
+            yield pair
+
+    async def tailers_done(self) -> None:
+        """Every file found read to its end (with `once`): files that waited for a descriptor
+        are opened as others finish, by another scan."""
+        while True:
+            tasks = [t.task for t in list(self.tailing.values())]
+            if not tasks and not self.slots.wanted:
+                return
+            if tasks:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            else:  # out of descriptors with none of ours open: wait for others to let go
+                await asyncio.sleep(self.s.poll_interval_ms / 1000)
+            if self.slots.wanted:
+                await self.discover()
 
     async def stop(self) -> None:
         """Stop every tailer (unread data stays on disk: its checkpoint did not move)."""
@@ -167,21 +267,64 @@ class FileSource:
         """`stop`, and let go of the held files and the inotify instance."""
         await self.stop()
         for fd, _ in self._unidentified.values():
-            os.close(fd)
+            self._close(fd)
         self._unidentified.clear()
         if self.watcher is not None:
             self.watcher.close(asyncio.get_running_loop())
             self.watcher = None
 
     def open_files(self) -> list[tuple[int, int]]:
-        """(descriptor, read position) of each file being read, for /metrics."""
-        return [(t.tailer.fd, t.tailer.pos) for t in self.tailing.values() if not t.tailer.done]
+        """(descriptor, read position) of each file being read and open, for /metrics."""
+        return [(t.tailer.fd, t.tailer.pos) for t in self.tailing.values()
+                if not t.tailer.done and t.tailer.fd >= 0]
+
+    def held_rotated(self) -> list[tuple[Tailing, int]]:
+        """Files being read that no scan reaches any more (rotated away or deleted), with their
+        size (disk space they hold), oldest first."""
+        held = []
+        for t in self.tailing.values():
+            since = self._unreached.get(t.inode)
+            if since is None or t.tailer.fd < 0 or t.tailer.done:
+                continue
+            try:
+                held.append((since, t, os.fstat(t.tailer.fd).st_size))
+            except OSError:
+                continue
+        return [(t, size) for _, t, size in sorted(held, key=lambda h: h[0])]
+
+    def _release_held(self) -> None:
+        """Warn as held rotated bytes grow; past `max_held_rotated_bytes` (without a disk
+        buffer, which takes them in instead), let go of the oldest held files, their unread
+        bytes counted as lost."""
+        held = self.held_rotated()
+        total = sum(size for _, size in held)
+        if total >= self._held_warned:
+            log.warning("%d rotated or deleted files held open, %d bytes on disk (sink slow or "
+                        "down?); source.max_held_rotated_bytes bounds them", len(held), total)
+            while self._held_warned <= total:
+                self._held_warned *= 2
+        bound = self.s.max_held_rotated_bytes
+        if not bound or self.buffered:
+            return
+        for t, size in held:
+            if total <= bound:
+                break
+            total -= size
+            lost = max(0, size - t.tailer.offset)
+            self.metrics.lost_bytes.labels("held_rotated_bound").inc(lost)
+            self.metrics.event("held_rotated_released")
+            log.error("%s: rotated away or deleted, and held unread past "
+                      "source.max_held_rotated_bytes (%d): released; %d bytes never read are LOST",
+                      t.label, bound, lost)
+            t.task.cancel()
 
     # -- inotify ----------------------------------------------------------------------------------
 
     def _on_fs_event(self, directory: str, name: str, mask: int) -> None:
-        if mask & NAMES_CHANGED or (directory, name) in self._held_names:
-            # a name appeared or went, or a file held until its first line is written to
+        pair = (directory, name)
+        if mask & NAMES_CHANGED or pair in self._held_names or pair in self._old_names:
+            # a name appeared or went, or a file held until its first line (or skipped as too
+            # old) is written to
             self._rescan.set()
         for tailer in self._by_name.get((directory, name), ()):
             tailer.wake.set()
@@ -222,13 +365,15 @@ class FileSource:
             self.metrics.event("file_renamed_while_stopped")
             self._start_file(f.path, f.st, expect=f.key, label=f.label, real=f.real)
 
-    def _recover_rotated_unseen(self, found: Found, scanned: set[Inode]) -> None:
+    async def _recover_rotated_unseen(self, found: Found, scanned: set[Inode]) -> None:
         """Read files created, filled and rotated away between two scans
-        (`recovery.rotated_unseen`)."""
+        (`recovery.rotated_unseen`, in a thread: it reads the file system)."""
         open_inodes = {t.inode for t in self.tailing.values()} | set(self._unidentified)
         tailed = [(t.real, t.label) for t in self.tailing.values()]
-        unseen = rotated_unseen(found, scanned, self._targets, tailed, open_inodes, self.seen,
-                                settings=self.s, shard=self.shard, since=self.since, now=time.time())
+        unseen = await asyncio.to_thread(
+            rotated_unseen, found, scanned, dict(self._targets), tailed, open_inodes, self.seen,
+            settings=self.s, shard=self.shard, since=self.since, now=time.time(),
+            listings=self.scanner.listings)
         self.seen.update(unseen)
         for f in unseen.starts:
             if f.fid.fp in self.seen.fingerprints:
@@ -246,12 +391,12 @@ class FileSource:
             if fid is not None:
                 del self._unidentified[ident]
                 if fid.key in self.tailing:
-                    os.close(fd)
+                    self._close(fd)
                 else:
                     self._tail_fd(fd, fid, path)
             elif os.fstat(fd).st_nlink == 0:  # deleted before it had a line: nothing to read
                 del self._unidentified[ident]
-                os.close(fd)
+                self._close(fd)
         self._note_held()
 
     def _note_held(self) -> None:
@@ -268,24 +413,35 @@ class FileSource:
         its records are reported under (default `path`); `real`: the path it is remembered
         under (default its real path; a recovered rotation keeps its old one, so that it is
         found the same way again if the agent stops before it is read)."""
+        if not self.slots.take():
+            return  # no descriptor free: found again by a scan once a tailer let go of one
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except PermissionError as exc:
+            self.slots.give()
             if path not in self._warned:
                 self._warned.add(path)
                 self.metrics.event("permission_denied")
                 log.error("%s: cannot open: %s; other files keep flowing", path, exc.strerror)
             return
-        except OSError:
+        except OSError as exc:
+            self.slots.give()
+            if descriptors.is_out_of_descriptors(exc):  # not vanished: opened at a later scan
+                descriptors.exhausted(self.metrics, path)
+                self.slots.want()
             return  # vanished between the scan and the open
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            self._close(fd)  # the path leads elsewhere since the scan judged it: judged again
+            self._rescan.set()
+            return
         fid = identify(fd, self.s.fingerprint_bytes, allow_short=self.once)
         if fid is None and expect is None and not self.once:
             # no complete first line yet: hold the file open and look again soon, so that a file
             # rotated away within a scan interval of its creation is still read (by descriptor)
-            fst = os.fstat(fd)
             ident = (fst.st_dev, fst.st_ino)
             if ident in self._unidentified:
-                os.close(fd)
+                self._close(fd)
             else:
                 self._unidentified[ident] = (fd, path)
                 self._note_held()
@@ -293,9 +449,18 @@ class FileSource:
                                                       self._rescan.set)
             return
         if fid is None or fid.key in self.tailing or (expect is not None and fid.key != expect):
-            os.close(fd)
+            self._close(fd)
             return
         self._tail_fd(fd, fid, path, label, real)
+
+    def _covers(self, folders: set[str]) -> bool:
+        """Whether inotify reports writes in all of these directories now."""
+        w = self.watcher
+        return w is not None and w.fd >= 0 and all(w.full(f) for f in folders)
+
+    def _close(self, fd: int) -> None:
+        os.close(fd)
+        self.slots.give()
 
     def _tail_fd(self, fd: int, fid: FileId, path: str, label: str | None = None,
                  real: str | None = None) -> None:
@@ -308,10 +473,12 @@ class FileSource:
         def new_processor(ident: FileId) -> FileProcessor:  # again with a new one, after a truncation
             return self.new_processor(ident, report, real_path)
 
+        folders = {os.path.dirname(path), os.path.dirname(real_path)}
         tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
                             emit=self.emit, metrics=self.metrics, settings=self.s,
-                            once=self.once, stop=self._stop_reading, on_gone=self._rescan.set)
-        task = asyncio.create_task(self._tail(tailer), name=f"tail:{path}")
+                            once=self.once, stop=self._stop_reading, on_gone=self._rescan.set,
+                            real=real_path, slots=self.slots, watched=lambda: self._covers(folders))
+        task = asyncio.create_task(self._tail(tailer, fid.key), name=f"tail:{path}")
         tailing = Tailing(tailer, task, (fid.dev, fid.ino), report, real_path)
         self.tailing[fid.key] = tailing
         if self.watcher is not None:
@@ -337,22 +504,23 @@ class FileSource:
                 and not self.checkpoints.recovered_from_corruption and not self.once)
         return size if tail else 0
 
-    async def _tail(self, tailer: FileTailer) -> None:
+    async def _tail(self, tailer: FileTailer, key: str) -> None:
         try:
             await tailer.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or an I/O error on one file must not stop the others
             self.metrics.event("tailer_failed")
+            self.metrics.internal_error("tailer")  # restarted from its checkpoint by the next scan
             log.exception("%s: tailer failed: %s", tailer.path, exc)
         finally:
-            for key, t in list(self.tailing.items()):
-                if t.tailer is tailer:
-                    del self.tailing[key]
-                    for name in t.names():
-                        waiting = self._by_name.get(name)
-                        if waiting is not None:
-                            waiting.discard(tailer)
-                            if not waiting:
-                                del self._by_name[name]
+            t = self.tailing.get(key)
+            if t is not None and t.tailer is tailer:
+                del self.tailing[key]
+                for name in t.names():
+                    waiting = self._by_name.get(name)
+                    if waiting is not None:
+                        waiting.discard(tailer)
+                        if not waiting:
+                            del self._by_name[name]
             self.metrics.files_open.dec()

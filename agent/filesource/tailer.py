@@ -7,6 +7,11 @@ Life of a file, as seen at end of data:
 * rotated (the path now names another file) or deleted: the open descriptor is read to its end,
   once more after a poll interval for late writes, then closed; the new file at the path is
   discovered separately and read from its head.
+* idle: with nothing held, a file lets go of its descriptor after `close_inactive_secs`, or at
+  once while other files wait for one (`descriptors.Slots`); it is reopened by identity (device,
+  inode, fingerprint) when it grows, at its path or, rotated meanwhile, beside its real path.
+Where inotify covers the file (`watched()`), an idle tailer sleeps until inotify wakes it:
+nothing per poll; elsewhere it checks every `poll_interval_ms`.
 A last line without newline is held until its newline arrives or `partial_line_timeout_secs`
 passes; a line longer than the raw bound is cut, emitted truncated, and its rest skipped.
 """
@@ -18,6 +23,8 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
+from agent.filesource import descriptors
+from agent.filesource.discovery import rotated_siblings
 from agent.filesource.identity import FileId, identify
 from agent.metrics import Metrics
 from agent.settings import SourceSettings
@@ -28,6 +35,9 @@ log = logging.getLogger("tailship.tailer")
 
 # Room for a runtime's wrapper (docker JSON, CRI prefix) around a maximal payload.
 RAW_LINE_SLACK = 64 * 1024
+# Where inotify covers a file, an idle tailer still looks at it this often: a write it does not
+# report (through a shared mmap, say) is read within this long.
+INOTIFY_SAFETY_POLL_SECS = 60.0
 
 
 class FileTailer:
@@ -35,9 +45,15 @@ class FileTailer:
                  new_processor: Callable[[FileId], FileProcessor],
                  emit: Callable[[Segment], Awaitable[None]], metrics: Metrics,
                  settings: SourceSettings, once: bool, stop: asyncio.Event,
-                 on_gone: Callable[[], None] | None = None) -> None:
+                 on_gone: Callable[[], None] | None = None, real: str | None = None,
+                 slots: descriptors.Slots | None = None,
+                 watched: Callable[[], bool] = lambda: False) -> None:
         self.path = path
-        self.fd = fd
+        self.real = real or path   # where its rotations are looked for once it is closed
+        self.fd = fd               # -1 while it has let go of its descriptor (idle)
+        self.slots = slots         # its descriptor counts here (taken by whoever opened it)
+        self.watched = watched     # whether inotify reports writes to it now
+        self.wants_slot = False    # closed, grown, and waiting for a free descriptor
         self.fid = fid
         self.pos = offset          # next byte to read
         self.offset = offset       # file offset of `rest` (the first byte not yet split into lines)
@@ -65,6 +81,13 @@ class FileTailer:
             self.last_data = loop.time()
             while not self.stop.is_set():
                 self.wake.clear()  # before reading: a write after this point ends the next wait
+                if self.fd < 0:
+                    reopened = self._reopen()
+                    if reopened is None:
+                        break  # rotated away or deleted while closed, and read to its end
+                    if not reopened:
+                        await self._wait(loop.time())
+                        continue
                 if self.pos and self._replaced():
                     await self._truncated()
                     continue
@@ -73,13 +96,98 @@ class FileTailer:
                     continue
                 if await self._at_eof(loop.time()):
                     break
-                try:
-                    await asyncio.wait_for(self.wake.wait(), self.s.poll_interval_ms / 1000)
-                except TimeoutError:
-                    pass
+                await self._wait(loop.time())
             self.done = True
         finally:
+            self._let_go()
+
+    async def _wait(self, now: float) -> None:
+        """Until inotify (or a stop) wakes this tailer, or its next check is due."""
+        timeout = self._next_check(now)
+        if timeout is None:
+            await self.wake.wait()
+            return
+        # a timer that sets `wake`, not `wait_for` (a task per wait): thousands of idle tailers
+        timer = asyncio.get_running_loop().call_later(timeout, self.wake.set)
+        try:
+            await self.wake.wait()
+        finally:
+            timer.cancel()
+
+    def _next_check(self, now: float) -> float | None:
+        """Seconds until this tailer must look at its file again on its own; None: only when
+        woken. Polls where inotify does not cover the file, while it holds a partial line or
+        records, and while it is rotated away; else it waits for inotify, up to its close."""
+        poll = self.s.poll_interval_ms / 1000
+        if self.gone_polls or self.rest or self.processor.held_offset is not None or not self.watched():
+            return poll
+        if self.fd < 0:
+            return poll if self.wants_slot else INOTIFY_SAFETY_POLL_SECS
+        return max(poll, min(INOTIFY_SAFETY_POLL_SECS, self.last_data + self.s.close_inactive_secs - now))
+
+    def _let_go(self) -> None:
+        """Close the descriptor (and give back its slot)."""
+        if self.fd >= 0:
             os.close(self.fd)
+            self.fd = -1
+            if self.slots is not None:
+                self.slots.give()
+
+    def _may_close(self, now: float) -> bool:
+        """Idle at the end of its file with nothing held: other files wait for a descriptor,
+        or it has been idle for `close_inactive_secs`."""
+        if self.rest or self.processor.held_offset is not None or self.slots is None:
+            return False
+        return self.slots.wanted or now - self.last_data >= self.s.close_inactive_secs
+
+    def _reopen(self) -> bool | None:
+        """Open the file again if it grew (or shrank) while closed: True when open, False to
+        wait (no change, or no descriptor free), None when it is gone for good (deleted, or
+        rotated away with nothing more to read)."""
+        found = self._find()
+        if found is None:
+            return None
+        path, st = found
+        if st.st_size == self.pos:
+            return False if path == self.path else None  # rotated away with nothing unread
+        self.wants_slot = self.slots is not None and not self.slots.take()
+        if self.wants_slot:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if self.slots is not None:
+                self.slots.give()
+            if descriptors.is_out_of_descriptors(exc):
+                descriptors.exhausted(self.metrics, path)
+                self.wants_slot = True
+                if self.slots is not None:
+                    self.slots.want()
+                return False
+            return None if path != self.path else False  # gone between the stat and the open
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) != (self.fid.dev, self.fid.ino):
+            os.close(fd)  # another file took its place since the stat: this one is gone
+            if self.slots is not None:
+                self.slots.give()
+            return None
+        self.fd = fd  # rewritten meanwhile (copytruncate): `_replaced` tells, next
+        self.metrics.event("file_reopened")
+        return True
+
+    def _find(self) -> tuple[str, os.stat_result] | None:
+        """Where this (closed) file is now: at its path, else rotated beside its real path."""
+        ident = (self.fid.dev, self.fid.ino)
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == ident:
+                return self.path, st
+        except OSError:
+            pass
+        for cand, st in rotated_siblings(self.real):
+            if (st.st_dev, st.st_ino) == ident:
+                return cand, st
+        return None
 
     async def _read_some(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Read up to the per-cycle budget; returns whether anything was read."""
@@ -113,8 +221,9 @@ class FileTailer:
             consumed = len(buf) - len(self.rest)
             self.metrics.lines_read.inc(len(lines))
             seg = self.processor.process(lines, self.offset, now)
-            self.offset += consumed
             await self.emit(seg)
+            self.offset += consumed  # after: a tailer released while it waits (`_release_held`)
+            # counts the bytes of this segment as never handed on
         if len(self.rest) > self.raw_limit:
             await self._cut_long_line(now)
 
@@ -164,6 +273,9 @@ class FileTailer:
             await self._flush_held(now)
         elif self.processor.expired(now):
             await self.emit(self.processor.flush_multiline(self.offset))
+        elif self._may_close(now):
+            self.metrics.event("file_closed_idle")
+            self._let_go()
         return False
 
     def _replaced(self) -> bool:

@@ -40,7 +40,8 @@ from agent.runtime import Summary
 
 # gauges whose sum over workers means nothing: the merged value is the largest
 MAX_GAUGES = frozenset(("tailship_checkpoint_age_seconds", "tailship_build_info",
-                        "tailship_kubernetes_watch_age_seconds", "tailship_kubernetes_pods"))
+                        "tailship_open_files_limit", "tailship_kubernetes_watch_age_seconds",
+                        "tailship_kubernetes_pods"))
 # histograms that describe the present (not accumulated): not kept from a worker that died
 SNAPSHOT_FAMILIES = frozenset(("tailship_file_unread_bytes",))
 # families a worker exposes for the run summary only (see `RunTotals`), not on /metrics

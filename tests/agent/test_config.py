@@ -374,3 +374,16 @@ def test_cross_checks_skip_rejected_values():
     """A cross-field check involving a rejected value adds no second, misleading problem."""
     assert problems({"sink": {"retry_initial_ms": 50000, "retry_max_ms": "x"}}) == [
         "sink.retry_max_ms: expected an integer >= 1, got 'x' (string)"]
+
+
+def test_allowed_roots_are_absolute_and_never_system_directories():
+    """A relative root (it would depend on the working directory) and /proc, /sys, /dev are
+    problems; an absolute root is taken."""
+    assert problems({"source": {"allowed_roots": ["/var/log/pods", "logs", "/proc/1", "/dev"]}}) == [
+        "source.allowed_roots[1]: expected an absolute directory, got 'logs'",
+        "source.allowed_roots[2]: expected a directory apart from /proc, /sys, /dev (never read), "
+        "got '/proc/1'",
+        "source.allowed_roots[3]: expected a directory apart from /proc, /sys, /dev (never read), "
+        "got '/dev'"]
+    s = settings_from_dict({"source": {"allowed_roots": ["/var/log/pods"], "max_open_files": 500}}, env={})
+    assert s.source.allowed_roots == ["/var/log/pods"] and s.source.max_open_files == 500

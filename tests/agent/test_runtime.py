@@ -3,12 +3,15 @@ which, and everything arrives once it is back."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
 from prometheus_client import generate_latest
 
 from agent.runtime import Agent
+from pipelines.errors import FatalSinkError
+from pipelines.records import Batch
 from tests.conftest import CollectSink, fast_settings, running, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -64,3 +67,64 @@ async def test_a_poison_line_never_stops_its_file(tmp_path):
     assert sink.records[1]["message"] == deep and sink.records[1]["log"]["flags"] == ["unparsable"]
     events = agent.summary().events
     assert events.get("unparsable") == 1 and "tailer_failed" not in events
+
+
+class RefusingSink(CollectSink):
+    """Refuses for good (FatalSinkError, as refused credentials do) at start and/or on send while
+    its flags are set; counts the attempts."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name  # type: ignore[misc]
+        self.refuse_start = self.refuse_send = False
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.refuse_start:
+            raise FatalSinkError(self.name, "Elasticsearch at http://es:9200 refused the credentials (401)")
+
+    async def send(self, batch: Batch) -> None:
+        if self.refuse_send:
+            self.attempts += 1
+            raise FatalSinkError(self.name, "Kafka at k:9092 refused: SaslAuthenticationFailed")
+        await super().send(batch)
+
+
+@pytest.mark.parametrize("where,cause", [("start", "Elasticsearch at http://es:9200 refused"),
+                                         ("send", "Kafka at k:9092 refused")])
+async def test_the_daemon_keeps_running_while_a_sink_is_refused_and_heals(tmp_path, caplog, where, cause):
+    """Sink b refuses for good (FatalSinkError) at start or on send: the daemon runs on, a gets
+    every line, /readyz says b is refused, one error is logged for several attempts; once b
+    accepts, it gets every line and the agent is ready again."""
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    s = fast_settings(tmp_path, [str(log)])
+    a, b = RefusingSink("a"), RefusingSink("b")
+    b.refuse_start, b.refuse_send = where == "start", where == "send"
+    with caplog.at_level("INFO", logger="tailship"):
+        async with running(Agent(s, {"a": a, "b": b})) as agent:
+            await wait_until(lambda: len(a.records) == 100, what="sink a got every line")
+            await wait_until(lambda: b.starts + b.attempts >= 3, what="b tried again")
+            ready, why = agent.readiness()
+            assert not ready and why.startswith(f"sink b refused: sink b: {cause}"), why
+            b.refuse_start = b.refuse_send = False
+            await wait_until(lambda: len(b.records) == 100, what="b got every line once it accepts")
+            await wait_until(lambda: agent.readiness() == (True, "ready"), what="ready again")
+    refusals = [r for r in caplog.records if cause in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in refusals]  # once a minute, not per attempt
+    assert "sink b: accepted again" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["start", "send"])
+async def test_once_stops_at_the_first_refusal(tmp_path, where):
+    """`tail --once`: a sink refused at start or on send stops the agent with that error (exit 3
+    in the CLI), without trying again."""
+    log = tmp_path / "app.log"
+    log.write_text("x\n")
+    b = RefusingSink("b")
+    b.refuse_start, b.refuse_send = where == "start", where == "send"
+    agent = Agent(fast_settings(tmp_path, [str(log)]), b, once=True)
+    with pytest.raises(FatalSinkError, match="refused"):
+        await asyncio.wait_for(agent.run(), 15)
+    assert b.starts == 1 and b.attempts == (1 if where == "send" else 0)

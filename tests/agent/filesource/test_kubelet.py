@@ -120,7 +120,12 @@ def test_kubelet_rotation_restart_and_pod_deletion(tmp_path):
 
     first_cid = pods[0].cid
     try:
-        for step in range(100):
+        for p in pods:
+            p.write(80)
+        # the kubelet's churn starts once the agent reads: rotations compressed and deleted before
+        # the agent's start are gone for any reader (a loaded machine starts it late)
+        wait_for(lambda: len(shipped()) >= sum(p.written for p in pods), 60, "the first lines shipped")
+        for step in range(1, 100):
             for p in pods:
                 p.write(80)
             if step == 20:

@@ -491,7 +491,8 @@ def test_a_retargeted_link_is_resolved_again(tmp_path):
     """Real paths are remembered per (path, device, inode) between scans: a link pointed at
     another file is resolved again, so `exclude` (matched against the target too) and the
     rotation recovery see where it leads now."""
-    from agent.filesource.discovery import RealPaths, scan
+    from agent.filesource.confine import Confinement
+    from agent.filesource.discovery import Scanner
 
     for d in ("a", "b", "links"):
         (tmp_path / d).mkdir()
@@ -499,16 +500,17 @@ def test_a_retargeted_link_is_resolved_again(tmp_path):
     (tmp_path / "b" / "0.log").write_text("y\n")
     link = tmp_path / "links" / "c.log"
     link.symlink_to(tmp_path / "a" / "0.log")
-    reals = RealPaths()
     include, exclude = [str(tmp_path / "links" / "*.log")], [str(tmp_path / "b" / "*")]
-    [(path, st)] = scan(include, exclude, reals)
-    assert reals(path, st) == str(tmp_path / "a" / "0.log")
-    assert [p for p, _ in scan(include, exclude, reals)] == [path]
+    scanner = Scanner(include, exclude, Confinement([str(tmp_path)]))
+    [(path, st)] = scanner.scan()
+    assert scanner.reals(path, st) == str(tmp_path / "a" / "0.log")
+    assert [p for p, _ in scanner.scan()] == [path]
     link.unlink()
     link.symlink_to(tmp_path / "b" / "0.log")
-    assert scan(include, exclude, reals) == []
-    [(path, st)] = scan(include, [], reals)
-    assert reals(path, st) == str(tmp_path / "b" / "0.log")
+    assert scanner.scan() == []
+    scanner.exclude = []
+    [(path, st)] = scanner.scan()
+    assert scanner.reals(path, st) == str(tmp_path / "b" / "0.log")
 
 
 async def test_compressions_in_progress_beside_a_file_are_not_read(tmp_path):

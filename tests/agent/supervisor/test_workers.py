@@ -450,7 +450,8 @@ async def test_file_renamed_to_a_matching_name_is_read_once_across_workers(tmp_p
     sinks, agents = [CollectSink(), CollectSink()], []
     scans = [0, 0]
     for i in range(2):
-        s = fast_settings(tmp_path / f"w{i}", [str(logs / "*.log")])
+        # no inotify: with it, a scan with no event since the last one is skipped
+        s = fast_settings(tmp_path / f"w{i}", [str(logs / "*.log")], inotify=False)
         agent = Agent(s, sinks[i], shard=(i, 2))
         discover = agent.source.discover
 
