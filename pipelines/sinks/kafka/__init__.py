@@ -9,7 +9,10 @@ the batch only re-sends what is missing (no duplicates from partial success). Re
 topic), go to the dead-letter file with the reason. An unreachable bootstrap or refused
 credentials at start is a FatalSinkError naming the brokers and the cause; credentials refused
 later drop the producer, so the next attempt connects anew with `sasl_password_file` read again
-(a rotated secret heals when the daemon tries again). Which aiokafka error
+(a rotated secret heals when the daemon tries again). A broker that re-authenticates
+connections (`connections.max.reauth.ms`) after the password changed closes them, and aiokafka
+retries them with the old password as if the node were down; so a delivery that waits looks at
+`sasl_password_file` every 2 s and restarts the producer when it holds a new password. Which aiokafka error
 leads to a retry, a dead letter or a FatalSinkError is the table in errors.py.
 
 One refused topic never holds back the others. A topic that does not exist (the brokers answer
@@ -65,6 +68,7 @@ _OVERSIZED: Group = ("", -1)
 _WHOLE: Group = ("", -2)
 _RECHECK_WAIT_SECS = 2.0  # how long a refused topic's metadata is waited for when asked again
 _RESTART_AFTER = 5  # failed deliveries in a row before the producer is replaced
+_SECRET_CHECK_SECS = 2.0  # how often a waiting delivery looks for a rotated password file
 
 
 class Records:
@@ -204,6 +208,7 @@ class KafkaSink:
         self._stalls = 0  # failed deliveries in a row
         self.refused = Refusals(name, settings.refused_topic_recheck_secs)
         self._damper: Damper | None = None
+        self._secret_used: str | None = None  # the SASL password the producer logged in with
         self.where = ",".join(settings.bootstrap_servers)
 
     async def start(self) -> None:
@@ -218,7 +223,9 @@ class KafkaSink:
         from aiokafka import AIOKafkaProducer
 
         try:
-            self._producer = AIOKafkaProducer(**producer_options(self.s))
+            opts = producer_options(self.s)
+            self._secret_used = opts.get("sasl_plain_password")
+            self._producer = AIOKafkaProducer(**opts)
             self._damper = internals.damp_metadata_retries(self._producer, initial=0.1)
             if self.s.idempotence:
                 internals.keep_batches(self._producer)
@@ -270,17 +277,33 @@ class KafkaSink:
         done = self._done.setdefault(batch.seq, set())
         task = asyncio.ensure_future(self._deliver(batch, done))
         try:
-            while not (await asyncio.wait({task}, timeout=self.deadline()))[0]:
+            waited = 0.0
+            while True:
+                # with a password file, look at it every few seconds while the batch waits
+                tick = self.deadline() - waited
+                if self.s.sasl_password_file:
+                    tick = min(tick, _SECRET_CHECK_SECS)
+                if (await asyncio.wait({task}, timeout=tick))[0]:
+                    break
                 self._ok = False
+                waited += tick
+                if self._secret_changed():
+                    # the broker may have closed the connections at re-authentication: aiokafka
+                    # retries them with the old password as if the node were down, for good
+                    await self._abandon(task)
+                    await self._restart("sasl_password_file changed while a delivery waited")
+                    raise RetriableSinkError(self.name, f"Kafka at {self.where}: the password file "
+                                             f"changed; producer restarted with it")
+                if waited < self.deadline():
+                    continue
+                waited = 0.0
                 if self._unreachable():
                     # the brokers are down: the producer waits for them with its batches and
                     # their sequence numbers; re-sending now would store copies
                     log.warning("Kafka at %s unreachable for %.0fs or more; waiting for it with "
                                 "the batch in the producer", self.where, self.deadline())
                     continue
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, KafkaError):
-                    await task
+                await self._abandon(task)
                 await self._restart(f"no acknowledgement within {self.deadline():.0f}s")
                 raise RetriableSinkError(self.name, f"Kafka at {self.where}: no acknowledgement "
                                          f"within {self.deadline():.0f}s; producer restarted")
@@ -304,6 +327,22 @@ class KafkaSink:
         self.partitioner.next_batch()
         self._ok = True
         self._stalls = 0
+
+    @staticmethod
+    async def _abandon(task: asyncio.Future[Any]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, KafkaError):
+            await task
+
+    def _secret_changed(self) -> bool:
+        """`sasl_password_file` now holds another password than the producer logged in with (a
+        rotated secret; an unreadable file is no change)."""
+        if not self.s.sasl_password_file:
+            return False
+        try:
+            return Path(self.s.sasl_password_file).read_text().strip() != self._secret_used
+        except OSError:
+            return False
 
     def _unreachable(self) -> bool:
         """The last metadata update failed: no broker answers."""
