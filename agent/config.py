@@ -389,6 +389,11 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
         if not walk.tainted(key):
             for at, problem in getattr(s, key).check(key):
                 walk.fail(at, problem)
+    scrape = s.prometheus_scrape
+    if scrape.enabled and not scrape.urls and scrape.kubernetes_pods and not s.kubernetes.enabled \
+            and not walk.tainted("prometheus_scrape", "kubernetes"):
+        walk.fail("prometheus_scrape.urls", "expected at least one URL to scrape, or [kubernetes] "
+                                            "enabled = true to discover the pods to scrape, got []")
     if s.metrics.listen and not walk.tainted("metrics.listen"):
         from agent.server import parse_listen
 

@@ -174,6 +174,7 @@ class Agent:
         if self.kube is not None:
             bg.append(keep("kubernetes", self.kube.run, "kubernetes"))
         if self.metric_sources is not None:
+            self._discover_pods(self.metric_sources)
             await self.metric_sources.start()
         self.source.report()
         self.source.start(since=self._started_wall)
@@ -221,6 +222,18 @@ class Agent:
                                 self.fanout.offer, self.router.for_file)
         self.metrics.registry.register(sources.stats)
         return sources
+
+    def _discover_pods(self, sources: MetricSources) -> None:
+        """Scrape the pods on this node annotated `prometheus.io/scrape` (agent.metricsources.pods),
+        when the API metadata is on; the agent's own pod (its listen address) is left out."""
+        s = self.s.prometheus_scrape
+        if self.kube is None or not s.enabled or not s.kubernetes_pods:
+            return
+        from agent.metricsources.pods import PodTargets
+        from agent.server import parse_listen
+
+        own = parse_listen(self.s.metrics.listen) if self.s.metrics.listen else None
+        sources.providers.append(PodTargets(self.kube, s.job, own, self.metrics.event))
 
     async def _metric_shipper(self) -> MetricShipper | None:
         lm = self.s.log_metrics

@@ -56,6 +56,7 @@ class MetadataCache:
         self.namespaces: dict[str, dict[str, str]] = {}    # name → labels (allow-list applied)
         self._handles: weakref.WeakValueDictionary[tuple[str, str, str], PodHandle] = \
             weakref.WeakValueDictionary()
+        self._pod_watchers: list[asyncio.Event] = []  # set at every change of the pods
         self.pod_store = _PodStore(self)
         self.namespace_store = _NamespaceStore(self)
 
@@ -85,6 +86,17 @@ class MetadataCache:
         parts of the agent (a Prometheus scraper reads `all_annotations`, `ip`)."""
         return [p for p in self.pods.values() if p.deleted_at is None]
 
+    def watch_pods(self) -> asyncio.Event:
+        """An event set whenever a pod is added, changed, deleted or forgotten (its reader
+        clears it)."""
+        ev = asyncio.Event()
+        self._pod_watchers.append(ev)
+        return ev
+
+    def _pods_changed(self) -> None:
+        for ev in self._pod_watchers:
+            ev.set()
+
     # -- writing (the reflectors' stores) ----------------------------------------------------------
 
     def expire(self) -> None:
@@ -93,6 +105,7 @@ class MetadataCache:
         for uid, pod in list(self.pods.items()):
             if pod.deleted_at is not None and pod.deleted_at <= limit:
                 del self.pods[uid]
+                self._pods_changed()
                 if self.by_name.get((pod.namespace, pod.name)) == uid:
                     del self.by_name[(pod.namespace, pod.name)]
 
@@ -101,6 +114,7 @@ class MetadataCache:
         if pod.deleted_at is None or self.by_name.get((pod.namespace, pod.name)) in (None, pod.uid):
             self.by_name[(pod.namespace, pod.name)] = pod.uid
         self._tell(pod)
+        self._pods_changed()
 
     def _tell(self, pod: PodInfo) -> None:
         for uid in (pod.uid, ""):
@@ -112,6 +126,7 @@ class MetadataCache:
         pod = self.pods.get(uid)
         if pod is not None and pod.deleted_at is None:
             pod.deleted_at = self.clock()
+            self._pods_changed()
 
     def _namespace_changed(self, namespace: str) -> None:
         for key, h in list(self._handles.items()):

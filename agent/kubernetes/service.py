@@ -106,6 +106,10 @@ class KubernetesMetadata:
         label and annotation (`all_labels`, `all_annotations`) and the record fields."""
         return self.cache.pods_on_node()
 
+    def watch_pods(self) -> asyncio.Event:
+        """Set whenever the pods on this node change (see MetadataCache.watch_pods)."""
+        return self.cache.watch_pods()
+
     def live_file(self, meta: dict[str, Any], fields: dict[str, Any]) -> LiveFile | None:
         """The changing metadata of a kubelet log file (None: its name says no pod)."""
         k8s = meta.get("kubernetes") or {}

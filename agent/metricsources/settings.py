@@ -27,6 +27,9 @@ class PrometheusScrapeSettings:
     enabled: bool = opt(False, help="scrape the Prometheus endpoints of `urls`")
     urls: list[str] = opt(factory=list, help="http(s) URLs of Prometheus text or OpenMetrics endpoints")
     job: str = opt("prometheus_scrape", help="the `job` label of every scraped series")
+    kubernetes_pods: bool = opt(True, help="also scrape the pods on this node annotated "
+                                           "prometheus.io/scrape: \"true\" (prometheus.io/port, /path, "
+                                           "/scheme), known from [kubernetes] when it is enabled")
     interval_secs: float = opt(15.0, min=1, help="how often each target is scraped")
     timeout_secs: float = opt(10.0, min=0.1, help="a scrape not answered within this is a failure (up 0)")
     honor_labels: bool = opt(False, help="exposed job/instance labels win over the target's "
@@ -48,9 +51,9 @@ class PrometheusScrapeSettings:
             why = url_problem(url)
             if why:
                 problems.append((f"{path}.urls[{i}]", why))
-        if self.enabled and not self.urls:
-            problems.append((f"{path}.urls", "expected at least one URL to scrape when enabled = true, "
-                                             "got []"))
+        if self.enabled and not self.urls and not self.kubernetes_pods:
+            problems.append((f"{path}.urls", "expected at least one URL to scrape when enabled = true "
+                                             "and kubernetes_pods = false, got []"))
         if self.timeout_secs > self.interval_secs:
             problems.append((f"{path}.timeout_secs", f"expected at most interval_secs "
                                                      f"({self.interval_secs}), got {self.timeout_secs}"))

@@ -5,12 +5,9 @@ A `Target` is one endpoint to scrape with the labels Prometheus would give its s
 `TargetProvider` says which targets there are now; the scraper asks every provider before each
 round of task bookkeeping and keeps one task per distinct URL.
 
-Today one provider exists: `StaticTargets`, the `urls` of `[prometheus_scrape]`. Pod discovery
-(pods on this node annotated `prometheus.io/scrape: "true"`, with `prometheus.io/port`, `/path`,
-`/scheme`) is the seam left for the Kubernetes API metadata cache: a provider whose `targets()`
-turns the cached pods into `Target`s (`meta = {"kubernetes": {...}}`, `instance = <pod ip>:<port>`),
-leaving out the agent's own pod (its /metrics would otherwise be scraped twice when it is also
-among the `urls`), and whose `changed` event is set when the cache changes.
+Two providers exist: `StaticTargets`, the `urls` of `[prometheus_scrape]`, and
+`agent.metricsources.pods.PodTargets`, the pods on this node annotated `prometheus.io/scrape:
+"true"` from the Kubernetes API metadata cache (its `changed` event set when the pods change).
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ class Cluster:
         return name
 
     def pod(self, ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None,
-            owner: tuple[str, str] | None = None, node: str | None = None, file: bool = True) -> Pod:
+            owner: tuple[str, str] | None = None, node: str | None = None, file: bool = True,
+            ip: str = "") -> Pod:
         meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": labels,
                                 "annotations": annotations or {}}
         if owner:
@@ -95,6 +96,8 @@ class Cluster:
         body = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
                 "spec": {"nodeName": node or self.node,
                          "containers": [{"name": "app", "image": f"registry.example/{name}:1.0"}]}}
+        if ip:
+            body["status"] = {"podIP": ip}
         self.specs[f"pod/{ns}/{name}"] = body
         uid = kube_call(f"{self.url}/api/v1/namespaces/{ns}/pods", "POST", body)["metadata"]["uid"]
         return self.files(ns, name, uid, "app") if file else Pod(ns, name, uid, "app", Path())
@@ -354,3 +357,47 @@ users:
     assert len(recs) == 5
     assert all(x["kubernetes"]["labels"] == {"app": "api"} and x["kubernetes"]["node"] == node
                for x in recs)
+
+
+async def test_pods_annotated_for_prometheus_are_scraped_with_their_metadata(k, kube_url, tmp_path):
+    """A pod annotated prometheus.io/scrape (its exporter a real prometheus_client server) is
+    found through the watch and scraped; its series carry the pod's labels and namespace, and a
+    route on kubernetes.labels.team sends them to the team's sink like its logs. A pod annotated
+    without a port is passed over (counted)."""
+    from tests.agent.metricsources.exporter import exporter
+
+    ns = k.namespace("metrics", {"env": "prod"})
+    with exporter(3) as url:
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+        ann = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port)}
+        exp = k.pod(ns, "exporter-0", {"team": "a"}, annotations=ann, ip="127.0.0.1", file=False)
+        k.pod(ns, "noport-0", {"team": "b"}, annotations={"prometheus.io/scrape": "true"},
+              ip="127.0.0.2", file=False)
+        s = settings(tmp_path, k.root, kube_url, k.node)
+        s.prometheus_scrape.enabled = True
+        s.prometheus_scrape.interval_secs = 1.0
+        s.prometheus_scrape.timeout_secs = 1.0
+        agent = Agent(s)
+
+        def scraped(team: str) -> list[dict[str, Any]]:
+            return [r for r in shipped(tmp_path)[team]
+                    if r.get("metric", {}).get("name") == "exporter_work_total"]
+
+        async with running(agent):
+            await wait_until(lambda: len(scraped("team-a")) >= 6, 60, "two scrapes of the pod")
+            assert agent.summary().events.get("metric_pod_not_scraped") == 1
+            k.delete(exp)
+            await wait_until(lambda: agent.kube is not None and not any(
+                p.name == exp.name for p in agent.kube.pods_on_node()), 30, "the pod deleted")
+    out = shipped(tmp_path)
+    work = scraped("team-a")
+    for rec in work:
+        assert rec["kubernetes"]["namespace"] == ns and rec["kubernetes"]["pod"] == exp.name
+        assert rec["kubernetes"]["labels"] == {"team": "a"}
+        labels = rec["metric"]["labels"]
+        assert (labels["job"], labels["instance"], labels["namespace"], labels["pod"]) == \
+            ("prometheus_scrape", f"127.0.0.1:{port}", ns, exp.name)
+    assert not [r for r in out["team-b"] + out["rest"] if "metric" in r
+                and r["metric"]["labels"].get("pod") == "noport-0"]
+    print(f"pod scrapes: {len(work)} exporter_work_total records from {exp.name}")
+

@@ -28,7 +28,10 @@ def test_defaults_are_off_and_valid():
     ({"prometheus_scrape": {"urls": ["http://x:99999/metrics"]}},
      "prometheus_scrape.urls[0]: expected an http(s) URL, got one that does not parse"),
     ({"prometheus_scrape": {"enabled": True}},
-     "prometheus_scrape.urls: expected at least one URL to scrape when enabled = true"),
+     "prometheus_scrape.urls: expected at least one URL to scrape, or [kubernetes] enabled = true"),
+    ({"prometheus_scrape": {"enabled": True, "kubernetes_pods": False}},
+     "prometheus_scrape.urls: expected at least one URL to scrape when enabled = true and "
+     "kubernetes_pods = false"),
     ({"prometheus_scrape": {"urls": ["http://a/m"], "timeout_secs": 20}},
      "prometheus_scrape.timeout_secs: expected at most interval_secs (15.0), got 20.0"),
     ({"prometheus_scrape": {"interval_secs": 0.5}},
