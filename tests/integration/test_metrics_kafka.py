@@ -133,7 +133,8 @@ def test_scrapes_host_and_own_metrics_to_kafka_while_logs_flow(kafka, tmp_path):
     stop, written = threading.Event(), [0]
     with exporter(SERIES) as url, hanging_target() as hang:
         cfg = config(tmp_path, bootstrap, logs_topic, metrics_topic, port, [url, hang, own])
-        agent = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=subprocess.PIPE, text=True)
+        errlog = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - a file, not an undrained pipe
+        agent = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=errlog)
         try:
             wait_for(lambda: _ready(port), 60, "the agent ready")
             writer = threading.Thread(target=write_logs, args=(log, stop, written))
@@ -142,11 +143,13 @@ def test_scrapes_host_and_own_metrics_to_kafka_while_logs_flow(kafka, tmp_path):
             stop.set()
             writer.join()
             wait_for(lambda: _lines_sent(port) >= written[0], 120, "every log line acknowledged",
-                     lambda: f"(sent {_lines_sent(port)} of {written[0]})")
+                     lambda: f"(sent {_lines_sent(port)} of {written[0]}); agent stderr: "
+                             f"{(tmp_path / 'agent.err').read_text(errors='replace')[-3000:]}")
         finally:
             agent.send_signal(signal.SIGTERM)
-            _, err = agent.communicate(timeout=120)
-        assert agent.returncode == 0, err[-3000:]
+            agent.wait(timeout=120)
+            errlog.close()
+        assert agent.returncode == 0, (tmp_path / "agent.err").read_text(errors="replace")[-3000:]
         served = scrape_seq(url) - 1  # scrapes the exporter answered to the agent
     logs = asyncio.run(drain_topic(bootstrap, logs_topic))
     metrics = [orjson.loads(v) for v in asyncio.run(drain_topic(bootstrap, metrics_topic))]

@@ -107,9 +107,10 @@ def test_kubelet_rotation_restart_and_pod_deletion(tmp_path):
     for p in pods:
         p.start()
     out = tmp_path / "out"
+    errlog = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - a file, not an undrained pipe
     agent = subprocess.Popen([sys.executable, "-m", "agent", "tail", str(root / "var/log/containers/*.log"),
                               "--to", f"file:{out}", "--data-dir", str(tmp_path / "data"), "--no-progress"],
-                             stderr=subprocess.PIPE)
+                             stderr=errlog)
     records: list[dict] = []
 
     def shipped() -> list[dict]:
@@ -142,8 +143,9 @@ def test_kubelet_rotation_restart_and_pod_deletion(tmp_path):
         wait_for(lambda: not open_deleted(agent.pid, root), 30, "deleted files closed")
     finally:
         agent.terminate()
-        _, err = agent.communicate(timeout=60)
-    assert agent.returncode == 0, err.decode()[-2000:]
+        agent.wait(timeout=60)
+        errlog.close()
+    assert agent.returncode == 0, (tmp_path / "agent.err").read_text(errors="replace")[-2000:]
     recs = shipped()
     seen = Counter((r["pod"], r["cid"], r["seq"]) for r in recs)
     assert max(seen.values()) == 1, "a line arrived twice"
