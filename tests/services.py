@@ -40,3 +40,9 @@ def start(name: str) -> dict[str, str]:
     """Start one service (a no-op if it serves already); the TAILSHIP_* variables `env` prints."""
     services("up", name)
     return dict(re.findall(r"export (\w+)=(\S+)", services("env")))
+
+
+def kill(name: str) -> None:
+    """kill -9 a running service (no grace, its data as it was): `start(name)` brings it back on
+    the same ports."""
+    services("kill", name)
