@@ -39,7 +39,7 @@ def unavailable(msg: str) -> NoReturn:
 def start(name: str) -> dict[str, str]:
     """Start one service (a no-op if it serves already); the TAILSHIP_* variables `env` prints."""
     services("up", name)
-    return dict(re.findall(r"export (\w+)=(\S+)", services("env")))
+    return dict(re.findall(r"export (\w+)=(\S+)", services("env", name)))
 
 
 def kill(name: str) -> None:
