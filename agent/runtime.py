@@ -8,6 +8,12 @@ acknowledged it, its file's checkpoint moves past it and the budget comes back. 
 the `CheckpointStore` (loads it, moves it on acknowledgements, writes it); the source records the
 files it opens in it.
 
+A sink refused for good (credentials, rights, nothing reachable at start: FatalSinkError) stops
+the agent when it runs once (`tail --once`, exit 3 with one message); the daemon keeps running,
+tries the sink again with a long backoff and reports it on /readyz (pipelines.delivery), so one
+sink's trouble never stops the others. The daemon exits on its own only for a broken
+configuration or an unusable data directory at start.
+
 Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
 lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
 batches get until `shutdown_timeout_secs` to be acknowledged, checkpoints are persisted.
@@ -36,6 +42,7 @@ from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
 from pipelines.delivery import Delivery, DeliverySettings
 from pipelines.enrich import default_host_name, file_fields, file_meta
+from pipelines.errors import SinkError
 from pipelines.fanout import Fanout
 from pipelines.logmetrics import LogMetrics, MetricShipper
 from pipelines.routes import Router
@@ -94,7 +101,8 @@ class Agent:
         self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
         report = MetricsReport(self.metrics)
-        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail)
+        self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail,
+                                    retry_refused=not once)
                            for name, s in sinks.items()]
         self.fanout = Fanout(self.deliveries, settings.batch.memory_limit_bytes, settings.batch.when_full,
                              self._commit, report)
@@ -179,10 +187,17 @@ class Agent:
         conf = settings_from_dict({"sink": parse_sink_url(lm.ship_to)}, source="log_metrics.ship_to",
                                   interpolate=False)
         sink = build_sink(conf.sink, layout.log_metrics_dir(self.s.data_dir))
-        await sink.start()
-        return MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
-                             default_host_name(self.s.host_name),
-                             worker=self.shard[0] if self.shard[1] > 1 else None)
+        shipper = MetricShipper(self.log_metrics, sink, lm.ship_interval_secs,
+                                default_host_name(self.s.host_name),
+                                worker=self.shard[0] if self.shard[1] > 1 else None)
+        try:
+            await sink.start()
+        except SinkError as exc:
+            if self.once:
+                raise
+            log.warning("log metrics: %s; trying again with the next snapshot", exc)
+            shipper.started = False
+        return shipper
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
@@ -244,15 +259,18 @@ class Agent:
                 sink, layout.buffer_dir(root, name, bool(s.sinks)), max_bytes=b.max_size_bytes // len(sinks),
                 ack=b.ack, when_full=s.batch.when_full,
                 retry_initial_secs=table.get(name, s.sink).retry_initial_ms / 1000,
-                retry_max_secs=table.get(name, s.sink).retry_max_ms / 1000, count=self.metrics.event)
+                retry_max_secs=table.get(name, s.sink).retry_max_ms / 1000, count=self.metrics.event,
+                retry_refused=not self.once)
                 for name, sink in sinks.items()}
         return sinks
 
     async def _start_sinks(self) -> None:
+        """Once: every sink starts or the agent stops. The daemon: a sink that cannot start now is
+        started later by its delivery (only an error that is not the sink's own is raised)."""
         started: list[Delivery] = []
         try:
             for d in self.deliveries:
-                await d.sink.start()
+                await d.start()
                 started.append(d)
         except BaseException:
             for d in started:
@@ -304,6 +322,9 @@ class Agent:
             return False, "starting or stopping"
         now = time.monotonic()
         for d in self.deliveries:
+            for refusal in (d.refusal, getattr(d.sink, "refusal", None)):  # the disk buffer's too
+                if refusal is not None and refusal.current is not None:
+                    return False, f"sink {d.name} refused: {refusal.current}"
             failing = now - d.failing_since if d.failing_since is not None else 0.0
             if failing and failing >= self.s.metrics.ready_failing_secs:
                 return False, f"sink {d.name} failing for {failing:.0f}s"

@@ -8,7 +8,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
-from pipelines.errors import RetriableSinkError
+from pipelines.errors import FatalSinkError, RetriableSinkError
 
 
 class Backoff:
@@ -30,10 +30,13 @@ class Backoff:
 
 async def send_with_retry(send: Callable[[], Awaitable[None]], backoff: Backoff,
                           on_retry: Callable[[RetriableSinkError, int], None],
-                          attempts: int = 0) -> None:
+                          attempts: int = 0,
+                          on_refused: Callable[[FatalSinkError], float] | None = None) -> None:
     """Await `send()` until it returns. A `RetriableSinkError` is reported to `on_retry` with the
     attempt number and tried again after the backoff's next delay, at most `attempts` times in
-    all (0: without end), after which it is raised; any other error is raised at once."""
+    all (0: without end), after which it is raised. A `FatalSinkError` is raised, unless
+    `on_refused` is given (the daemon: refusals.SinkRefusal): then it is tried again after the
+    delay `on_refused` returns. Any other error is raised at once."""
     attempt = 0
     while True:
         try:
@@ -45,3 +48,7 @@ async def send_with_retry(send: Callable[[], Awaitable[None]], backoff: Backoff,
                 raise
             on_retry(exc, attempt)
             await asyncio.sleep(backoff.next())
+        except FatalSinkError as exc:
+            if on_refused is None:
+                raise
+            await asyncio.sleep(on_refused(exc))

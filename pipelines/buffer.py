@@ -41,6 +41,7 @@ import zstandard
 from pipelines.backoff import Backoff, send_with_retry
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
+from pipelines.refusals import SinkRefusal
 from pipelines.sinks.base import Sink
 
 log = logging.getLogger("tailship.buffer")
@@ -239,7 +240,8 @@ class BufferedSink:
 
     def __init__(self, inner: Sink, directory: str | os.PathLike[str], *, max_bytes: int,
                  ack: str = "on_write", when_full: str = "block", retry_initial_secs: float = 0.1,
-                 retry_max_secs: float = 10.0, count: Callable[[str, int], None] | None = None) -> None:
+                 retry_max_secs: float = 10.0, count: Callable[[str, int], None] | None = None,
+                 retry_refused: bool = False) -> None:
         self.inner = inner
         self.name = inner.name
         self.buf = DiskBuffer(directory)
@@ -252,6 +254,10 @@ class BufferedSink:
         self.dropped = 0
         self.dead = getattr(inner, "dead", None)
         self._fatal: FatalSinkError | None = None
+        # the daemon: a FatalSinkError of the inner sink is tried again (pipelines.delivery)
+        self.refusal = (SinkRefusal(self.name, retry_initial_secs, "the disk buffer holds the "
+                                    "batches") if retry_refused else None)
+        self._opened = False
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._empty = asyncio.Event()  # set when the buffer has been drained
@@ -264,12 +270,14 @@ class BufferedSink:
         return self.buf.bytes
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.buf.open)
-        if self.buf.corrupt:
-            self.count("buffer_corrupt", self.buf.corrupt)
-        if self.buf.frames:
-            log.info("disk buffer: %d batch(es) from an earlier run are delivered first",
-                     len(self.buf.frames))
+        if not self._opened:  # once, also when the inner sink's start is tried again
+            await asyncio.to_thread(self.buf.open)
+            self._opened = True
+            if self.buf.corrupt:
+                self.count("buffer_corrupt", self.buf.corrupt)
+            if self.buf.frames:
+                log.info("disk buffer: %d batch(es) from an earlier run are delivered first",
+                         len(self.buf.frames))
         await self.inner.start()
         self._task = asyncio.create_task(self._drain(), name="buffer-drain")
         self._wake.set()
@@ -325,9 +333,13 @@ class BufferedSink:
                 log.warning("%s (attempt %d; the disk buffer holds %d batch(es), %d bytes)",
                             exc, attempt, len(self.buf.frames), self.buf.bytes)
 
+        refusal = self.refusal
         try:
             await send_with_retry(lambda: self.inner.send(batch),
-                                  Backoff(self.retry_initial, self.retry_max), on_retry)
+                                  Backoff(self.retry_initial, self.retry_max), on_retry,
+                                  on_refused=None if refusal is None else refusal.refused)
+            if refusal is not None and refusal.current is not None:
+                refusal.accepted()
             return True
         except FatalSinkError as exc:
             log.error("%s", exc)

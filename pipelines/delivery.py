@@ -7,8 +7,14 @@
 Each sink has its own `Delivery`, so a sink that is down holds back only what is routed to it:
 its budget fills, and the files feeding it wait (`Fanout.emit` awaits this budget). Sending is
 retried with one `Backoff` per batch (`send_with_retry`) while the sink raises
-`RetriableSinkError`; a `FatalSinkError` is handed to `on_fatal`. An acknowledged batch is handed
-to `on_acked`, which moves checkpoints once every sink a line went to has acknowledged it.
+`RetriableSinkError`. A `FatalSinkError` (credentials or rights of the whole sink refused) is
+handed to `on_fatal` when the agent runs once (`tail --once`: the person at the terminal wants the
+answer now); the daemon (`retry_refused`) tries again with a long backoff instead, logging once a
+minute and reporting `refusal` to readiness (refusals.SinkRefusal): an operator can fix it while
+every other sink keeps flowing. The same holds for starting the sink: in the daemon a sink that
+cannot start does not stop the agent; its senders keep trying to start it and what is routed to
+it waits in its budget. An acknowledged batch is handed to `on_acked`, which moves checkpoints
+once every sink a line went to has acknowledged it.
 
 The agent's metrics are out of reach here (`pipelines` imports nothing from `agent`): what a
 delivery has to report goes through the small `DeliveryReport` protocol.
@@ -27,6 +33,7 @@ from pipelines.backoff import Backoff, send_with_retry
 from pipelines.batch import Batcher, ByteBudget
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
+from pipelines.refusals import SinkRefusal
 from pipelines.sinks.base import Sink
 
 log = logging.getLogger("tailship.delivery")
@@ -58,7 +65,7 @@ class DeliverySettings:
 
 class Delivery:
     def __init__(self, sink: Sink, settings: DeliverySettings, report: DeliveryReport,
-                 on_fatal: Callable[[BaseException], None]) -> None:
+                 on_fatal: Callable[[BaseException], None], retry_refused: bool = False) -> None:
         self.sink = sink
         self.name = sink.name
         self.s = settings
@@ -72,11 +79,35 @@ class Delivery:
         self.unacked = 0                          # records in batches not acknowledged yet
         self.queued_bytes = 0                     # closed batches waiting for a sender
         self.failing_since: float | None = None   # monotonic time of the first failure in a row
+        # the daemon: a FatalSinkError is tried again (see the module docstring)
+        self.refusal = (SinkRefusal(self.name, settings.retry_initial_secs,
+                                    "files routed to it wait on disk") if retry_refused else None)
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start the sink. Once: its error is raised. The daemon: a SinkError is reported (log,
+        readiness) and the sink started later by `tasks()`; any other error (the data directory
+        of a disk buffer) is raised."""
+        if self.refusal is None:
+            await self.sink.start()
+            self.started.set()
+            return
+        try:
+            await self.sink.start()
+        except FatalSinkError as exc:
+            self._refused(exc)
+            return
+        except RetriableSinkError as exc:
+            log.warning("%s; trying again", exc)
+            return
+        self.started.set()
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start the senders and the linger timer (cancelled by the owner at the end)."""
         tasks = [asyncio.create_task(self._sender(), name=f"sender-{self.name}-{i}")
                  for i in range(self.s.max_in_flight)]
+        if not self.started.is_set():
+            tasks.append(asyncio.create_task(self._start_later(), name=f"start-{self.name}"))
         tasks.append(asyncio.create_task(self.batcher.linger(), name=f"linger-{self.name}"))
         return tasks
 
@@ -104,7 +135,34 @@ class Delivery:
         self.queued_bytes += batch.nbytes
         self.queue.put_nowait(batch)
 
+    async def _start_later(self) -> None:
+        def on_retry(exc: RetriableSinkError, attempt: int) -> None:
+            if attempt % 10 == 0:
+                log.warning("%s (attempt %d to start it; files routed to it wait on disk)", exc, attempt)
+
+        await send_with_retry(self.sink.start, self._backoff(), on_retry, on_refused=self._refused)
+        log.info("sink %s started", self.name)
+        self._accepted()
+        self.started.set()
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.s.retry_initial_secs, self.s.retry_max_secs)
+
+    def _refused(self, exc: FatalSinkError) -> float:
+        """The daemon's answer to a FatalSinkError: how long to wait before trying again."""
+        assert self.refusal is not None
+        self.report.failed(self.name)
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        return self.refusal.refused(exc)
+
+    def _accepted(self) -> None:
+        self.failing_since = None
+        if self.refusal is not None and self.refusal.current is not None:
+            self.refusal.accepted()
+
     async def _sender(self) -> None:
+        await self.started.wait()
         while True:
             batch = await self.queue.get()
             self.queued_bytes -= batch.nbytes
@@ -129,15 +187,15 @@ class Delivery:
                 log.warning("%s (attempt %d; retrying, files wait on disk)", exc, attempt)
 
         try:
-            await send_with_retry(attempt, Backoff(self.s.retry_initial_secs, self.s.retry_max_secs),
-                                  on_retry)
+            await send_with_retry(attempt, self._backoff(), on_retry,
+                                  on_refused=None if self.refusal is None else self._refused)
         except FatalSinkError as exc:
             self.report.failed(self.name)
             log.error("%s", exc)
             self.on_fatal(exc)
             return
         self.report.sent(self.name, batch, time.monotonic() - started)
-        self.failing_since = None
+        self._accepted()
         self.unacked -= batch.nrecords
         self.budget.release(batch.nbytes)
         self.on_acked(batch)

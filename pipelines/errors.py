@@ -4,8 +4,10 @@
     ├── ConfigError                 invalid configuration (exit code 2); carries every problem found
     └── SinkError                   a sink could not take a batch
         ├── RetriableSinkError      retriable = True: the sender backs off and tries again
-        └── FatalSinkError          retriable = False: retrying cannot help (bad credentials,
-                                    unwritable directory); the agent stops with exit code 3
+        └── FatalSinkError          retriable = False: retrying alone cannot help (credentials
+                                    or rights refused, unwritable directory): `--once` stops with
+                                    exit code 3; the daemon tries again with a long backoff, since
+                                    an operator can fix it meanwhile (pipelines.delivery)
 
 Record-level rejections that retrying cannot fix are not exceptions: a sink writes them to the
 dead-letter file with the reason and acknowledges them, so the batch still completes.

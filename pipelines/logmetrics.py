@@ -351,7 +351,9 @@ def snapshot(lm: LogMetrics, host: str, now: float | None = None, worker: int | 
 class MetricShipper:
     """Ships a snapshot of the derived metrics every `interval` seconds (and a last one at stop)
     through a sink of its own (`log_metrics.ship_to`). Values are cumulative, so a snapshot that
-    cannot be delivered is not retried forever: the next one carries the totals."""
+    cannot be delivered is not retried forever: the next one carries the totals. A sink that could
+    not be started (`started` False: the daemon does not stop for it) is started by the next
+    snapshot."""
 
     def __init__(self, lm: LogMetrics, sink: Sink, interval: float, host: str,
                  attempts: int = 5, worker: int | None = None) -> None:
@@ -360,6 +362,7 @@ class MetricShipper:
         self.attempts = attempts
         self.shipped = 0   # snapshots delivered
         self.failed = 0    # snapshots given up on
+        self.started = True  # set False by the agent when the sink's start failed
         self._seq = 0
 
     async def run(self) -> None:
@@ -383,6 +386,9 @@ class MetricShipper:
         batch = Batch(seq=self._seq)
         batch.add(seg)
         try:
+            if not self.started:
+                await self.sink.start()
+                self.started = True
             await send_with_retry(lambda: self.sink.send(batch), Backoff(0.5, 10.0, 1.0, 1.0),
                                   lambda exc, attempt: None, self.attempts)
             self.shipped += 1

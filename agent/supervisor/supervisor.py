@@ -15,8 +15,9 @@ It restarts a worker that exits on its own or does not answer within `worker_stu
 (killed first; it resumes from its checkpoints), after folding the counters of its last report
 into `dead_counters`, so sums do not go back. On SIGTERM/SIGINT it stops every worker with
 SIGTERM and waits for them to drain (SIGKILL after `shutdown_timeout_secs` plus a margin). A
-worker failing for good (exit 2 or 3: a sink that refuses the credentials, say) stops the
-others; the supervisor then exits 3.
+worker failing for good (exit 2 or 3: an unusable data directory, say; with --once also a sink
+that refuses the credentials, which the daemon's workers retry instead) stops the others; the
+supervisor then exits 3.
 """
 
 from __future__ import annotations

@@ -3,12 +3,15 @@ which, and everything arrives once it is back."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
 from prometheus_client import generate_latest
 
 from agent.runtime import Agent
+from pipelines.errors import FatalSinkError
+from pipelines.records import Batch
 from tests.conftest import CollectSink, fast_settings, running, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -64,3 +67,82 @@ async def test_a_poison_line_never_stops_its_file(tmp_path):
     assert sink.records[1]["message"] == deep and sink.records[1]["log"]["flags"] == ["unparsable"]
     events = agent.summary().events
     assert events.get("unparsable") == 1 and "tailer_failed" not in events
+
+
+class RefusingSink(CollectSink):
+    """Refuses for good (FatalSinkError, as refused credentials do) at start and/or on send while
+    its flags are set; counts the attempts."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name  # type: ignore[misc]
+        self.refuse_start = self.refuse_send = False
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.refuse_start:
+            raise FatalSinkError(self.name, "Elasticsearch at http://es:9200 refused the credentials (401)")
+
+    async def send(self, batch: Batch) -> None:
+        if self.refuse_send:
+            self.attempts += 1
+            raise FatalSinkError(self.name, "Kafka at k:9092 refused: SaslAuthenticationFailed")
+        await super().send(batch)
+
+
+async def test_the_daemon_keeps_running_when_a_sink_is_refused_at_start_and_heals(tmp_path, caplog):
+    """Sink b refuses at start: the daemon starts anyway, a gets every line, /readyz says b is
+    refused; b is tried again and once it accepts, it gets every line and the agent is ready."""
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    s = fast_settings(tmp_path, [str(log)])
+    a, b = RefusingSink("a"), RefusingSink("b")
+    b.refuse_start = True
+    with caplog.at_level("INFO", logger="tailship"):
+        async with running(Agent(s, {"a": a, "b": b})) as agent:
+            await wait_until(lambda: len(a.records) == 100, what="sink a got every line")
+            await wait_until(lambda: b.starts >= 3, what="b tried again")
+            ready, why = agent.readiness()
+            assert not ready and why.startswith("sink b refused: sink b: Elasticsearch"), why
+            b.refuse_start = False
+            await wait_until(lambda: len(b.records) == 100, what="b got every line once it started")
+            assert agent.readiness() == (True, "ready")
+    refusals = [r for r in caplog.records if "refused the credentials" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in refusals]  # once a minute, not per attempt
+    assert "sink b started" in caplog.text
+
+
+async def test_the_daemon_retries_a_sink_refused_mid_run_and_it_heals(tmp_path, caplog):
+    """Credentials refused on send (FatalSinkError) in the daemon: no exit, readiness says so,
+    one error logged for several attempts, every line delivered once the secret is fixed."""
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(50)))
+    s = fast_settings(tmp_path, [str(log)])
+    a, b = RefusingSink("a"), RefusingSink("b")
+    b.refuse_send = True
+    with caplog.at_level("INFO", logger="tailship"):
+        async with running(Agent(s, {"a": a, "b": b})) as agent:
+            await wait_until(lambda: b.attempts >= 3, what="b tried again")
+            assert agent.readiness()[1].startswith("sink b refused: sink b: Kafka at k:9092 refused")
+            assert len(a.records) == 50
+            b.refuse_send = False
+            await wait_until(lambda: len(b.records) == 50, what="b got every line")
+            await wait_until(lambda: agent.readiness()[0], what="ready again")
+    refusals = [r for r in caplog.records if "SaslAuthenticationFailed" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in refusals]
+    assert "accepted again" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["start", "send"])
+async def test_once_stops_at_the_first_refusal(tmp_path, where):
+    """`tail --once`: a sink refused at start or on send stops the agent with that error (exit 3
+    in the CLI), without trying again."""
+    log = tmp_path / "app.log"
+    log.write_text("x\n")
+    b = RefusingSink("b")
+    b.refuse_start, b.refuse_send = where == "start", where == "send"
+    agent = Agent(fast_settings(tmp_path, [str(log)]), b, once=True)
+    with pytest.raises(FatalSinkError, match="refused"):
+        await asyncio.wait_for(agent.run(), 15)
+    assert b.starts == 1 and b.attempts == (1 if where == "send" else 0)

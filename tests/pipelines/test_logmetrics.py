@@ -231,3 +231,30 @@ def test_snapshot_records_name_the_worker_process():
     assert "worker" not in one and one["value"] == 1
     [w] = [orjson.loads(x) for x in snapshot(lm, "node-a", now=0, worker=3)]
     assert w["worker"] == 3 and w["value"] == 1 and w["name"] == "logs_errors_total"
+
+
+@pytest.mark.timeout(20)
+async def test_a_shipper_whose_sink_could_not_start_starts_it_with_the_next_snapshot():
+    """The daemon does not stop for a ship_to sink it cannot start (`started = False`): a snapshot
+    while the sink still refuses is counted as failed, the next one starts the sink and ships."""
+    from pipelines.errors import FatalSinkError
+    from pipelines.logmetrics import MetricShipper
+
+    class Refusing(CollectSink):
+        refuse = True
+        starts = 0
+
+        async def start(self) -> None:
+            self.starts += 1
+            if self.refuse:
+                raise FatalSinkError("collect", "credentials refused")
+
+    lm = LogMetrics(rules(MetricRule(name="errors", match_field="status", equals="500"), defaults=False))
+    lm.observe({"status": 500}, None)
+    sink = Refusing()
+    shipper = MetricShipper(lm, sink, 3600, "node-a")
+    shipper.started = False
+    assert not await shipper.ship() and shipper.failed == 1 and not sink.records
+    sink.refuse = False
+    assert await shipper.ship() and shipper.started and sink.starts == 2
+    assert [r["name"] for r in sink.records] == ["logs_errors_total"]

@@ -10,8 +10,16 @@ The response is read item by item (`filter_path` keeps only status and error). I
 with a retriable status (429, 5xx) are left pending and the batch raises RetriableSinkError: the
 sender backs off and calls `send` again, and only the pending items are re-sent. Items rejected
 for their content (400 mapping conflicts, other 4xx) go to the dead-letter file with status and
-reason. The batch is acknowledged (send returns) only when every item was indexed or dead-lettered,
-so a file's checkpoint never passes an item still pending.
+reason; a 403 (an index write block, `cluster_block_exception`) as not_authorized, naming the
+index, with one warning per index per minute. The batch is acknowledged (send returns) only when
+every item was indexed or dead-lettered, so a file's checkpoint never passes an item still pending.
+
+A bulk request refused as too large (413, above the cluster's `http.max_content_length`) is split
+in halves, each sent on its own and split again while refused; only a single document still
+refused alone goes to the dead-letter file (too_large). A 401/403 on the whole bulk request (the
+credentials of the sink refused) is a FatalSinkError; the next `send` first builds a new client
+with the password and API key files read again, so a rotated secret heals without a restart
+when the daemon retries (`tail --once` stops instead).
 
 Index names: a template over the file's kubernetes fields (`{kubernetes.namespace}`), then strftime
 codes filled from the record's `@timestamp` (the one the agent writes; day and hour codes such as
@@ -36,6 +44,7 @@ from pipelines import layout
 from pipelines.deadletter import DeadLetter, Entry, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
+from pipelines.refusals import DeadLetterLog
 from pipelines.secrets import add_secret
 from pipelines.sinks.elasticsearch.config import ElasticsearchSettings
 from pipelines.sinks.template import FieldTemplate
@@ -43,7 +52,7 @@ from pipelines.sinks.template import FieldTemplate
 log = logging.getLogger("tailship.elasticsearch")
 
 # only what is needed to tell each item's fate: small responses, cheap to parse
-_FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+_FILTER = "errors,items.*._index,items.*.status,items.*.error.type,items.*.error.reason"
 _TS = b'"@timestamp":"'
 Item = tuple[Segment, int, int]  # segment, index in it, number in the batch
 _TIME_CODES = re.compile(r"%[YmdHjyUWVGuaAbBe]")
@@ -151,14 +160,20 @@ class ElasticsearchSink:
         self._id_prefixes: dict[str, bytes] = {}
         self._ok = True
         self._closed = False
+        self._refused = False  # the last bulk request was refused 401/403: new client first
         self.duplicates = 0  # 409s in create mode: the document was already there
+        self.splits = 0  # bulk requests split in halves after a 413
+        self.rejections = DeadLetterLog(name)
 
-    async def start(self) -> None:
+    def _open_client(self) -> Any:
+        """A client with the secret files read now (at every start: a rotated secret is taken up)."""
         from elasticsearch import AsyncElasticsearch
         from elasticsearch.serializer import OrjsonSerializer
 
-        self._client = AsyncElasticsearch(self.s.urls, serializer=OrjsonSerializer(),
-                                          **client_options(self.s))
+        return AsyncElasticsearch(self.s.urls, serializer=OrjsonSerializer(), **client_options(self.s))
+
+    async def start(self) -> None:
+        self._client = self._open_client()
         try:
             info = await self._client.info()
         except Exception as exc:  # noqa: BLE001 - every failure at start is fatal and explained
@@ -187,11 +202,15 @@ class ElasticsearchSink:
     async def send(self, batch: Batch) -> None:
         if self._closed or self._client is None:
             raise FatalSinkError(self.name, "send before start or after close")
+        if self._refused:  # credentials refused last time: read them again, with a new client
+            await self._client.close()
+            self._client = None
+            await self.start()
+            self._refused = False
         done = self._done.setdefault(batch.seq, set())
-        body, items = self._body(batch, done)
+        lines, items = self._body(batch, done)
         if items:
-            result = await self._bulk(body)
-            retry = await self._settle(result, items, done)
+            retry = await self._send_items(lines, items, done)
             if retry:
                 self._ok = False
                 raise RetriableSinkError(self.name, f"Elasticsearch at {self.where}: {retry}; "
@@ -199,8 +218,9 @@ class ElasticsearchSink:
         self._done.pop(batch.seq, None)
         self._ok = True
 
-    def _body(self, batch: Batch, done: set[int]) -> tuple[bytes, list[Item]]:
-        """The NDJSON bulk body of every item not yet done, and (segment, index) of each."""
+    def _body(self, batch: Batch, done: set[int]) -> tuple[list[bytes], list[Item]]:
+        """The NDJSON bulk body of every item not yet done (its action and source lines each,
+        so that it can be cut between items), and (segment, index) of each."""
         parts: list[bytes] = []
         items: list[Item] = []
         n = 0
@@ -213,16 +233,15 @@ class ElasticsearchSink:
                 if n + i in done:
                     continue
                 if with_ids:
-                    parts.append(b'%s,"_id":"%s%x"}}' % (prefixes[i], idp, seg.offsets[i]))
+                    action = b'%s,"_id":"%s%x"}}\n' % (prefixes[i], idp, seg.offsets[i])
                 else:
-                    parts.append(prefixes[i] + b"}}")
+                    action = prefixes[i] + b"}}\n"
                 if trace_mode != "plain" and (seg.trace_ids[i] or seg.span_ids[i]):
                     rec = _with_ecs(rec, seg.trace_ids[i], seg.span_ids[i], trace_mode == "ecs")
-                parts.append(rec)
+                parts.append(action + rec + b"\n")
                 items.append((seg, i, n + i))
             n += len(seg.records)
-        parts.append(b"")
-        return b"\n".join(parts), items
+        return parts, items
 
     def _id_prefix(self, file_key: str) -> bytes:
         p = self._id_prefixes.get(file_key)
@@ -231,6 +250,31 @@ class ElasticsearchSink:
                 self._id_prefixes.clear()
             p = self._id_prefixes[file_key] = _doc_id_prefix(file_key)
         return p
+
+    async def _send_items(self, lines: list[bytes], items: list[Item], done: set[int]) -> str:
+        """One bulk request of `items` (their `lines`), split in halves while refused as too large;
+        a summary of the items left pending, or ""."""
+        body = b"".join(lines)
+        try:
+            result = await self._bulk(body)
+        except _TooLarge as exc:
+            if len(items) == 1:
+                seg, i, num = items[0]
+                entry = (Reason.TOO_LARGE, f"413 from Elasticsearch at {self.where}: a bulk request "
+                         f"of this document alone ({len(body)} bytes) is too large: {exc}",
+                         seg.path, seg.offsets[i], seg.records[i])
+                await asyncio.to_thread(self.dead.write, [entry])
+                self.rejections.add("too large (413)", 1, entry[1], str(self.dead.path))
+                done.add(num)
+                return ""
+            self.splits += 1
+            log.info("Elasticsearch at %s refused a bulk request of %d bytes (%d documents) as too "
+                     "large (413): sending it in halves", self.where, len(body), len(items))
+            mid = len(items) // 2
+            first = await self._send_items(lines[:mid], items[:mid], done)
+            second = await self._send_items(lines[mid:], items[mid:], done)
+            return ", ".join(x for x in (first, second) if x)
+        return await self._settle(result, items, done)
 
     async def _bulk(self, body: bytes) -> dict[str, Any]:
         from elasticsearch import ApiError
@@ -241,11 +285,10 @@ class ElasticsearchSink:
             self._ok = False
             status = exc.meta.status
             if status in (401, 403):
+                self._refused = True
                 raise FatalSinkError(self.name, self._explain(exc, "bulk refused")) from exc
             if status == 413:
-                raise FatalSinkError(self.name, f"Elasticsearch at {self.where} refused a bulk request "
-                                     f"of {len(body)} bytes as too large (413): lower batch.max_bytes "
-                                     "below the cluster's http.max_content_length") from exc
+                raise _TooLarge(_api_reason(exc)) from exc
             raise RetriableSinkError(self.name, self._explain(exc, "bulk failed")) from exc
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, TLS: all retriable
             self._ok = False
@@ -261,6 +304,7 @@ class ElasticsearchSink:
                                      f"bulk items for {len(items)} documents")
         pending: dict[int, int] = {}  # status → count
         dead: list[Entry] = []
+        per_index: dict[str, tuple[int, str]] = {}  # dead letters of each index: count, a detail
         reasons: dict[int, str] = {}
         for (seg, i, num), res in zip(items, results, strict=True):
             (outcome,) = res.values()
@@ -274,13 +318,16 @@ class ElasticsearchSink:
                 pending[status] = pending.get(status, 0) + 1
                 reasons.setdefault(status, _item_reason(outcome))
             else:
-                dead.append((_dead_reason(status), f"{status} {_item_reason(outcome)}", seg.path,
-                             seg.offsets[i], seg.records[i]))
+                index = outcome.get("_index", "?")
+                detail = (f"{status} from Elasticsearch at {self.where} for index {index!r}: "
+                          f"{_item_reason(outcome)}")
+                dead.append((_dead_reason(status), detail, seg.path, seg.offsets[i], seg.records[i]))
+                per_index[index] = (per_index.get(index, (0, ""))[0] + 1, detail)
                 done.add(num)
         if dead:
             await asyncio.to_thread(self.dead.write, dead)
-            log.warning("%d document(s) rejected by Elasticsearch written to %s: %s", len(dead),
-                        self.dead.path, dead[0][1])
+            for index, (n, detail) in per_index.items():
+                self.rejections.add(f"index {index}", n, detail, str(self.dead.path))
         return ", ".join(f"{c} document(s) rejected with {s} ({reasons[s]})" for s, c in pending.items())
 
     async def close(self, timeout_secs: float) -> None:
@@ -294,6 +341,10 @@ class ElasticsearchSink:
 
     def healthy(self) -> bool:
         return self._ok and self._client is not None
+
+
+class _TooLarge(Exception):
+    """A bulk request refused with 413 (its cause): split it."""
 
 
 def _with_ecs(rec: bytes, tid: str | None, sid: str | None, replace: bool) -> bytes:

@@ -7,8 +7,20 @@ awaited. Groups acknowledged before a retriable failure are remembered, so the s
 the batch only re-sends what is missing (no duplicates from partial success). Records larger than
 `max_record_bytes`, and record batches the broker rejects for their content (too large, invalid
 topic), go to the dead-letter file with the reason. An unreachable bootstrap or refused
-credentials at start is a FatalSinkError naming the brokers and the cause. Which aiokafka error
+credentials at start is a FatalSinkError naming the brokers and the cause; credentials refused
+later drop the producer, so the next attempt connects anew with `sasl_password_file` read again
+(a rotated secret heals when the daemon tries again). Which aiokafka error
 leads to a retry, a dead letter or a FatalSinkError is the table in errors.py.
+
+One refused topic never holds back the others. A topic that does not exist (the brokers answer
+but do not create it) or whose ACL denies writes is remembered as refused (refusals.py) for
+`refused_topic_recheck_secs`: its records go to the dead-letter file (missing_destination,
+not_authorized) and their batch is acknowledged, while every other topic of the batch is sent.
+After that time the topic is asked for again (a short metadata wait, or the next produce
+request), so a topic created or an ACL granted later receives new records without a restart.
+New topics of a batch are looked up concurrently: aiokafka waits up to `request_timeout_ms` for a
+topic the broker might be creating, and one such wait per topic in a row would pass the delivery
+deadline.
 
 (Over 400 lines: the send path — grouping, chunking, the C append, acknowledgement bookkeeping
 across retries, dead letters — shares one batch's state; the options, codec, errors, partitioner
@@ -28,12 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 
 from pipelines import layout
 from pipelines.deadletter import DeadLetter, Entry, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
+from pipelines.refusals import Refusal, Refusals
 from pipelines.secrets import add_secret
 from pipelines.sinks.kafka import aiokafka_internals as internals
 from pipelines.sinks.kafka.config import KafkaSettings
@@ -46,7 +59,11 @@ log = logging.getLogger("tailship.kafka")
 
 Group = tuple[str, int]  # topic, partition
 Header = tuple[str, bytes]
-_DEAD = (("", -1), -1)  # marks a batch whose oversized records were already dead-lettered
+# markers in a batch's `done`, with the segment's index: its oversized records, or all its
+# records (its topic refused or invalid), are already in the dead-letter file
+_OVERSIZED: Group = ("", -1)
+_WHOLE: Group = ("", -2)
+_RECHECK_WAIT_SECS = 2.0  # how long a refused topic's metadata is waited for when asked again
 _RESTART_AFTER = 5  # failed deliveries in a row before the producer is replaced
 
 
@@ -184,6 +201,7 @@ class KafkaSink:
         self._ok = True
         self._closed = False
         self._stalls = 0  # failed deliveries in a row
+        self.refused = Refusals(name, settings.refused_topic_recheck_secs)
         self._damper: Damper | None = None
         self.where = ",".join(settings.bootstrap_servers)
 
@@ -194,7 +212,8 @@ class KafkaSink:
         self._partitions.clear()
 
     async def _connect(self, error: type[FatalSinkError] | type[RetriableSinkError]) -> None:
-        """A new producer; a failure to reach the brokers is raised as `error`."""
+        """A new producer (the password file read again); a failure to reach the brokers is
+        raised as `error`, refused credentials as a FatalSinkError."""
         from aiokafka import AIOKafkaProducer
 
         try:
@@ -205,13 +224,19 @@ class KafkaSink:
             await self._producer.start()
         except (KafkaError, OSError, ssl.SSLError) as exc:
             await self._stop_quietly()
-            raise error(self.name, f"cannot connect to Kafka at {self.where}: "
-                        f"{describe(exc)}") from exc
+            cls = FatalSinkError if action(exc) is Action.FATAL else error
+            raise cls(self.name, f"cannot connect to Kafka at {self.where}: {describe(exc)}") from exc
 
     async def _restart(self, why: str) -> None:
         """Replace a producer that stopped making progress (aiokafka does not always recover from a
         broker restart). Chunks already acknowledged stay remembered, so only the rest is re-sent."""
         log.warning("Kafka at %s: %s; restarting the producer", self.where, why)
+        await self._drop_producer()
+        await self._connect(RetriableSinkError)
+
+    async def _drop_producer(self) -> None:
+        """Stop the producer (the next send connects anew). Chunks already acknowledged stay
+        remembered."""
         old, self._producer = self._producer, None
         if old is not None:
             try:
@@ -221,7 +246,6 @@ class KafkaSink:
         self._partitions.clear()
         self._pending.clear()  # the old producer's futures will never resolve
         self._stalls = 0
-        await self._connect(RetriableSinkError)
 
     async def _stop_quietly(self) -> None:
         if self._producer is not None:
@@ -271,6 +295,8 @@ class KafkaSink:
                 self._stalls += 1
                 if self._stalls >= _RESTART_AFTER:
                     await self._restart(f"{self._stalls} failed deliveries in a row")
+            else:  # refused: the next attempt connects anew, with the credentials read again
+                await self._drop_producer()
             raise failures[0]
         self._done.pop(batch.seq, None)
         self._pending.pop(batch.seq, None)
@@ -286,47 +312,100 @@ class KafkaSink:
         groups = await self._group(batch, done)
         handed = self._pending.setdefault(batch.seq, {})
         failures: list[Exception] = []
+        refused: list[tuple[Group, int, int, int, Refusal]] = []
         pending = [(chunk_id, fut)
-                   async for chunk_id, fut in self._submit(groups, done, handed, failures)]
+                   async for chunk_id, fut in self._submit(groups, done, handed, failures, refused)]
+        if refused:  # record batches of topics refused since they were grouped
+            entries: list[Entry] = []
+            counts: dict[str, int] = {}
+            for group, _, start, end, r in refused:
+                entries.extend((r.reason, r.detail, seg.path, seg.offsets[i], seg.records[i])
+                               for seg, i in groups[group].origins(start, end))
+                counts[group[0]] = counts.get(group[0], 0) + end - start
+            self._dead_letter(entries, counts)
+            done.update((group, chunk) for group, chunk, _, _, _ in refused)
         if failures:  # the producer did not take a record batch: the rest waits for the retry
             return failures
         return await self._collect(pending, groups, done)
 
-    async def _topic_partitions(self, topic: str) -> int:
-        n = self._partitions.get(topic)
-        if n is None:
-            try:
+    async def _look_up(self, topics: Iterator[str]) -> None:
+        """Partition counts of the topics neither known nor refused now, asked for concurrently;
+        the first error (brokers unreachable) is raised once every lookup has ended."""
+        todo = {t for t in topics if t not in self._partitions and self.refused.get(t) is None}
+        results = await asyncio.gather(*map(self._topic_partitions, todo), return_exceptions=True)
+        for res in results:
+            if isinstance(res, BaseException):
+                raise res
+
+    async def _topic_partitions(self, topic: str) -> None:
+        """Learn the topic's partition count, or refuse the topic (missing, not authorized)."""
+        try:
+            if self.refused.seen(topic):  # missing a while ago: a created topic shows at once
+                parts = await asyncio.wait_for(self._producer.partitions_for(topic),
+                                               min(_RECHECK_WAIT_SECS, self.s.request_timeout_ms / 1000))
+            else:
                 parts = await self._producer.partitions_for(topic)
-            except UnknownTopicOrPartitionError as exc:
-                if await internals.reachable(self._producer):
-                    raise FatalSinkError(self.name, f"topic {topic!r} does not exist on Kafka at "
-                                         f"{self.where} and the broker did not create it") from exc
+        except (UnknownTopicOrPartitionError, TimeoutError) as exc:
+            if not await internals.reachable(self._producer):
                 raise RetriableSinkError(self.name, f"no metadata for topic {topic!r}: "
                                          f"Kafka at {self.where} unreachable") from exc
-            if not parts:
-                raise RetriableSinkError(self.name, f"topic {topic!r} has no partitions yet")
-            n = self._partitions[topic] = len(parts)
-        return n
+            self.refused.refuse(topic, Reason.MISSING_DESTINATION,
+                                f"topic {topic!r} does not exist on Kafka at {self.where} and the "
+                                f"broker did not create it")
+            return
+        except TopicAuthorizationFailedError as exc:
+            self._refuse(topic, exc)
+            return
+        if not parts:
+            raise RetriableSinkError(self.name, f"topic {topic!r} has no partitions yet")
+        self._partitions[topic] = len(parts)
+        self.refused.accepted(topic)
+
+    def _refuse(self, topic: str, exc: BaseException) -> None:
+        self.refused.refuse(topic, Reason.NOT_AUTHORIZED, f"Kafka at {self.where} refused writes "
+                            f"to topic {topic!r}: {describe(exc)}")
+
+    def _dead_letter(self, entries: list[Entry], topics: dict[str, int]) -> None:
+        """Write dead letters (one fsync); `topics`: records of each refused topic among them,
+        counted towards its warning."""
+        if entries:
+            self.dead.write(entries)
+        for topic, n in topics.items():
+            self.refused.dead_lettered(topic, n, str(self.dead.path))
 
     async def _group(self, batch: Batch, done: set[tuple[Group, int]]) -> dict[Group, Records]:
+        """The batch's records by (topic, partition); what Kafka cannot take (oversized records,
+        invalid or refused topics) goes to the dead-letter file first, once per batch."""
         groups: dict[Group, Records] = {}
-        too_large: list[Entry] = []  # dead letters
+        dead: list[Entry] = []
+        refused: dict[str, int] = {}  # records dead-lettered per refused topic
+        marks: list[tuple[Group, int]] = []  # added to `done` once `dead` is written
         limit = self.s.max_record_bytes
-        for seg in batch.segments:
-            topic = self.topics.resolve(seg.meta)
-            if not valid_topic(topic):
-                too_large.extend((Reason.INVALID_DESTINATION, f"invalid Kafka topic name {topic!r}",
-                                   seg.path, off, rec)
-                                 for off, rec in zip(seg.offsets, seg.records, strict=True))
+        topics = [self.topics.resolve(seg.meta) for seg in batch.segments]
+        await self._look_up(t for t in topics if valid_topic(t))
+        for n, (seg, topic) in enumerate(zip(batch.segments, topics, strict=True)):
+            if (_WHOLE, n) in done:
                 continue
-            nparts = await self._topic_partitions(topic)
             fit: Sequence[int] = range(len(seg.records))
-            if max(map(len, seg.records), default=0) > limit:
+            oversized = max(map(len, seg.records), default=0) > limit
+            if oversized:
                 fit = [i for i in fit if len(seg.records[i]) <= limit]
-                too_large.extend((Reason.TOO_LARGE,
-                                  f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
-                                  seg.path, seg.offsets[i], rec)
-                                 for i, rec in enumerate(seg.records) if len(rec) > limit)
+                if (_OVERSIZED, n) not in done:
+                    dead.extend((Reason.TOO_LARGE,
+                                 f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
+                                 seg.path, seg.offsets[i], rec)
+                                for i, rec in enumerate(seg.records) if len(rec) > limit)
+                    marks.append((_OVERSIZED, n))
+            refusal = self.refused.get(topic)
+            if not valid_topic(topic) or (refusal is not None and topic not in self._partitions):
+                reason, detail = ((Reason.INVALID_DESTINATION, f"invalid Kafka topic name {topic!r}")
+                                  if refusal is None else (refusal.reason, refusal.detail))
+                dead.extend((reason, detail, seg.path, seg.offsets[i], seg.records[i]) for i in fit)
+                if refusal is not None:
+                    refused[topic] = refused.get(topic, 0) + len(fit)
+                marks.append((_WHOLE, n))
+                continue
+            nparts = self._partitions[topic]
             keys, tids, sids = self._keys(seg, fit)
             path = ("log.file.path", seg.path.encode())
             parts = self.partitioner.partitions(keys, nparts)
@@ -340,11 +419,12 @@ class KafkaSink:
                 sel = [j for j, p in enumerate(parts) if p == part]
                 recs.add(seg, [fit[j] for j in sel], [keys[j] for j in sel], [tids[j] for j in sel],
                          [sids[j] for j in sel], path)
-        if too_large and _DEAD not in done:
-            self.dead.write(too_large)
-            done.add(_DEAD)
-            log.warning("%d record(s) Kafka cannot take written to %s: %s", len(too_large),
-                        self.dead.path, too_large[0][1])
+        self._dead_letter(dead, refused)
+        done.update(marks)
+        cannot = [d for d in dead if d[0] in (Reason.TOO_LARGE, Reason.INVALID_DESTINATION)]
+        if cannot:
+            log.warning("%d record(s) Kafka cannot take written to %s: %s", len(cannot),
+                        self.dead.path, cannot[0][1])
         return groups
 
     def _keys(self, seg: Segment, fit: Sequence[int]
@@ -377,18 +457,26 @@ class KafkaSink:
 
     async def _submit(self, groups: dict[Group, Records], done: set[tuple[Group, int]],
                       pending: dict[tuple[Group, int], asyncio.Future[Any]],
-                      failures: list[Exception]) -> Any:
+                      failures: list[Exception],
+                      refused: list[tuple[Group, int, int, int, Refusal]]) -> Any:
         """Hands each record batch not yet acknowledged to the producer; stops at the first the
-        producer does not take (its queue for the partition stayed full), adding to `failures`."""
+        producer does not take (its queue for the partition stayed full), adding to `failures`.
+        Record batches of a topic refused now are not sent but added to `refused`."""
         for group, items in groups.items():
             for chunk, builder, start, end in self._chunks(items):
                 if (group, chunk) in done:
                     continue
                 fut = pending.get((group, chunk))
+                refusal = self.refused.get(group[0]) if fut is None else None
+                if refusal is not None:
+                    refused.append((group, chunk, start, end, refusal))
+                    continue
                 if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
                     try:
                         fut = await self._producer.send_batch(builder, group[0], partition=group[1])
                     except KafkaError as exc:
+                        if isinstance(exc, TopicAuthorizationFailedError):
+                            self._refuse(group[0], exc)  # the retry dead-letters its records
                         failures.append(self._failure(exc, group))
                         return
                     pending[(group, chunk)] = fut
@@ -408,10 +496,15 @@ class KafkaSink:
                 rejected = list(groups[group].origins(start, end))
                 reason = (f"{type(res).__name__} from Kafka at {self.where} for topic {group[0]!r} "
                           f"partition {group[1]}: {describe(res)}")
-                self.dead.write((dead_reason(res), reason, seg.path, seg.offsets[i], seg.records[i])
-                                for seg, i in rejected)
-                log.warning("%d record(s) rejected by Kafka (%s) written to %s",
-                            len(rejected), type(res).__name__, self.dead.path)
+                entries = [(dead_reason(res), reason, seg.path, seg.offsets[i], seg.records[i])
+                           for seg, i in rejected]
+                if isinstance(res, TopicAuthorizationFailedError):  # the topic's ACL, not content
+                    self._refuse(group[0], res)
+                    self._dead_letter(entries, {group[0]: len(entries)})
+                else:
+                    self.dead.write(entries)
+                    log.warning("%d record(s) rejected by Kafka (%s) written to %s",
+                                len(rejected), type(res).__name__, self.dead.path)
                 done.add((group, chunk))
                 continue
             failures.append(self._failure(res, group))

@@ -28,6 +28,9 @@ class KafkaSettings:
     max_record_bytes: int = opt(1000000, min=1024,
                                 help="larger records go to the dead-letter file (broker message.max.bytes)")
     request_timeout_ms: int = opt(30000, min=1000, help="produce and metadata request timeout")
+    refused_topic_recheck_secs: float = opt(30.0, min=0.1,
+                                            help="a missing or write-denied topic's records go to "
+                                                 "dead letters this long before it is asked for again")
     security_protocol: str = opt("PLAINTEXT", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
                                  help="how to talk to the brokers")
     tls_ca_file: str = opt("", help="PEM file of CAs that sign the brokers' certificates")

@@ -8,20 +8,23 @@ InvalidMessageError = CorruptRecordException match their base).
     RecordListTooLargeError                 18 RECORD_LIST_TOO_LARGE │ DEAD_LETTER: the record batch
     InvalidTopicError                       17 INVALID_TOPIC         │ can never be accepted as it is;
     CorruptRecordException                  2 CORRUPT_MESSAGE        │ its records go to the dead-letter
-    RecordTooLargeError                     (aiokafka's own)         ┘ file with the reason, acknowledged
+    RecordTooLargeError                     (aiokafka's own)         │ file with the reason, acknowledged
+    TopicAuthorizationFailedError           29 TOPIC_AUTHORIZATION…  ┘ (and the topic is refused for a
+                                                                       while: refusals.py)
     SaslAuthenticationFailed                58 SASL_AUTHENTICATION…  ┐
-    AuthenticationFailedError               (aiokafka's own)         │ FATAL: credentials or rights
-    UnsupportedSaslMechanismError           33                       │ refused; retrying cannot help
-    IllegalSaslStateError                   34                       │ (FatalSinkError, the agent stops)
-    TopicAuthorizationFailedError           29                       │
-    ClusterAuthorizationFailedError         31                       ┘
+    AuthenticationFailedError               (aiokafka's own)         │ FATAL: credentials or rights of
+    UnsupportedSaslMechanismError           33                       │ the whole sink refused; retrying
+    IllegalSaslStateError                   34                       │ cannot help by itself (FatalSink-
+    ClusterAuthorizationFailedError         31                       ┘ Error: `tail --once` stops, the
+                                                                       daemon retries with a long backoff)
     any other KafkaError                                             RETRY (RetriableSinkError): e.g.
         KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError, RequestTimedOutError,
         NotEnoughReplicasError, LeaderNotAvailableError, UnknownError (which is also what aiokafka
         makes of codes it does not know, such as 87 INVALID_RECORD)
 
 DEAD_LETTER applies to the failed future of one record batch, whose records are known; the same
-error raised by a call that is not about one record batch (metadata, queueing) is retried.
+error raised by a call that is not about one record batch (metadata, queueing) is retried (a
+TopicAuthorizationFailedError refuses its topic first, so the retry dead-letters its records).
 
 aiokafka's own `retriable` flag is not what decides RETRY: it says whether aiokafka retries inside
 the producer. Several errors it does not retry are worth a retry by the sink, whose retry can
@@ -52,11 +55,11 @@ TABLE: tuple[tuple[type[BaseException], Action], ...] = (
     (ak.InvalidTopicError, Action.DEAD_LETTER),
     (ak.CorruptRecordException, Action.DEAD_LETTER),
     (ak.RecordTooLargeError, Action.DEAD_LETTER),
+    (ak.TopicAuthorizationFailedError, Action.DEAD_LETTER),
     (ak.SaslAuthenticationFailed, Action.FATAL),
     (ak.AuthenticationFailedError, Action.FATAL),
     (ak.UnsupportedSaslMechanismError, Action.FATAL),
     (ak.IllegalSaslStateError, Action.FATAL),
-    (ak.TopicAuthorizationFailedError, Action.FATAL),
     (ak.ClusterAuthorizationFailedError, Action.FATAL),
 )
 
@@ -75,6 +78,8 @@ def dead_reason(exc: BaseException) -> Reason:
         return Reason.INVALID_DESTINATION
     if isinstance(exc, ak.CorruptRecordException):
         return Reason.REJECTED
+    if isinstance(exc, ak.TopicAuthorizationFailedError):
+        return Reason.NOT_AUTHORIZED
     return Reason.TOO_LARGE
 
 

@@ -46,7 +46,11 @@ def sink(tmp_path: Path, **kw: Any) -> ElasticsearchSink:
     return ElasticsearchSink(dataclasses.replace(ElasticsearchSettings(), **kw), str(tmp_path))
 
 
-def parse_body(body: bytes) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def parse_body(body: bytes | list[bytes]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(action, document) pairs of a bulk body (or of its lines, one item each, from `_body`)."""
+    if isinstance(body, list):
+        assert all(item.count(b"\n") == 2 and item.endswith(b"\n") for item in body)
+        body = b"".join(body)
     lines = body.split(b"\n")
     assert lines[-1] == b""
     lines = lines[:-1]
@@ -128,6 +132,7 @@ class FakeClient:
     def __init__(self, answers: list[Any]) -> None:
         self.answers = answers
         self.bodies: list[bytes] = []
+        self.closed = False
 
     async def bulk(self, *, operations: bytes, filter_path: str) -> Any:
         self.bodies.append(operations)
@@ -137,7 +142,10 @@ class FakeClient:
         return type("R", (), {"body": a})()
 
     async def close(self) -> None:
-        pass
+        self.closed = True
+
+    async def info(self) -> dict[str, Any]:
+        return {"version": {"number": "8.14.1"}, "cluster_name": "fake"}
 
 
 def api_error(status: int, etype: str = "x", reason: str = "y") -> Exception:
@@ -167,7 +175,7 @@ def run_sends(k: ElasticsearchSink, client: FakeClient, b: Batch, attempts: int)
 
 
 def item(status: int, etype: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": status}
+    body: dict[str, Any] = {"_index": "i", "status": status}
     if etype:
         body["error"] = {"type": etype, "reason": f"{etype} happened"}
     return {"index": body}
@@ -188,7 +196,8 @@ def test_item_outcomes_retry_only_pending_and_dead_letter_content_errors(tmp_pat
     [dead] = [orjson.loads(x) for x in (tmp_path / "deadletter" / "elasticsearch.ndjson").read_bytes()
               .splitlines()]
     assert dead["reason"] == "rejected"
-    assert dead["detail"] == "400 document_parsing_exception: document_parsing_exception happened"
+    assert dead["detail"] == ("400 from Elasticsearch at http://127.0.0.1:9200 for index 'i': "
+                              "document_parsing_exception: document_parsing_exception happened")
     assert dead["offset"] == 200 and orjson.loads(dead["record"]) == {"message": "m2"}
     assert k._done == {}  # nothing kept after the batch completed
 
@@ -199,14 +208,115 @@ def test_whole_request_failures(tmp_path):
     k = sink(tmp_path, index="i")
     b = batch(seg([{"message": "m"}]))
     client = FakeClient([TransportConnectionError("Connection refused"), api_error(503),
-                         api_error(429), api_error(401), api_error(413)])
-    errors = run_sends(k, client, b, 5)
+                         api_error(429), api_error(401)])
+    errors = run_sends(k, client, b, 4)
     assert errors[0].startswith("RetriableSinkError") and "cannot reach Elasticsearch" in errors[0]
     assert errors[1].startswith("RetriableSinkError") and "answered 503" in errors[1]
     assert errors[2].startswith("RetriableSinkError") and "answered 429" in errors[2]
     assert errors[3].startswith("FatalSinkError") and "refused the credentials (401)" in errors[3]
-    assert errors[4].startswith("FatalSinkError") and "lower batch.max_bytes" in errors[4]
     assert not k.healthy()
+
+
+def dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "deadletter" / "elasticsearch.ndjson"
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+
+
+class SizeLimitedClient(FakeClient):
+    """A node whose http.max_content_length is `limit` bytes: a larger bulk body gets 413, a
+    smaller one is indexed item by item."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__([])
+        self.limit = limit
+        self.indexed: list[str] = []
+
+    async def bulk(self, *, operations: bytes, filter_path: str) -> Any:
+        self.bodies.append(operations)
+        if len(operations) > self.limit:
+            raise api_error(413, "content_too_long", "Request content too long")
+        pairs = parse_body(operations)
+        self.indexed.extend(doc["message"] for _, doc in pairs)
+        return type("R", (), {"body": {"errors": False, "items": [item(201) for _ in pairs]}})()
+
+
+def test_a_bulk_request_too_large_is_split_and_only_a_single_oversized_document_dead_lettered(tmp_path):
+    """413 on the whole request: the halves are sent, split again while refused; every document
+    that fits alone is indexed once, the one that does not is dead-lettered (too_large)."""
+    k = sink(tmp_path, index="i")
+    docs = [{"message": f"m{i}", "pad": "x" * 100} for i in range(10)]
+    docs[6]["pad"] = "y" * 2000  # alone above the limit
+    client = SizeLimitedClient(limit=1000)
+    assert run_sends(k, client, batch(seg(docs)), 1) == [""]
+    assert sorted(client.indexed) == sorted(f"m{i}" for i in range(10) if i != 6)
+    assert len(client.indexed) == 9  # none twice
+    [dead] = dead_letters(tmp_path)
+    assert dead["reason"] == "too_large" and dead["offset"] == 600
+    assert dead["detail"].startswith("413 from Elasticsearch at http://127.0.0.1:9200"), dead["detail"]
+    assert "content_too_long" in dead["detail"]
+    assert k.splits > 0 and k._done == {}
+
+
+def test_a_retriable_failure_of_one_half_resends_only_what_is_pending(tmp_path):
+    """A 413 splits the request; the second half meets a 503: the retry sends only that half."""
+    k = sink(tmp_path, index="i")
+    b = batch(seg([{"message": f"m{i}"} for i in range(4)]))
+    client = FakeClient([api_error(413), {"errors": False, "items": [item(201), item(201)]},
+                         api_error(503), {"errors": False, "items": [item(201), item(201)]}])
+    errors = run_sends(k, client, b, 2)
+    assert errors[0].startswith("RetriableSinkError") and "answered 503" in errors[0]
+    assert errors[1] == ""
+    assert [[d["message"] for _, d in parse_body(body)] for body in client.bodies] == [
+        ["m0", "m1", "m2", "m3"], ["m0", "m1"], ["m2", "m3"], ["m2", "m3"]]
+    assert dead_letters(tmp_path) == []
+
+
+def test_a_write_blocked_index_dead_letters_its_documents_as_not_authorized(tmp_path, caplog):
+    """Per-item 403 (cluster_block_exception: `PUT /<index>/_block/write`): those documents are
+    dead-lettered with not_authorized and a detail naming the index; the others are indexed; one
+    warning names the index for several batches."""
+    k = sink(tmp_path, index="i")
+    blocked = {"index": {"_index": "logs-b", "status": 403, "error": {
+        "type": "cluster_block_exception",
+        "reason": "index [logs-b] blocked by: [FORBIDDEN/8/index write (api)];"}}}
+    ok = {"index": {"_index": "logs-a", "status": 201}}
+    client = FakeClient([{"errors": True, "items": [ok, blocked, ok]},
+                         {"errors": True, "items": [blocked, ok, ok]}])
+    with caplog.at_level("WARNING", logger="tailship"):
+        assert run_sends(k, client, batch(seg([{"message": f"m{i}"} for i in range(3)])), 2) == ["", ""]
+    dead = dead_letters(tmp_path)
+    assert [d["offset"] for d in dead] == [100, 0]
+    for d in dead:
+        assert d["reason"] == "not_authorized"
+        assert d["detail"].startswith("403 from Elasticsearch at http://127.0.0.1:9200 for index "
+                                      "'logs-b': cluster_block_exception"), d["detail"]
+    warnings = [r.getMessage() for r in caplog.records if "logs-b" in r.getMessage()]
+    assert len(warnings) == 1 and "1 record(s)" in warnings[0], warnings
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_read_again_before_the_next_attempt(tmp_path, status):
+    """A 401/403 on the whole bulk request is a FatalSinkError (`tail --once` stops; the daemon
+    retries); the next send builds a new client with the password file read again, and once the
+    rotated secret is accepted the same batch is delivered."""
+    pw = tmp_path / "pw"
+    pw.write_text("old\n")
+    k = sink(tmp_path, index="i", username="tailship", password_file=str(pw))
+    refused = FakeClient([api_error(status, "security_exception", "unable to authenticate")])
+    healed = FakeClient([{"errors": False, "items": [item(201)]}])
+    passwords: list[str] = []
+
+    def open_client() -> FakeClient:
+        passwords.append(client_options(k.s)["basic_auth"][1])
+        return healed
+
+    k._open_client = open_client  # type: ignore[method-assign]
+    pw.write_text("new\n")  # the operator rotates the secret
+    errors = run_sends(k, refused, batch(seg([{"message": "m"}])), 2)
+    assert errors[0].startswith("FatalSinkError: sink elasticsearch: bulk refused: Elasticsearch at "
+                                "http://127.0.0.1:9200"), errors[0]
+    assert "new" not in errors[0] and "old" not in errors[0]
+    assert errors[1] == "" and passwords == ["new"] and refused.closed and k.healthy()
 
 
 def test_item_count_mismatch_is_retried_not_trusted(tmp_path):
