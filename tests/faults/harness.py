@@ -166,6 +166,13 @@ class Received:
     def count(self) -> int:
         return len(self.first)
 
+    def wait_any(self, cond: Callable[[int], bool], timeout: float, what: str) -> None:
+        """Until a seq for which `cond` holds has arrived."""
+        def ok() -> bool:
+            with self.lock:
+                return any(cond(s) for s in self.first)
+        poll(ok, timeout, what)
+
     def has_all(self, n: int, only: Callable[[int], bool] | None = None) -> bool:
         with self.lock:
             return all(s in self.first for s in range(n) if only is None or only(s))
@@ -341,6 +348,13 @@ class AgentProcess:
                 status = "down"
             self.readiness.append((time.monotonic(), status))
             self._halt.wait(0.2)
+
+    def wait_readiness(self, status: str, timeout: float = 60) -> None:
+        """Until /readyz answers `status` (the agent noticed the fault, or got over it)."""
+        def ok() -> bool:
+            assert self.alive(), f"the agent exited:\n{self.stderr()}"
+            return bool(self.readiness) and self.readiness[-1][1] == status
+        poll(ok, timeout, f"/readyz {status}", lambda: f"(last {self.readiness[-1:]})")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
