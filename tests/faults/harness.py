@@ -166,12 +166,14 @@ class Received:
     def count(self) -> int:
         return len(self.first)
 
+    def any(self, cond: Callable[[int], bool]) -> bool:
+        """Whether a seq for which `cond` holds has arrived."""
+        with self.lock:
+            return any(cond(s) for s in self.first)
+
     def wait_any(self, cond: Callable[[int], bool], timeout: float, what: str) -> None:
         """Until a seq for which `cond` holds has arrived."""
-        def ok() -> bool:
-            with self.lock:
-                return any(cond(s) for s in self.first)
-        poll(ok, timeout, what)
+        poll(lambda: self.any(cond), timeout, what)
 
     def has_all(self, n: int, only: Callable[[int], bool] | None = None) -> bool:
         with self.lock:
