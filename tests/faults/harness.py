@@ -435,9 +435,13 @@ class Scenario:
         self.writer = writer
         self.receiver = receiver
         self.agent = agent
-        self.affected = affected or (lambda _s: True)
+        self.affected = affected or Scenario._all
         self.fault_start = self.fault_end = 0.0
         self.note = ""
+
+    @staticmethod
+    def _all(_seq: int) -> bool:
+        return True
 
     def __enter__(self) -> Scenario:
         self.receiver.start()
@@ -497,4 +501,13 @@ class Scenario:
             recovery_s=max(caught_up - self.fault_end, 0.0),
             readiness=readiness_summary(self.agent.readiness, self.fault_start,
                                         min(caught_up, time.monotonic())),
-            note=self.note)
+            note="; ".join(filter(None, [self.note, self._affected_duplicates()])))
+
+    def _affected_duplicates(self) -> str:
+        """With `affected` given: how many of the copies counted were of the lines the fault
+        concerned (Kafka; a hint where duplicates come from)."""
+        if self.affected is Scenario._all:
+            return ""
+        with self.receiver.got.lock:
+            n = sum(c - 1 for s, c in self.receiver.got.copies.items() if self.affected(s))
+        return f"{n} of the copies are of the affected lines"
