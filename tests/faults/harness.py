@@ -200,7 +200,8 @@ class Receiver(threading.Thread):
 
 class KafkaReceiver(Receiver):
     """A group-less consumer of every topic matching `pattern` from the beginning; new topics
-    are picked up within a second (metadata refreshed that often)."""
+    are picked up within a second (metadata refreshed that often). A copy is a record at a new
+    offset: a partition read again from its start is not counted twice."""
 
     def __init__(self, bootstrap: str, pattern: str) -> None:
         super().__init__()
@@ -224,6 +225,7 @@ class KafkaReceiver(Receiver):
                              retry_backoff_ms=100)
         c.subscribe(pattern=self.pattern)
         await c.start()
+        read: dict[Any, int] = {}  # the highest offset read of each partition
         try:
             while not self.stopping.is_set():
                 try:
@@ -233,8 +235,13 @@ class KafkaReceiver(Receiver):
                     await asyncio.sleep(0.2)
                     continue
                 now = time.monotonic()
-                for msgs in batches.values():
-                    self.got.add([orjson.loads(m.value)["seq"] for m in msgs], now)
+                for tp, msgs in batches.items():
+                    # a new topic matching the pattern reassigns every partition, which starts
+                    # again from the earliest offset: records read before are not copies
+                    seen = read.get(tp, -1)
+                    self.got.add([orjson.loads(m.value)["seq"] for m in msgs if m.offset > seen], now)
+                    if msgs:
+                        read[tp] = max(seen, msgs[-1].offset)
         finally:
             await c.stop()
 
