@@ -74,14 +74,15 @@ kafka.topic = "logs-{{kubernetes.namespace}}"
 kafka.refused_topic_recheck_secs = {RECHECK_SECS}
 """
     agent = AgentProcess(tmp_path, agent_config(tmp_path / "data", root, port, sink), port)
-    writer = Writer([kubelet_container(root, ns) for ns in (shop, pay, audit)], RATE)
+    writer = Writer([kubelet_container(root, ns) for ns in (shop, pay, audit)], RATE // 2)
     in_audit = lambda seq: writer.file_of(seq) == 2  # noqa: E731
     receiver = KafkaReceiver(bootstrap, f"^logs-.*-{run}$")
-    with Scenario("kafka topic missing for 1 of 3 namespaces, created, replayed", writer, receiver,
+    with Scenario(f"kafka topic missing for 1 of 3 namespaces, created, replayed ({writer.rate} "
+                  "lines/s)", writer, receiver,
                   agent, affected=in_audit) as sc:
         sc.wait_flowing()
         with sc.fault():
-            writer.wait_written(writer.written + FAULT_SECS * RATE)
+            writer.wait_written(writer.written + FAULT_SECS * writer.rate)
             # the other namespaces ship all the while: every line of theirs written by now
             # arrives while the topic is still missing, and none of the missing topic's
             upto = writer.written
@@ -95,7 +96,7 @@ kafka.refused_topic_recheck_secs = {RECHECK_SECS}
         # ... and the operator replays what was dead-lettered meanwhile, with the agent running
         r = subprocess.run([*TAILSHIP, "deadletter", "replay", "--config", str(agent.cfg)],
                            capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.returncode == 0, f"tailship deadletter replay (exit {r.returncode}): {r.stdout}{r.stderr}"
         sc.note = f"replay: {r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-200:]}"
         figures = sc.finish()
     figures.check()
@@ -127,7 +128,7 @@ kafka.sasl_password_file = "{secret}"
 """
     agent = AgentProcess(tmp_path, agent_config(tmp_path / "data", root, port, sink), port)
     writer = Writer([kubelet_container(root, ns) for ns in ("shop", "payments")], RATE)
-    with Scenario("kafka SCRAM password rotated (broker, then secret file)", writer,
+    with Scenario(f"kafka SCRAM password rotated, broker then secret file ({RATE} lines/s)", writer,
                   KafkaReceiver(bootstrap, f"^{topic}$"), agent) as sc:
         sc.wait_flowing()
         with sc.fault():
@@ -136,7 +137,7 @@ kafka.sasl_password_file = "{secret}"
             # cannot; the secret is updated some seconds later (as a secret store syncs it)
             writer.wait_written(writer.written + (REAUTH_SECS + FAULT_SECS) * RATE)
             write_secret(secret, "password-two")
-        figures = sc.finish(timeout=60)
+        figures = sc.finish(after_lines=FAULT_SECS * RATE, timeout=45)
     log = agent.stderr()
     assert "password-one" not in log and "password-two" not in log
     figures.check()
