@@ -407,9 +407,10 @@ class Figures:
 
     def row(self) -> str:
         first = "-" if self.first_s is None else f"{self.first_s:.1f}"
+        recovery = "never" if self.recovery_s == float("inf") else f"{self.recovery_s:.1f}"
         note = f" ({self.note})" if self.note else ""
         return (f"| {self.scenario}{note} | {self.written} | {self.delivered} | {self.duplicates} | "
-                f"{self.lost} | {self.fault_s:.1f} | {first} | {self.recovery_s:.1f} | {self.readiness} |")
+                f"{self.lost} | {self.fault_s:.1f} | {first} | {recovery} | {self.readiness} |")
 
     def check(self) -> None:
         """Print the row (collected with `pytest -s`), then assert nothing was lost."""
