@@ -46,3 +46,11 @@ def kill(name: str) -> None:
     """kill -9 a running service (no grace, its data as it was): `start(name)` brings it back on
     the same ports."""
     services("kill", name)
+
+
+def scram_password(user: str, password: str, broker: str = "kafka-strict") -> None:
+    """Create `user` on the broker, or change its SCRAM password (scripts/services scram-user)."""
+    r = subprocess.run([sys.executable, str(SERVICES), "scram-user", broker, user],
+                       input=password + "\n", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert password not in r.stdout + r.stderr

@@ -36,6 +36,7 @@ import asyncio
 import bisect
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -51,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from tests.conftest import free_port
 
 TAILSHIP = [sys.executable, "-m", "agent"]
 RATE = int(os.environ.get("TAILSHIP_FAULT_RATE", "10000"))   # lines per second, all containers
@@ -307,10 +310,17 @@ class EsReceiver(Receiver):
 
 # -- the agent -------------------------------------------------------------------------------------
 
-def agent_config(data: Path, root: Path, port: int, sinks: str) -> str:
+def toml_value(v: object) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(map(toml_value, v)) + "]"
+    return json.dumps(v) if isinstance(v, str) else str(v)
+
+
+def agent_config(data: Path, root: Path, port: int, sink: dict[str, object]) -> str:
     """A `tailship run` config over the kubelet tree at `root`: one worker, fast scans and
-    checkpoints, /readyz on `port` turning 503 after 2 s of a failing sink; `sinks` is the TOML
-    of the sink table(s)."""
+    checkpoints, /readyz on `port` turning 503 after 2 s of a failing sink, one sink (`sink`:
+    its options, dotted keys such as `kafka.topic`) retried at least every second."""
+    options = "\n".join(f"{k} = {toml_value(v)}" for k, v in {"retry_max_ms": 1000, **sink}.items())
     return f"""
 data_dir = "{data}"
 workers = 1
@@ -322,18 +332,21 @@ scan_interval_secs = 0.2
 [metrics]
 listen = "127.0.0.1:{port}"
 ready_failing_secs = 2
-{sinks}
+[sink]
+{options}
 """
 
 
 class AgentProcess:
     """`tailship run --config` in a process (stderr to a file); /readyz polled every 0.2 s."""
 
-    def __init__(self, tmp: Path, config: str, port: int) -> None:
+    def __init__(self, tmp: Path, root: Path, **sink: object) -> None:
+        """The agent tailing the tree at `root` into one sink of the options `sink` (see
+        agent_config); its data directory, config and stderr under `tmp`."""
+        self.port = free_port()
         self.cfg = tmp / "agent.toml"
-        self.cfg.write_text(config)
+        self.cfg.write_text(agent_config(tmp / "data", root, self.port, sink))
         self.errpath = tmp / "agent.err"
-        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self.readiness: list[tuple[float, str]] = []
         self._halt = threading.Event()

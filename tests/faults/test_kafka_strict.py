@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from bench.kafka import create_topic
-from tests.conftest import free_port
 from tests.faults.harness import (
     RATE,
     TAILSHIP,
@@ -25,11 +23,10 @@ from tests.faults.harness import (
     KafkaReceiver,
     Scenario,
     Writer,
-    agent_config,
     kubelet_container,
     poll,
 )
-from tests.services import SERVICES, start
+from tests.services import scram_password, start
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -45,12 +42,6 @@ def strict() -> dict[str, str]:
     return start("kafka-strict")
 
 
-def set_password(user: str, password: str) -> None:
-    r = subprocess.run([sys.executable, str(SERVICES), "scram-user", "kafka-strict", user],
-                       input=password + "\n", capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-
-
 def write_secret(path: Path, password: str) -> None:
     """As the kubelet updates a mounted secret: the new file renamed over the old one."""
     tmp = path.with_name(path.name + ".new")
@@ -64,16 +55,10 @@ def test_topic_missing_for_one_namespace_then_created_and_dead_letters_replayed(
     shop, pay, audit = f"shop-{run}", f"pay-{run}", f"audit-{run}"
     for ns in (shop, pay):
         asyncio.run(create_topic(bootstrap, f"logs-{ns}", 3))
-    root, port = tmp_path / "log", free_port()
-    sink = f"""
-[sink]
-type = "kafka"
-retry_max_ms = 1000
-kafka.bootstrap_servers = ["{bootstrap}"]
-kafka.topic = "logs-{{kubernetes.namespace}}"
-kafka.refused_topic_recheck_secs = {RECHECK_SECS}
-"""
-    agent = AgentProcess(tmp_path, agent_config(tmp_path / "data", root, port, sink), port)
+    root = tmp_path / "log"
+    agent = AgentProcess(tmp_path, root, type="kafka", **{
+        "kafka.bootstrap_servers": [bootstrap], "kafka.topic": "logs-{kubernetes.namespace}",
+        "kafka.refused_topic_recheck_secs": RECHECK_SECS})
     writer = Writer([kubelet_container(root, ns) for ns in (shop, pay, audit)], RATE // 2)
     in_audit = lambda seq: writer.file_of(seq) == 2  # noqa: E731
     receiver = KafkaReceiver(bootstrap, f"^logs-.*-{run}$")
@@ -111,28 +96,21 @@ def test_scram_password_changed_on_the_broker_then_in_the_secret_file(strict, tm
     bootstrap = strict["TAILSHIP_KAFKA_STRICT_BOOTSTRAP"]
     user, topic = f"agent-{uuid.uuid4().hex[:8]}", f"fault-scram-{uuid.uuid4().hex[:8]}"
     asyncio.run(create_topic(bootstrap, topic, 3))
-    set_password(user, "password-one")
+    scram_password(user, "password-one")
     secret = tmp_path / "kafka-password"
     write_secret(secret, "password-one")
-    root, port = tmp_path / "log", free_port()
-    sink = f"""
-[sink]
-type = "kafka"
-retry_max_ms = 1000
-kafka.bootstrap_servers = ["{strict["TAILSHIP_KAFKA_STRICT_SCRAM_BOOTSTRAP"]}"]
-kafka.topic = "{topic}"
-kafka.security_protocol = "SASL_PLAINTEXT"
-kafka.sasl_mechanism = "SCRAM-SHA-512"
-kafka.sasl_username = "{user}"
-kafka.sasl_password_file = "{secret}"
-"""
-    agent = AgentProcess(tmp_path, agent_config(tmp_path / "data", root, port, sink), port)
+    root = tmp_path / "log"
+    agent = AgentProcess(tmp_path, root, type="kafka", **{
+        "kafka.bootstrap_servers": [strict["TAILSHIP_KAFKA_STRICT_SCRAM_BOOTSTRAP"]],
+        "kafka.topic": topic, "kafka.security_protocol": "SASL_PLAINTEXT",
+        "kafka.sasl_mechanism": "SCRAM-SHA-512", "kafka.sasl_username": user,
+        "kafka.sasl_password_file": str(secret)})
     writer = Writer([kubelet_container(root, ns) for ns in ("shop", "payments")], RATE)
     with Scenario(f"kafka SCRAM password rotated, broker then secret file ({RATE} lines/s)", writer,
                   KafkaReceiver(bootstrap, f"^{topic}$"), agent) as sc:
         sc.wait_flowing()
         with sc.fault():
-            set_password(user, "password-two")
+            scram_password(user, "password-two")
             # the open connections must log in again within connections.max.reauth.ms (5 s) and
             # cannot; the secret is updated some seconds later (as a secret store syncs it)
             writer.wait_written(writer.written + (REAUTH_SECS + FAULT_SECS) * RATE)

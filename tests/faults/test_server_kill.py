@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 
 from bench.kafka import create_topic
-from tests.conftest import free_port
 from tests.faults.harness import (
     RATE,
     AgentProcess,
     EsReceiver,
+    Figures,
     KafkaReceiver,
     Scenario,
     Writer,
-    agent_config,
     kubelet_container,
 )
 from tests.services import kill, services, start
@@ -40,37 +39,37 @@ def containers(root: Path) -> list[Path]:
     return [kubelet_container(root, ns) for ns in ("shop", "payments")]
 
 
+def killed_and_restarted(sc: Scenario, service: str, var: str, address: str) -> Figures:
+    """Once lines flow, kill -9 `service`, keep it down while the containers write DOWN_SECS of
+    lines, start it again (on the same `address`, `var` of its env), write as much again and wait
+    for every line."""
+    down = False
+    try:
+        with sc:
+            sc.wait_flowing()
+            with sc.fault():
+                kill(service)
+                down = True
+                sc.writer.wait_written(sc.writer.written + DOWN_SECS * sc.writer.rate)
+                again = start(service)[var]
+                down = False
+                assert again == address, f"{service} came back on {again}, not {address}"
+            return sc.finish(after_lines=DOWN_SECS * sc.writer.rate)
+    finally:
+        if down:
+            services("start", service)
+
+
 def test_kafka_broker_kill_9_restarted_on_the_same_port(tmp_path):
     bootstrap = start("kafka")["TAILSHIP_KAFKA_BOOTSTRAP"]
     topic = f"fault-kill-{uuid.uuid4().hex[:8]}"
     asyncio.run(create_topic(bootstrap, topic, 3))
-    root, port = tmp_path / "log", free_port()
-    sink = f"""
-[sink]
-type = "kafka"
-retry_max_ms = 1000
-kafka.bootstrap_servers = ["{bootstrap}"]
-kafka.topic = "{topic}"
-"""
-    agent = AgentProcess(tmp_path, agent_config(tmp_path / "data", root, port, sink), port)
-    writer = Writer(containers(root), RATE)
-    down = False
-    try:
-        with Scenario(f"kafka broker kill -9 ({RATE} lines/s)", writer,
-                      KafkaReceiver(bootstrap, f"^{topic}$"), agent) as sc:
-            sc.wait_flowing()
-            with sc.fault():
-                kill("kafka")
-                down = True
-                writer.wait_written(writer.written + DOWN_SECS * RATE)
-                again = start("kafka")["TAILSHIP_KAFKA_BOOTSTRAP"]
-                down = False
-                assert again == bootstrap, "the broker came back on another port"
-            figures = sc.finish()
-    finally:
-        if down:
-            services("start", "kafka")
-    figures.check()
+    root = tmp_path / "log"
+    agent = AgentProcess(tmp_path, root, type="kafka", **{"kafka.bootstrap_servers": [bootstrap],
+                                                          "kafka.topic": topic})
+    sc = Scenario(f"kafka broker kill -9 ({RATE} lines/s)", Writer(containers(root), RATE),
+                  KafkaReceiver(bootstrap, f"^{topic}$"), agent)
+    killed_and_restarted(sc, "kafka", "TAILSHIP_KAFKA_BOOTSTRAP", bootstrap).check()
 
 
 @pytest.mark.timeout(600)  # the node's restart alone took 30-160 s on a loaded 2-core machine
@@ -87,32 +86,14 @@ def test_elasticsearch_node_kill_9_and_restarted(tmp_path):
         # (default 512 MiB), so the restart replays seconds of writes, not the whole test's
         es.indices.create(index=index, settings={"number_of_shards": 1, "number_of_replicas": 0,
                                                  "translog.flush_threshold_size": "16mb"})
-    root, port = tmp_path / "log", free_port()
-    sink = f"""
-[sink]
-type = "elasticsearch"
-retry_max_ms = 1000
-elasticsearch.urls = ["{url}"]
-elasticsearch.index = "{index}"
-"""
-    agent = AgentProcess(tmp_path, agent_config(tmp_path / "data", root, port, sink), port)
-    writer = Writer(containers(root), ES_RATE)
-    down = False
+    root = tmp_path / "log"
+    agent = AgentProcess(tmp_path, root, type="elasticsearch", **{"elasticsearch.urls": [url],
+                                                                  "elasticsearch.index": index})
+    sc = Scenario(f"elasticsearch node kill -9 ({ES_RATE} lines/s)", Writer(containers(root), ES_RATE),
+                  EsReceiver(url, index), agent)
     try:
-        with Scenario(f"elasticsearch node kill -9 ({ES_RATE} lines/s)", writer,
-                      EsReceiver(url, index), agent) as sc:
-            sc.wait_flowing()
-            with sc.fault():
-                kill("elasticsearch")
-                down = True
-                writer.wait_written(writer.written + DOWN_SECS * ES_RATE)
-                again = start("elasticsearch")["TAILSHIP_ES_URL"]
-                down = False
-                assert again == url, "the node came back on another port"
-            figures = sc.finish(after_lines=DOWN_SECS * ES_RATE)
+        figures = killed_and_restarted(sc, "elasticsearch", "TAILSHIP_ES_URL", url)
     finally:
-        if down:
-            services("start", "elasticsearch")
         with Elasticsearch(url) as es:
             es.indices.delete(index=index, ignore_unavailable=True)
     figures.check()

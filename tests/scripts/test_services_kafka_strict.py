@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from bench.kafka import create_topic
-from tests.services import SERVICES, start
+from tests.services import SERVICES, scram_password, start
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -23,13 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240
 @pytest.fixture(scope="module")
 def strict() -> dict[str, str]:
     return start("kafka-strict")
-
-
-def set_password(user: str, password: str) -> None:
-    r = subprocess.run([sys.executable, str(SERVICES), "scram-user", "kafka-strict", user],
-                       input=password + "\n", capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert password not in r.stderr + r.stdout
 
 
 def producer(env: dict[str, str], user: str, password: str):  # type: ignore[no-untyped-def]
@@ -77,7 +70,7 @@ def test_a_changed_scram_password_holds_for_new_and_open_connections(strict):
     user, old, new = f"u{uuid.uuid4().hex[:8]}", "first-password", "second-password"
     topic = f"scram-{uuid.uuid4().hex[:8]}"
     asyncio.run(create_topic(strict["TAILSHIP_KAFKA_STRICT_BOOTSTRAP"], topic, 1))
-    set_password(user, old)
+    scram_password(user, old)
 
     async def go() -> None:
         from aiokafka.errors import KafkaConnectionError
@@ -86,7 +79,7 @@ def test_a_changed_scram_password_holds_for_new_and_open_connections(strict):
         await opened.start()  # logged in with the old password, and stays connected
         try:
             await asyncio.wait_for(opened.send_and_wait(topic, b"before"), 30)
-            await asyncio.to_thread(set_password, user, new)
+            await asyncio.to_thread(scram_password, user, new)
             with pytest.raises(KafkaConnectionError):
                 await producer(strict, user, old).start()
             fresh = producer(strict, user, new)
@@ -115,7 +108,7 @@ def test_the_strict_broker_is_stopped_and_killed_like_the_others(strict):
     """kill -9 and start again: same ports, and the SCRAM users survive (they are in the
     metadata log, not re-created at start)."""
     user = f"u{uuid.uuid4().hex[:8]}"
-    set_password(user, "kept-password")
+    scram_password(user, "kept-password")
     r = subprocess.run([sys.executable, str(SERVICES), "kill", "kafka-strict"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
