@@ -1,7 +1,9 @@
-"""Command line: `tailship run`, `tailship tail`, `tailship validate`, `--version`.
+"""Command line: `tailship run`, `tailship tail`, `tailship validate`, `tailship deadletter
+list|replay` (agent/deadletter_cli.py), `--version`.
 
 Exit codes: 0 done; 2 configuration or usage error; 3 runtime failure (data directory unusable,
-sink refused for good); 130 a second signal forced the exit.
+sink refused for good); 130 a second signal forced the exit. `deadletter replay` adds 4 (the store
+is in use by a running agent) and 5 (some records were dead-lettered again).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from agent import __version__, logs
+from agent import __version__, deadletter_cli, logs
 from agent.config import load_config, settings_from_dict
 from agent.runtime import (
     EXIT_CONFIG,
@@ -83,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--metrics-listen", metavar="HOST:PORT", default="",
                       help="serve /metrics, /healthz, /readyz at HOST:PORT (default: off)")
     tail.set_defaults(func=cmd_tail)
+
+    deadletter_cli.add_parser(sub)
     return p
 
 
@@ -215,7 +219,8 @@ async def _progress(summary: Callable[[], Summary]) -> None:
 
 
 _ERROR_EVENTS = frozenset(("malformed", "invalid_utf8", "truncated", "line_too_long", "sink_retry",
-                           "permission_denied", "tailer_failed", "checkpoint_corrupt"))
+                           "permission_denied", "tailer_failed", "checkpoint_corrupt", "deadlettered",
+                           "deadletter_dropped"))
 
 
 def _print_summary(s: Summary, progress: bool) -> None:

@@ -11,7 +11,7 @@ environment: variables often carry credentials.
 
 (Just over 400 lines: one validation pass, the walker and the cross-field checks that report
 through it. Each component's own checks live beside it: `SinkSettings.check`, `routes.check`,
-`LogMetricsSettings.check`.)
+`LogMetricsSettings.check`, `DeadLetterSettings.check`, the metric sources' `check`.)
 """
 
 from __future__ import annotations
@@ -380,9 +380,13 @@ def _cross_checks(s: Settings, walk: _Walk) -> None:
         for at, problem in table.check_types(path):
             walk.fail(at, problem)
     _check_routes(s, walk, routes_valid)
-    if not walk.tainted("log_metrics"):
-        for at, problem in s.log_metrics.check("log_metrics"):
+    if not walk.tainted_below("deadletter"):
+        for at, problem in s.deadletter.check("deadletter"):
             walk.fail(at, problem)
+    for key in ("log_metrics", "prometheus_scrape", "host_metrics"):
+        if not walk.tainted(key):
+            for at, problem in getattr(s, key).check(key):
+                walk.fail(at, problem)
     if s.metrics.listen and not walk.tainted("metrics.listen"):
         from agent.server import parse_listen
 

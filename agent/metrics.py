@@ -56,6 +56,14 @@ class Metrics:
                                registry=r)
         self.dropped = Counter("tailship_dropped_records_total", "Records dropped on purpose, by reason",
                                ["reason"], registry=r)
+        self.deadlettered = Counter("tailship_records_deadlettered_total", "Records written to the "
+                                    "dead-letter store, by sink and reason", ["sink", "reason"],
+                                    registry=r)
+        self.deadletter_dropped = Counter("tailship_deadletter_dropped_records_total", "Dead-lettered "
+                                          "records deleted with the oldest segment at "
+                                          "deadletter.max_bytes", ["sink"], registry=r)
+        self.deadletter_dropped_bytes = Counter("tailship_deadletter_dropped_bytes_total", "Bytes of "
+                                                "those segments", ["sink"], registry=r)
         self.parse_errors = Counter("tailship_parse_errors_total", "Lines that could not be parsed as "
                                     "their format says, by kind", ["kind"], registry=r)
         self.truncated = Counter("tailship_truncated_records_total", "Records cut at max_line_bytes or "
@@ -92,8 +100,8 @@ class Metrics:
 
 class MetricsReport:
     """What the data path reports (`pipelines.delivery.DeliveryReport`,
-    `pipelines.fanout.FanoutReport`), counted in `Metrics`: the one place that turns delivery
-    events into self-metrics."""
+    `pipelines.fanout.FanoutReport`, `pipelines.deadletter.DeadLetterReport`), counted in
+    `Metrics`: the one place that turns delivery events into self-metrics."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
@@ -118,6 +126,15 @@ class MetricsReport:
         self.m.dropped.labels(reason).inc(n)
         self.m.event(f"dropped_{reason}", n)
 
+    def deadlettered(self, sink: str, reason: str, n: int) -> None:
+        self.m.deadlettered.labels(sink, reason).inc(n)
+        self.m.event("deadlettered", n)
+
+    def deadletter_dropped(self, sink: str, records: int, nbytes: int) -> None:
+        self.m.deadletter_dropped.labels(sink).inc(records)
+        self.m.deadletter_dropped_bytes.labels(sink).inc(nbytes)
+        self.m.event("deadletter_dropped", records)
+
     def delivered(self, nrecords: int, nbytes: int) -> None:
         self.m.records_sent.inc(nrecords)
         self.m.bytes_sent.inc(nbytes)
@@ -129,7 +146,7 @@ class MetricsReport:
 class _Live(Collector):
     """Scrape-time values from the running agent: `source()` returns
     {"files": [(fd, position)], "queues": {stage: bytes}, "checkpoint_age": secs | None,
-     "dead_letters": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool}}."""
+     "dead_letter_bytes": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool}}."""
 
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
         self.source = source
@@ -160,9 +177,9 @@ class _Live(Collector):
                                "written (NaN before the first write)")
         ck.add_metric([], float("nan") if age is None else age)
         yield ck
-        dl = CounterMetricFamily("tailship_dead_letter_records", "Records written to the dead-letter "
-                                 "file by this process, by sink", labels=["sink"])
-        for sink, n in s.get("dead_letters", {}).items():
+        dl = GaugeMetricFamily("tailship_deadletter_bytes", "Bytes held in the dead-letter store, "
+                               "by sink (bounded by deadletter.max_bytes)", labels=["sink"])
+        for sink, n in s.get("dead_letter_bytes", {}).items():
             dl.add_metric([sink], n)
         yield dl
         paused = CounterMetricFamily("tailship_backpressure_paused_seconds", "Seconds during which "

@@ -34,12 +34,14 @@ from agent.filesource.checkpoints import CheckpointStore
 from agent.filesource.identity import FileId
 from agent.filesource.source import FileSource
 from agent.metrics import Metrics, MetricsReport
+from agent.metricsources.source import MetricSources
 from agent.server import MetricsServer
 from agent.settings import Settings
 from agent.state import StartupError, prepare_data_dir, prepare_state
 from pipelines import layout
 from pipelines.buffer import BufferedSink
 from pipelines.chain import ChainSpec, FileProcessor
+from pipelines.deadletter import DeadLetter
 from pipelines.delivery import Delivery, DeliverySettings
 from pipelines.enrich import default_host_name, file_fields, file_meta
 from pipelines.errors import SinkError
@@ -92,7 +94,9 @@ class Agent:
         self.once = once
         self.shard = shard  # (index, workers): this process reads the files `owner` gives it
         self.metrics = metrics or Metrics()
-        sinks = self._sinks(sink)
+        report = MetricsReport(self.metrics)
+        self.dead_letters: dict[str, DeadLetter] = {}  # by sink name, for the size gauge
+        sinks = self._sinks(sink, report)
         self.router = Router(settings.routing, list(sinks))
         self.log_metrics: LogMetrics | None = None
         if settings.log_metrics.enabled:
@@ -100,7 +104,6 @@ class Agent:
             self.metrics.registry.register(self.log_metrics)
         self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
-        report = MetricsReport(self.metrics)
         self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail,
                                     retry_refused=not once)
                            for name, s in sinks.items()]
@@ -111,6 +114,7 @@ class Agent:
         self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
                                  emit=self.fanout.emit, new_processor=self._processor,
                                  metrics=self.metrics, on_opened=self._acked.set)
+        self.metric_sources = self._metric_sources()
         self._fatal: BaseException | None = None
         self._started = 0.0
         self._started_wall = time.time()
@@ -146,6 +150,8 @@ class Agent:
         if shipper is not None:
             bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
         bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+        if self.metric_sources is not None:
+            await self.metric_sources.start()
         self.source.start(since=self._started_wall)
         try:
             if self.once:
@@ -162,6 +168,8 @@ class Agent:
                 disc.cancel()
             await self._drain()
         finally:
+            if self.metric_sources is not None:
+                await self.metric_sources.stop()
             for t in bg:
                 t.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
@@ -177,6 +185,17 @@ class Agent:
         if self._fatal is not None:
             raise self._fatal
         return EXIT_OK
+
+    def _metric_sources(self) -> MetricSources | None:
+        """Prometheus scrapes and host metrics, in one process only (worker 0: the others would
+        ship the same samples again); not with --once, which reads the files and exits."""
+        s = self.s
+        if self.once or self.shard[0] != 0 or not (s.prometheus_scrape.enabled or s.host_metrics.enabled):
+            return None
+        sources = MetricSources(s.prometheus_scrape, s.host_metrics, self.spec.host_name,
+                                self.fanout.offer, self.router.for_file)
+        self.metrics.registry.register(sources.stats)
+        return sources
 
     async def _metric_shipper(self) -> MetricShipper | None:
         lm = self.s.log_metrics
@@ -201,6 +220,8 @@ class Agent:
 
     async def _drain(self) -> None:
         """Stop reading, close the open batch, wait for acknowledgements within the timeout."""
+        if self.metric_sources is not None:
+            await self.metric_sources.stop()
         await self.source.stop()
         for d in self.deliveries:
             await d.flush()
@@ -241,17 +262,22 @@ class Agent:
 
     # -- sinks --------------------------------------------------------------------------------
 
-    def _sinks(self, given: Sink | Mapping[str, Sink] | None) -> dict[str, Sink]:
+    def _sinks(self, given: Sink | Mapping[str, Sink] | None, report: MetricsReport) -> dict[str, Sink]:
         """The sinks by name, each behind its own disk buffer when `buffer.type = "disk"`."""
         s = self.s
         if given is None:
             index, workers = self.shard
-            sinks = {name: build_sink(t, s.data_dir, index if workers > 1 else None, name)
-                     for name, t in s.sink_tables().items()}
+            tables = s.sink_tables()
+            share = s.deadletter.share(len(tables))
+            sinks = {name: build_sink(t, s.data_dir, index if workers > 1 else None, name,
+                                      deadletter=share, report=report)
+                     for name, t in tables.items()}
         elif isinstance(given, Mapping):
             sinks = dict(given)
         else:
             sinks = {given.name: given}
+        self.dead_letters = {name: dead for name, sink in sinks.items()
+                             if isinstance(dead := getattr(sink, "dead", None), DeadLetter)}
         if s.buffer.type == "disk":
             b, root = s.buffer, layout.buffer_root(s.data_dir, s.buffer.path)
             table = s.sink_tables()
@@ -340,8 +366,7 @@ class Agent:
             "files": self.source.open_files(),
             "queues": queues,
             "checkpoint_age": self.checkpoints.age(),
-            "dead_letters": {s.name: dead.count for s in sinks
-                             if (dead := getattr(s, "dead", None)) is not None},
+            "dead_letter_bytes": {name: dead.held_bytes for name, dead in self.dead_letters.items()},
             "buffer_bytes": sum(s.bytes for s in sinks if isinstance(s, BufferedSink)),
             "paused_secs": self.fanout.paused_secs(),
             "sinks_healthy": {s.name: s.healthy() for s in sinks},

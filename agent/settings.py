@@ -6,13 +6,15 @@ validation: `choices`, `min`/`max`, `help`. Option names carry their units.
 
 The options of the data path live beside it and are composed here: a sink's in
 `pipelines/sinks/` (`SinkSettings` and each type's sub-table), routes in `pipelines/routes.py`,
-log metrics in `pipelines/logmetrics_settings.py`.
+log metrics in `pipelines/logmetrics_settings.py`, metric sources in `agent/metricsources/settings.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.metricsources.settings import HostMetricsSettings, PrometheusScrapeSettings
+from pipelines.deadletter import DeadLetterSettings
 from pipelines.logmetrics_settings import LogMetricsSettings, MetricRule
 from pipelines.options import opt
 from pipelines.routes import RouteCondition, RouteSettings, RoutingSettings
@@ -21,9 +23,10 @@ from pipelines.sinks.elasticsearch.config import ElasticsearchSettings
 from pipelines.sinks.kafka.config import KafkaSettings
 
 __all__ = ["Settings", "SourceSettings", "ParseSettings", "TraceSettings", "MultilineSettings",
-           "BatchSettings", "BufferSettings", "MetricsSettings", "SinkSettings", "KafkaSettings",
+           "BatchSettings", "BufferSettings", "DeadLetterSettings", "MetricsSettings", "SinkSettings",
+           "KafkaSettings",
            "ElasticsearchSettings", "LogMetricsSettings", "MetricRule", "RouteCondition", "RouteSettings",
-           "RoutingSettings", "opt"]
+           "RoutingSettings", "PrometheusScrapeSettings", "HostMetricsSettings", "opt"]
 
 
 @dataclass(slots=True)
@@ -126,8 +129,11 @@ class Settings:
                                          "(instead of [sink]); each has the options of [sink]")
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     buffer: BufferSettings = field(default_factory=BufferSettings)
+    deadletter: DeadLetterSettings = field(default_factory=DeadLetterSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_metrics: LogMetricsSettings = field(default_factory=LogMetricsSettings)
+    prometheus_scrape: PrometheusScrapeSettings = field(default_factory=PrometheusScrapeSettings)
+    host_metrics: HostMetricsSettings = field(default_factory=HostMetricsSettings)
 
     def sink_tables(self) -> dict[str, SinkSettings]:
         """The sinks by name: the `[sinks.<name>]` tables, else the one `[sink]`, named by its type."""

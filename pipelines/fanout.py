@@ -17,6 +17,11 @@ of their sinks, and the acknowledgement ledger that moves checkpoints.
   of order.
 * Records routed to no sink (`routing.unmatched = "drop"`) are counted as dropped
   (`unrouted`) and their lines count as done.
+* Segments that come from no file (metric samples) enter through `offer`, which never waits:
+  without room in the shared budget it takes nothing and says so (the scrape is a gap, as in
+  Prometheus when a scrape fails), so a full budget holds up no metric source and a metric source
+  never holds up the files. No checkpoint moves with them; their ticket's `on_done` is called
+  once every sink acknowledged them.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Ticket:
     nrecords: int = 0       # records routed to at least one sink
     nbytes: int = 0         # room taken in the shared budget
     pending: int = 0        # sink parts (pieces) not acknowledged yet
+    on_done: Callable[[int], None] | None = None  # not from a file: called with nrecords, no ledger
 
 
 class AckLedger:
@@ -94,19 +100,40 @@ class Fanout:
 
     async def emit(self, seg: Segment) -> None:
         """Route `seg` to its sinks, waiting for room (backpressure) unless `when_full` drops."""
+        ticket = Ticket(seg.file_key, seg.path, seg.safe_offset)
+        self.ledger.open(ticket)
+        await self._hand_over(seg, ticket, wait=True)
+
+    async def offer(self, seg: Segment, on_done: Callable[[int], None] | None = None) -> bool:
+        """Route `seg`, records from no file, only where there is room now (never waits). False
+        when the shared budget has no room: nothing was taken. A sink whose own budget is full
+        misses its part (counted as dropped, `buffer_full`). `on_done(nrecords)`: every sink
+        that got a part acknowledged it."""
+        if not self.budget.has_room(seg.nbytes):
+            return False
+        await self._hand_over(seg, Ticket(seg.file_key, seg.path, seg.safe_offset, on_done=on_done),
+                              wait=False)
+        return True
+
+    async def _hand_over(self, seg: Segment, ticket: Ticket, wait: bool) -> None:
+        """Give each sink its part of `seg` under `ticket`; `wait`: for room in every budget
+        (backpressure), else parts go only where there is room now (`_drop_where_full`)."""
         parts, unrouted = self.split(seg)
         if unrouted:
             self.report.dropped("unrouted", unrouted)
-        ticket = Ticket(seg.file_key, seg.path, seg.safe_offset)
-        self.ledger.open(ticket)
-        if self.drop_newest:
+        if self.drop_newest or not wait:
             parts = self._drop_where_full(seg, parts)
         if parts:
             ticket.nrecords = len(seg) - unrouted
             ticket.pending = len(parts)
-            # room in every budget at once: waiting for one sink while holding room in another
-            # (or in the shared budget) would let files stalled on one sink stop the others
-            await self._acquire([(self.budget, seg.nbytes)] + [(d.budget, p.nbytes) for d, p in parts])
+            needs = [(self.budget, seg.nbytes)] + [(d.budget, p.nbytes) for d, p in parts]
+            if wait:
+                # room in every budget at once: waiting for one sink while holding room in another
+                # (or in the shared budget) would let files stalled on one sink stop the others
+                await self._acquire(needs)
+            else:
+                for b, n in needs:
+                    b.take(n)  # no await since `_drop_where_full` checked: the room is there
             ticket.nbytes = seg.nbytes
             self.report.inflight(self.budget.used)
             for d, part in parts:
@@ -156,7 +183,10 @@ class Fanout:
             self.report.inflight(self.budget.used)
         if t.nrecords:
             self.report.delivered(t.nrecords, t.nbytes)
-        self.ledger.settle(t)
+        if t.on_done is not None:
+            t.on_done(t.nrecords)
+        else:
+            self.ledger.settle(t)
 
     def _drop_where_full(self, seg: Segment, parts: list[tuple[Delivery, Segment]]
                          ) -> list[tuple[Delivery, Segment]]:

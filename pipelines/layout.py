@@ -4,7 +4,10 @@
         checkpoints.json             read positions (agent.checkpoints)
         buffer/                      disk buffer (buffer.type = "disk"); several sinks:
             <sink>/seg-*.tsb         one directory per sink
-        deadletter/<sink>.ndjson     records a sink can never accept, with the reason
+        deadletter/                  records a sink can never accept, with the reason
+            <sink>.ndjson            (pipelines.deadletter): the segment written to,
+            <sink>.<n>.ndjson        sealed segments, oldest = smallest n
+            .lock                    held (shared) by a running agent, (exclusively) by a replay
         out/                         the file sink's output (unless sink.path is set)
         log_metrics/                 state of the log-metrics shipper's own sink
         worker-<i>/                  worker process i (workers > 1): its own checkpoints.json,
@@ -51,8 +54,13 @@ def buffer_dir(root: str, sink: str, several: bool) -> str:
     return os.path.join(root, sink) if several else root
 
 
+def dead_letter_dir(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / "deadletter"
+
+
 def dead_letter_file(data_dir: str | os.PathLike[str], sink: str) -> Path:
-    return Path(data_dir) / "deadletter" / f"{sink}.ndjson"
+    """The segment of `sink`'s dead letters being written (the sealed ones lie beside it)."""
+    return dead_letter_dir(data_dir) / f"{sink}.ndjson"
 
 
 def out_dir(data_dir: str) -> str:

@@ -23,12 +23,9 @@ import bisect
 import logging
 import math
 import re
-import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -37,7 +34,8 @@ from pipelines.backoff import Backoff, send_with_retry
 from pipelines.errors import SinkError
 from pipelines.fields import as_text, getter
 from pipelines.logmetrics_settings import LogMetricsSettings, MetricRule
-from pipelines.records import Batch, Segment
+from pipelines.metricrecords import COUNTER, HISTOGRAM, MetricSegment, encode, metric_record, rfc3339_millis
+from pipelines.records import Batch
 from pipelines.sinks.base import Sink
 
 log = logging.getLogger("tailship.log_metrics")
@@ -321,31 +319,32 @@ def _matcher(rule: MetricRule) -> Callable[[dict[str, Any]], bool] | None:
     return lambda rec: all(t(rec) for t in tests)
 
 
-def snapshot(lm: LogMetrics, host: str, now: float | None = None, worker: int | None = None) -> list[bytes]:
-    """Every derived series as one JSON record (OpenTelemetry-like): `name`, `type`, `labels`,
-    `value` for counters or `buckets` (cumulative `{le, count}`), `sum` and `count` for
-    histograms, `timestamp` (RFC 3339) and `host.name`; with worker processes, `worker` (the
-    index of the process that counted: each counts the files it reads, so sum over workers)."""
+def snapshot_records(lm: LogMetrics, host: str, now: float | None = None,
+                     worker: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every derived series as one metric record (`pipelines.metricrecords`, the schema of every
+    metric source): counters with `metric.value`, histograms with `metric.buckets`, `.sum` and
+    `.count`; with worker processes, `worker` (the index of the process that counted: each counts
+    the files it reads, so sum over workers)."""
     extra = {} if worker is None else {"worker": worker}
-    when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
-    ts = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    out = []
+    ts = rfc3339_millis(now)
     for s in lm.series:
         if s.buckets is None:
             for values, n in s.counts.items():
-                out.append(orjson.dumps({"timestamp": ts, "name": s.name, "type": "counter",
-                                         "labels": dict(zip(s.labels, values, strict=True)), "value": n,
-                                         "host": {"name": host}, **extra}))
+                yield metric_record(ts, s.name, COUNTER, dict(zip(s.labels, values, strict=True)),
+                                    value=n, host=host, extra=extra)
             continue
         for values, h in s.hists.items():
             acc, buckets = 0.0, []
             for bound, c in zip([*s.buckets, math.inf], h[:-1], strict=True):
                 acc += c
-                buckets.append({"le": "+Inf" if bound == math.inf else bound, "count": acc})
-            out.append(orjson.dumps({"timestamp": ts, "name": s.name, "type": "histogram",
-                                     "labels": dict(zip(s.labels, values, strict=True)), "buckets": buckets,
-                                     "sum": h[-1], "count": acc, "host": {"name": host}, **extra}))
-    return out
+                buckets.append((bound, acc))
+            yield metric_record(ts, s.name, HISTOGRAM, dict(zip(s.labels, values, strict=True)),
+                                buckets=buckets, sum_=h[-1], count=acc, host=host, extra=extra)
+
+
+def snapshot(lm: LogMetrics, host: str, now: float | None = None, worker: int | None = None) -> list[bytes]:
+    """`snapshot_records`, encoded."""
+    return [encode(r) for r in snapshot_records(lm, host, now, worker)]
 
 
 class MetricShipper:
@@ -371,18 +370,13 @@ class MetricShipper:
             await self.ship()
 
     async def ship(self) -> bool:
-        records = snapshot(self.lm, self.host, worker=self.worker)
-        if not records:
+        out = MetricSegment(f"log_metrics:{self.host}", {})
+        for rec in snapshot_records(self.lm, self.host, worker=self.worker):
+            out.add(rec)
+        if not len(out):
             return True
         self._seq += 1
-        # a file key unique to this snapshot: sinks that derive ids from (file, offset) keep every
-        # snapshot, and a retried one overwrites itself
-        seg = Segment(f"log_metrics:{self.host}:{time.time_ns()}", "log_metrics", {})
-        seg.records = records
-        seg.offsets = list(range(len(records)))
-        seg.trace_ids = [None] * len(records)
-        seg.span_ids = [None] * len(records)
-        seg.nbytes = sum(map(len, records))
+        seg = out.done()
         batch = Batch(seq=self._seq)
         batch.add(seg)
         try:

@@ -13,6 +13,10 @@ A record goes to the sinks of every route it matches, in order, until a matching
 `final`. Without routes every record goes to every sink. A route with `all = true` takes every
 record.
 
+`kind = "logs"` or `"metrics"` limits a route to log records or to metric records (Prometheus
+scrapes, host metrics: `pipelines.metricrecords`); the default `"all"` offers it both. It is
+decided once per file or per scrape target, never per record.
+
 Tests compare a field's value (dotted path; numbers and booleans as text) with `equals`, `one_of`,
 `prefix`, `glob` (fnmatch) or `regex` (a search anywhere in the text); `negate = true` inverts
 one. A field that is absent fails every test (and passes a negated one).
@@ -38,6 +42,7 @@ from pipelines.fields import as_text, getter
 from pipelines.options import opt
 
 DROP = "drop"
+LOGS, METRICS, ALL_KINDS = "logs", "metrics", "all"  # kinds of records (`RouteSettings.kind`)
 RecordRoute = Callable[[dict[str, Any]], int]
 
 
@@ -61,7 +66,9 @@ class RouteCondition:
 class RouteSettings:
     name: str = dataclasses.field(metadata={"help": "the route's name (in messages and metrics)"})
     sinks: list[str] = dataclasses.field(metadata={"help": "names of the sinks matching records go to"})
-    all: bool = opt(False, help="take every record (instead of `when`)")
+    kind: str = opt(ALL_KINDS, choices=(ALL_KINDS, LOGS, METRICS),
+                    help="the records this route is offered: log records, metric records, or all")
+    all: bool = opt(False, help="take every record of its kind (instead of `when`)")
     when: list[RouteCondition] = opt(factory=list, help="tests that must all pass: [{field=..., equals=...}]")
     final: bool = opt(False, help="records this route takes are not offered to later routes")
 
@@ -163,6 +170,7 @@ class _Route:
     mask: int
     tests: tuple[_Test, ...]   # empty: takes every record (all = true)
     final: bool
+    kind: str                  # ALL_KINDS, LOGS or METRICS
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +190,18 @@ class Router:
         self.sinks = list(sinks)
         self.everything = (1 << len(sinks)) - 1
         self.routes = [
-            _Route(r.name, _mask(r.sinks, bit), tuple(_compile_test(c) for c in r.when), r.final)
+            _Route(r.name, _mask(r.sinks, bit), tuple(_compile_test(c) for c in r.when), r.final, r.kind)
             for r in routes]
         self.unmatched = (0 if unmatched == DROP else bit[unmatched]) if routes else self.everything
 
-    def for_file(self, fields: dict[str, Any]) -> FileRoutes:
-        """Decide what `fields` (the values the agent sets on every record of a file) decide;
-        what they do not is left to a function of each record."""
+    def for_file(self, fields: dict[str, Any], kind: str = LOGS) -> FileRoutes:
+        """Decide what `fields` (the values the agent sets on every record of a file, or of a
+        metric target's scrape when `kind` is METRICS) decide; what they do not is left to a
+        function of each record."""
         pending: list[tuple[tuple[_Test, ...], int, bool]] = []
         for route in self.routes:
+            if route.kind not in (ALL_KINDS, kind):
+                continue
             left = []
             for t in route.tests:
                 v = t.get(fields)
@@ -200,6 +211,8 @@ class Router:
                     break                # fails for every record of the file
             else:
                 pending.append((tuple(left), route.mask, route.final))
+                if route.final and not left:
+                    break                # takes every record of the file: later routes never see one
         if all(not tests for tests, _, _ in pending):
             return FileRoutes(_walk([(True, m, f) for _, m, f in pending], self.unmatched), None)
         unmatched = self.unmatched

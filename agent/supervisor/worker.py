@@ -33,13 +33,14 @@ log = logging.getLogger("tailship.supervisor")
 
 def worker_settings(s: Settings, index: int, workers: int) -> Settings:
     """The settings of worker `index`: its own data directory, its share of the memory limits
-    (shared and per sink) and of the disk buffer, no HTTP server of its own (the supervisor
-    serves /metrics)."""
+    (shared and per sink), of the disk buffer and of the dead-letter store, no HTTP server of its
+    own (the supervisor serves /metrics)."""
     w = copy.deepcopy(s)
     w.workers = 1
     w.data_dir = worker_dir(s.data_dir, index, workers)
     w.batch.memory_limit_bytes = max(1 << 20, s.batch.memory_limit_bytes // workers)
     w.buffer.max_size_bytes = max(1 << 20, s.buffer.max_size_bytes // workers)
+    w.deadletter = s.deadletter.share(workers)
     if s.buffer.path:
         w.buffer.path = worker_dir(s.buffer.path, index, workers)
     for t in w.sink_tables().values():

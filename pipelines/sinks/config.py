@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines import layout
+from pipelines.deadletter import DeadLetter, DeadLetterReport, DeadLetterSettings
 from pipelines.options import opt
 from pipelines.sinks.elasticsearch.config import ElasticsearchSettings
 from pipelines.sinks.kafka.config import KafkaSettings
@@ -57,3 +59,10 @@ class SinkContext:
     name: str                  # the sink's name: metrics label, dead-letter file, messages
     data_dir: str              # this process's state directory (dead letters live below it)
     worker: int | None = None  # index of a worker process (names its own output files)
+    deadletter: DeadLetterSettings | None = None  # this sink's share of the dead-letter cap
+    report: DeadLetterReport | None = None        # counts dead letters (the agent's metrics)
+
+    def dead_letter(self) -> DeadLetter:
+        """The sink's dead-letter store."""
+        return DeadLetter(layout.dead_letter_file(self.data_dir, self.name), self.name,
+                          self.deadletter, self.report)

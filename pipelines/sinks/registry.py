@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines import layout
+from pipelines.deadletter import DeadLetterReport, DeadLetterSettings
 from pipelines.sinks.base import Sink
 from pipelines.sinks.config import TYPES, SinkContext, SinkSettings
 from pipelines.sinks.elasticsearch import config as es_config
@@ -56,9 +57,11 @@ SINK_TYPES: dict[str, SinkType] = {t.name: t for t in (
     SinkType("stdout", lambda s, ctx: _lazy("pipelines.sinks.stdout", "StdoutSink")(), "stdout"),
     SinkType("null", lambda s, ctx: _lazy("pipelines.sinks.null", "NullSink")(), "null"),
     SinkType("kafka", lambda s, ctx: _lazy("pipelines.sinks.kafka", "KafkaSink")(
-        s.kafka, ctx.data_dir, ctx.name), "kafka://HOST:PORT[,HOST:PORT]/TOPIC", kafka_config.from_url),
+        s.kafka, ctx.data_dir, ctx.name, dead=ctx.dead_letter()),
+        "kafka://HOST:PORT[,HOST:PORT]/TOPIC", kafka_config.from_url),
     SinkType("elasticsearch", lambda s, ctx: _lazy("pipelines.sinks.elasticsearch", "ElasticsearchSink")(
-        s.elasticsearch, ctx.data_dir, ctx.name), "elasticsearch[+https]://HOST:PORT[,HOST:PORT]/INDEX",
+        s.elasticsearch, ctx.data_dir, ctx.name, dead=ctx.dead_letter()),
+        "elasticsearch[+https]://HOST:PORT[,HOST:PORT]/INDEX",
         lambda rest: es_config.from_url(rest, https=False)),
 )}
 assert tuple(SINK_TYPES) == TYPES
@@ -67,15 +70,17 @@ SUPPORTED = ("stdout", "null", "file:DIR", "file://DIR", SINK_TYPES["kafka"].url
 
 
 def build_sink(settings: SinkSettings, data_dir: str, worker: int | None = None,
-               name: str | None = None) -> Sink:
+               name: str | None = None, *, deadletter: DeadLetterSettings | None = None,
+               report: DeadLetterReport | None = None) -> Sink:
     """The sink `settings.type` names, called `name` (default: its type); the file sink writes
     to `<data_dir>/out` unless `path` is set (`worker`: the index of a worker process, which names
-    its own files there)."""
+    its own files there). `deadletter`: the sink's share of the dead-letter cap; `report` counts
+    its dead letters."""
     kind = SINK_TYPES.get(settings.type)
     if kind is None:
         raise ValueError(f"unknown sink type {settings.type!r}; supported: {', '.join(TYPES)}")
-    return _named(kind.build(settings, SinkContext(name or settings.type, data_dir, worker)),
-                  name or settings.type)
+    ctx = SinkContext(name or settings.type, data_dir, worker, deadletter, report)
+    return _named(kind.build(settings, ctx), name or settings.type)
 
 
 def parse_sink_url(url: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,10 @@ import pytest
 from bench.generate import generate_tree
 from tests.conftest import seq_of
 from tests.integration.test_elasticsearch import all_docs
-from tests.services import start
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 
 TAILSHIP = [sys.executable, "-m", "agent"]
-
-
-@pytest.fixture(scope="module")
-def es() -> Iterator[Any]:
-    from elasticsearch import Elasticsearch
-
-    url = start("elasticsearch")["TAILSHIP_ES_URL"]
-    client = Elasticsearch(url, request_timeout=60)
-    client.tailship_hostport = url.removeprefix("http://")  # type: ignore[attr-defined]
-    yield client
-    client.close()
 
 
 def dead_letters(data: Path) -> list[dict[str, Any]]:

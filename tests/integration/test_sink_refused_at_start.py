@@ -1,12 +1,15 @@
 """The daemon stays up when one of its sinks cannot be started, and heals when it can, against
-the real Elasticsearch node of scripts/services: stopped while the agent starts, started again
-on the same port.
+the real servers of scripts/services: the Elasticsearch node stopped while the agent starts and
+started again on the same port; the broker's SASL listener refusing the password until the
+password file is corrected.
 
 Locally the test skips when the node cannot start; under CI=true it fails instead.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
@@ -15,13 +18,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from pipelines.sinks.file import read_dir
 from tests.conftest import wait_for
+from tests.integration.test_kafka import consume, sasl_config, topic_name
 from tests.services import services, start
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
@@ -44,6 +50,40 @@ def readyz(port: int) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError as exc:
         return 0, str(exc)
+
+
+@contextlib.contextmanager
+def daemon(cmd: list[str], err_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`tailship <cmd>` running, its stderr to `err_path`; killed at the end if still there."""
+    err = open(err_path, "wb")  # noqa: SIM115 - a file, not an undrained pipe
+    agent = subprocess.Popen([*TAILSHIP, *cmd], stderr=err)
+    try:
+        yield agent
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(30)
+        err.close()
+
+
+def refused_then_ready(agent: subprocess.Popen[bytes], port: int, err_path: Path, cause: str,
+                       heal: Callable[[], None], arrived: Callable[[], bool]) -> float:
+    """Wait for /readyz 503 naming the refused sink and `cause` (the agent running); `heal()`;
+    wait until `arrived()` and /readyz 200; stop the agent with SIGTERM, expecting exit 0.
+    Seconds from `heal()` to `arrived()`."""
+    wait_for(lambda: " refused: " in readyz(port)[1] or agent.poll() is not None, 60,
+             "/readyz says a sink is refused", lambda: readyz(port)[1])
+    assert agent.poll() is None, err_path.read_text()[-3000:]
+    status, why = readyz(port)
+    assert status == 503 and cause in why, why
+    t0 = time.monotonic()
+    heal()
+    wait_for(arrived, 240, "every line delivered after the fix")
+    recovery = time.monotonic() - t0
+    wait_for(lambda: readyz(port)[0] == 200, 30, "ready again", lambda: readyz(port)[1])
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(60) == 0, err_path.read_text()[-3000:]
+    return recovery
 
 
 def lake_count(lake: Path) -> int:
@@ -91,29 +131,14 @@ elasticsearch.urls = ["{url}"]
 elasticsearch.index = "{index}"
 elasticsearch.request_timeout_secs = 5
 """)
-    err = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - a file, not an undrained pipe
-    agent = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
-    try:
+    err = tmp_path / "agent.err"
+    with daemon(["run", "--config", str(cfg)], err) as agent:
         wait_for(lambda: lake_count(tmp_path / "lake") == LINES or agent.poll() is not None,
                  60, "the file sink got every line", lambda: str(lake_count(tmp_path / "lake")))
-        assert agent.poll() is None, (tmp_path / "agent.err").read_text()[-3000:]
-        status, why = readyz(port)
-        assert status == 503 and "sink search refused" in why and "cannot reach Elasticsearch" in why, why
-        t_up = time.monotonic()
-        services("up", "elasticsearch")
-        wait_for(lambda: es_count(url, index) == LINES, 240, "every line indexed once the node is back",
-                 lambda: f"{es_count(url, index)} indexed")
-        recovery = time.monotonic() - t_up
-        wait_for(lambda: readyz(port)[0] == 200, 30, "ready again", lambda: readyz(port)[1])
-        assert agent.poll() is None
-        agent.send_signal(signal.SIGTERM)
-        code = agent.wait(60)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-        err.close()
-    stderr = (tmp_path / "agent.err").read_text()
-    assert code == 0, stderr[-3000:]
+        recovery = refused_then_ready(agent, port, err, "cannot reach Elasticsearch",
+                                      lambda: services("up", "elasticsearch"),
+                                      lambda: es_count(url, index) == LINES)
+    stderr = err.read_text()
     lake = sorted(orjson.loads(x)["seq"] for x in read_dir(tmp_path / "lake"))
     print(f"\nsink refused at start: written {LINES}, file sink {len(lake)}, Elasticsearch "
           f"{es_count(url, index)} (duplicates {len(lake) - len(set(lake))}), recovery "
@@ -127,10 +152,6 @@ def test_the_daemon_with_a_wrong_sasl_password_heals_when_the_password_file_is_c
     """The real broker's SASL listener refuses the password in sasl_password_file: the daemon
     does not exit, /readyz is 503 saying why, the password never shows; the file corrected, the
     next attempt reads it again and every line arrives; SIGTERM ends the run with exit 0."""
-    import asyncio
-
-    from tests.integration.test_kafka import consume, topic_name
-
     kafka = start("kafka")
     password = kafka["TAILSHIP_KAFKA_SASL_PASSWORD"]
     topic = topic_name("sasl-heal")
@@ -140,50 +161,23 @@ def test_the_daemon_with_a_wrong_sasl_password_heals_when_the_password_file_is_c
     pw = tmp_path / "pw"
     pw.write_text("not-the-password\n")
     port = free_port()
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text(f"""
-data_dir = "{tmp_path / 'data'}"
-workers = 1
-[source]
-include = ["{log}"]
-[metrics]
-listen = "127.0.0.1:{port}"
-[sink]
-type = "kafka"
-[sink.kafka]
-bootstrap_servers = ["{kafka['TAILSHIP_KAFKA_SASL_BOOTSTRAP']}"]
-topic = "{topic}"
-security_protocol = "SASL_PLAINTEXT"
-sasl_mechanism = "SCRAM-SHA-256"
-sasl_username = "{kafka['TAILSHIP_KAFKA_SASL_USER']}"
-sasl_password_file = "{pw}"
-request_timeout_ms = 5000
-""")
-    err = open(tmp_path / "agent.err", "wb")  # noqa: SIM115 - a file, not an undrained pipe
-    agent = subprocess.Popen([*TAILSHIP, "run", "--config", str(cfg)], stderr=err)
-    try:
-        wait_for(lambda: "sink kafka refused" in readyz(port)[1] or agent.poll() is not None, 60,
-                 "/readyz says the sink is refused", lambda: readyz(port)[1])
-        assert agent.poll() is None, (tmp_path / "agent.err").read_text()[-3000:]
-        status, why = readyz(port)
+    cfg = sasl_config(tmp_path, kafka, log, topic, "SCRAM-SHA-256", f'sasl_password_file = "{pw}"')
+    err = tmp_path / "agent.err"
+    msgs: list[Any] = []
+
+    def arrived() -> bool:
+        msgs[:] = asyncio.run(consume(kafka["TAILSHIP_KAFKA_BOOTSTRAP"], topic, lines, timeout=5))
+        return len({m.value for m in msgs}) == lines
+
+    with daemon(["run", "--config", str(cfg), "--metrics-listen", f"127.0.0.1:{port}"], err) as agent:
         # aiokafka's bootstrap hides the SASL cause behind "Unable to bootstrap" (it logs it)
-        assert status == 503 and "cannot connect to Kafka at" in why, why
-        t_fixed = time.monotonic()
-        pw.write_text(password + "\n")  # the operator corrects the secret
-        msgs = asyncio.run(consume(kafka["TAILSHIP_KAFKA_BOOTSTRAP"], topic, lines, timeout=180))
-        recovery = time.monotonic() - t_fixed
-        wait_for(lambda: readyz(port)[0] == 200, 30, "ready again", lambda: readyz(port)[1])
-        agent.send_signal(signal.SIGTERM)
-        code = agent.wait(60)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-        err.close()
-    stderr = (tmp_path / "agent.err").read_text()
-    assert code == 0, stderr[-3000:]
+        recovery = refused_then_ready(agent, port, err, "cannot connect to Kafka at",
+                                      lambda: pw.write_text(password + "\n"), arrived)
+    stderr = err.read_text()
     got = [m.value.decode() for m in msgs]
     print(f"\nSASL refused at start: written {lines}, delivered {len(set(got))}, duplicates "
-          f"{len(got) - len(set(got))}, recovery {recovery:.1f}s after the password file was corrected")
+          f"{len(got) - len(set(got))}, recovery {recovery:.1f}s after the password file was "
+          f"corrected (consumer polls included)")
     assert sorted(set(orjson.loads(v)["message"] for v in got)) == sorted(
         f"sasl heal {i}" for i in range(lines))
     assert "uthentication" in stderr, stderr[-3000:]  # the cause is in the log

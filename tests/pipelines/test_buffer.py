@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from pipelines.buffer import HEAD, BufferedSink, DiskBuffer, decode_batch, encode_batch
-from pipelines.errors import RetriableSinkError
+from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from tests.conftest import CollectSink
 
@@ -84,6 +84,45 @@ async def test_buffered_sink_absorbs_an_outage_and_delivers_in_order(tmp_path):
     await asyncio.wait_for(sink.close(10), 15)
     assert [r["message"] for r in inner.records] == [m for i in range(1, 8) for m in messages(batch(i, 10))]
     assert not list((tmp_path / "buf").glob("seg-*.tsb")) or sink.buf.pending == 0
+
+
+async def test_the_daemons_buffer_tries_a_refused_sink_again_and_the_disk_holds_the_batches(tmp_path):
+    """retry_refused (the daemon): the inner sink refuses for good on send (FatalSinkError) and at
+    its first start; the buffer opens once, takes batches to disk, keeps trying the sink (its
+    `refusal` telling readiness) and delivers everything in order once the sink accepts."""
+    class Refusing(CollectSink):
+        refuse = True
+        starts = 0
+
+        async def start(self) -> None:
+            self.starts += 1
+            if self.starts == 1:
+                raise FatalSinkError("collect", "credentials refused at start")
+
+        async def send(self, b: Batch) -> None:
+            if self.refuse:
+                self.attempts += 1
+                raise FatalSinkError("collect", "credentials refused")
+            await super().send(b)
+
+    inner = Refusing()
+    sink = BufferedSink(inner, tmp_path / "buf", max_bytes=1 << 30, retry_initial_secs=0.01,
+                        retry_max_secs=0.05, retry_refused=True)
+    with pytest.raises(FatalSinkError):
+        await sink.start()
+    await sink.start()  # tried again (as the daemon's delivery does): the buffer is opened once
+    for i in range(1, 4):
+        await asyncio.wait_for(sink.send(batch(i, 5)), 5)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while inner.attempts < 3:
+        assert loop.time() < deadline, "the refused sink was not tried again"
+        await asyncio.sleep(0.01)
+    assert sink.refusal is not None and sink.refusal.current is not None
+    inner.refuse = False
+    await asyncio.wait_for(sink.close(15), 20)
+    assert [r["message"] for r in inner.records] == [m for i in range(1, 4) for m in messages(batch(i, 5))]
+    assert sink.refusal.current is None
 
 
 async def test_full_buffer_blocks_or_drops(tmp_path):

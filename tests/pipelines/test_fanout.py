@@ -246,3 +246,42 @@ async def test_an_empty_segment_waits_for_no_sink() -> None:
         await until(lambda: commits.get("f") == 300, "the file's checkpoint past every record")
         await until(lambda: commits.get("g") == 0, "the empty file's checkpoint")
         assert down.records == [] and len(ok.records) == 2
+
+
+async def test_offer_never_waits_and_moves_no_checkpoint() -> None:
+    """Records from no file (metric samples): with the shared budget full `offer` takes nothing
+    and says so at once; with room they go to their sinks, `on_done` hears of the
+    acknowledgement, no checkpoint is committed, and the budget comes back."""
+    sink = GateSink("a", open_=False)
+    fan, commits, report = make([sink], limit=100)
+    done: list[int] = []
+    async with running(fan):
+        await fan.emit(seg("file", 0, 10))  # 100 bytes: the shared budget is full
+        assert not await fan.offer(seg("metrics:x:1", 0, 3), done.append)
+        assert fan.budget.used == 100 and report.drops == {}
+        sink.gate.set()
+        for d in fan.deliveries:
+            await d.flush()
+        await until(lambda: fan.budget.used == 0, "the file's lines acknowledged")
+        assert await fan.offer(seg("metrics:x:2", 0, 3), done.append)
+        for d in fan.deliveries:
+            await d.flush()
+        await until(lambda: done == [3], "the offered records acknowledged")
+        assert fan.budget.used == 0 and commits == {"file": 1000}
+        assert sink.records[-3:] == [f"metrics:x:2{i}".encode().ljust(10, b".") for i in range(3)]
+
+
+async def test_offer_skips_only_the_sink_whose_budget_is_full() -> None:
+    """A sink whose own budget is full misses the offered records (counted as buffer_full);
+    the other sink gets them."""
+    a, b = GateSink("a"), GateSink("b", open_=False)
+    fan, _, report = make([a, b], limit=1000, sink_limit=50)
+    done: list[int] = []
+    async with running(fan):
+        await fan.emit(seg("file", 0, 5, mask=0b10))  # 50 bytes for b only: b's budget is full
+        assert await fan.offer(seg("metrics:x:1", 0, 3), done.append)
+        for d in fan.deliveries:
+            await d.flush()
+        await until(lambda: done == [3], "sink a acknowledged")
+        assert report.drops == {"buffer_full": 3} and len(a.records) == 3 and b.records == []
+        b.gate.set()

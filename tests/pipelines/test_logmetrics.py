@@ -206,18 +206,19 @@ async def test_snapshots_shipped_through_a_sink_carry_the_same_values(tmp_path):
     exported = samples(agent.log_metrics)
     shipped = [orjson.loads(x) for x in read_dir(out)]
     assert {r["host"]["name"] for r in shipped} == {"testhost"}
-    assert all(r["timestamp"].endswith("Z") for r in shipped)
+    assert all(r["@timestamp"].endswith("Z") for r in shipped)
     for r in shipped:
-        labels = tuple(sorted(r["labels"].items()))
-        if r["type"] == "counter":
-            assert exported[(r["name"], labels)] == r["value"]
+        m = r["metric"]  # the schema every metric source ships (pipelines.metricrecords)
+        labels = tuple(sorted(m["labels"].items()))
+        if m["type"] == "counter":
+            assert exported[(m["name"], labels)] == m["value"]
         else:
-            assert exported[(r["name"] + "_count", labels)] == r["count"] == 4
-            assert exported[(r["name"] + "_sum", labels)] == r["sum"] == 562
-            assert [(b["le"], b["count"]) for b in r["buckets"]] == [(10, 2), (100, 3), ("+Inf", 4)]
-    names = {r["name"] for r in shipped}
+            assert exported[(m["name"] + "_count", labels)] == m["count"] == 4
+            assert exported[(m["name"] + "_sum", labels)] == m["sum"] == 562
+            assert [(b["le"], b["count"]) for b in m["buckets"]] == [(10, 2), (100, 3)]  # +Inf = count
+    names = {r["metric"]["name"] for r in shipped}
     assert names == {"logs_lines_total", "logs_trace_context_lines_total", "logs_dur"}
-    assert sum(r["value"] for r in shipped if r["name"] == "logs_lines_total") == 4
+    assert sum(r["metric"]["value"] for r in shipped if r["metric"]["name"] == "logs_lines_total") == 4
 
 
 def test_snapshot_records_name_the_worker_process():
@@ -228,9 +229,9 @@ def test_snapshot_records_name_the_worker_process():
     lm = LogMetrics(rules(MetricRule(name="errors", match_field="status", equals="500"), defaults=False))
     lm.observe({"status": 500}, None)
     [one] = [orjson.loads(x) for x in snapshot(lm, "node-a", now=0)]
-    assert "worker" not in one and one["value"] == 1
+    assert "worker" not in one and one["metric"]["value"] == 1
     [w] = [orjson.loads(x) for x in snapshot(lm, "node-a", now=0, worker=3)]
-    assert w["worker"] == 3 and w["value"] == 1 and w["name"] == "logs_errors_total"
+    assert w["worker"] == 3 and w["metric"]["value"] == 1 and w["metric"]["name"] == "logs_errors_total"
 
 
 @pytest.mark.timeout(20)
@@ -257,4 +258,4 @@ async def test_a_shipper_whose_sink_could_not_start_starts_it_with_the_next_snap
     assert not await shipper.ship() and shipper.failed == 1 and not sink.records
     sink.refuse = False
     assert await shipper.ship() and shipper.started and sink.starts == 2
-    assert [r["name"] for r in sink.records] == ["logs_errors_total"]
+    assert [r["metric"]["name"] for r in sink.records] == ["logs_errors_total"]

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from pipelines import layout
-from pipelines.deadletter import DeadLetter, Entry, Reason
+from pipelines.deadletter import DeadLetter, DestinedEntry, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.refusals import DeadLetterLog
@@ -148,12 +148,13 @@ def _doc_id_prefix(file_key: str) -> bytes:
 class ElasticsearchSink:
     name = "elasticsearch"
 
-    def __init__(self, settings: ElasticsearchSettings, data_dir: str, name: str = "elasticsearch") -> None:
+    def __init__(self, settings: ElasticsearchSettings, data_dir: str, name: str = "elasticsearch",
+                 dead: DeadLetter | None = None) -> None:
         self.name = name
         self.s = settings
         self.where = ",".join(redact_url(u) for u in settings.urls)
         self.names = IndexNames(settings.index, settings.fallback_index)
-        self.dead = DeadLetter(layout.dead_letter_file(data_dir, name), name)
+        self.dead = dead or DeadLetter(layout.dead_letter_file(data_dir, name), name)
         self._op = settings.op_type.encode()
         self._client: Any = None
         self._done: dict[int, set[int]] = {}   # batch seq → item numbers indexed or dead-lettered
@@ -210,7 +211,12 @@ class ElasticsearchSink:
         done = self._done.setdefault(batch.seq, set())
         lines, items = self._body(batch, done)
         if items:
+            splits = self.splits
             retry = await self._send_items(lines, items, done)
+            if self.splits > splits:
+                log.info("Elasticsearch at %s refused a bulk request of %d documents as too large "
+                         "(413): sent in %d smaller requests", self.where, len(items),
+                         self.splits - splits + 1)
             if retry:
                 self._ok = False
                 raise RetriableSinkError(self.name, f"Elasticsearch at {self.where}: {retry}; "
@@ -268,8 +274,6 @@ class ElasticsearchSink:
                 done.add(num)
                 return ""
             self.splits += 1
-            log.info("Elasticsearch at %s refused a bulk request of %d bytes (%d documents) as too "
-                     "large (413): sending it in halves", self.where, len(body), len(items))
             mid = len(items) // 2
             first = await self._send_items(lines[:mid], items[:mid], done)
             second = await self._send_items(lines[mid:], items[mid:], done)
@@ -303,7 +307,8 @@ class ElasticsearchSink:
             raise RetriableSinkError(self.name, f"Elasticsearch at {self.where} answered {len(results)} "
                                      f"bulk items for {len(items)} documents")
         pending: dict[int, int] = {}  # status → count
-        dead: list[Entry] = []
+        dead: list[DestinedEntry] = []
+        dead_nums: list[int] = []
         per_index: dict[str, tuple[int, str]] = {}  # dead letters of each index: count, a detail
         reasons: dict[int, str] = {}
         for (seg, i, num), res in zip(items, results, strict=True):
@@ -321,11 +326,14 @@ class ElasticsearchSink:
                 index = outcome.get("_index", "?")
                 detail = (f"{status} from Elasticsearch at {self.where} for index {index!r}: "
                           f"{_item_reason(outcome)}")
-                dead.append((_dead_reason(status), detail, seg.path, seg.offsets[i], seg.records[i]))
+                dead.append((_dead_reason(status), detail, seg.path, seg.offsets[i], seg.records[i],
+                             index))
                 per_index[index] = (per_index.get(index, (0, ""))[0] + 1, detail)
-                done.add(num)
+                dead_nums.append(num)
         if dead:
+            # done only once written: a disk error here retries the batch, these items with it
             await asyncio.to_thread(self.dead.write, dead)
+            done.update(dead_nums)
             for index, (n, detail) in per_index.items():
                 self.rejections.add(f"index {index}", n, detail, str(self.dead.path))
         return ", ".join(f"{c} document(s) rejected with {s} ({reasons[s]})" for s, c in pending.items())

@@ -43,7 +43,7 @@ import orjson
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 
 from pipelines import layout
-from pipelines.deadletter import DeadLetter, Entry, Reason
+from pipelines.deadletter import DeadLetter, DestinedEntry, Reason
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.refusals import Refusal, Refusals
@@ -185,12 +185,13 @@ def producer_options(s: KafkaSettings) -> dict[str, Any]:
 class KafkaSink:
     name = "kafka"
 
-    def __init__(self, settings: KafkaSettings, data_dir: str, name: str = "kafka") -> None:
+    def __init__(self, settings: KafkaSettings, data_dir: str, name: str = "kafka",
+                 dead: DeadLetter | None = None) -> None:
         self.name = name
         self.s = settings
         self.topics = FieldTemplate(settings.topic, settings.fallback_topic)
         self.partitioner = KeyPartitioner()
-        self.dead = DeadLetter(layout.dead_letter_file(data_dir, name), name)
+        self.dead = dead or DeadLetter(layout.dead_letter_file(data_dir, name), name)
         self.key_path = settings.key[6:].split(".") if settings.key.startswith("field:") else None
         self._producer: Any = None
         self._partitions: dict[str, int] = {}
@@ -316,10 +317,10 @@ class KafkaSink:
         pending = [(chunk_id, fut)
                    async for chunk_id, fut in self._submit(groups, done, handed, failures, refused)]
         if refused:  # record batches of topics refused since they were grouped
-            entries: list[Entry] = []
+            entries: list[DestinedEntry] = []
             counts: dict[str, int] = {}
             for group, _, start, end, r in refused:
-                entries.extend((r.reason, r.detail, seg.path, seg.offsets[i], seg.records[i])
+                entries.extend((r.reason, r.detail, seg.path, seg.offsets[i], seg.records[i], group[0])
                                for seg, i in groups[group].origins(start, end))
                 counts[group[0]] = counts.get(group[0], 0) + end - start
             self._dead_letter(entries, counts)
@@ -365,7 +366,7 @@ class KafkaSink:
         self.refused.refuse(topic, Reason.NOT_AUTHORIZED, f"Kafka at {self.where} refused writes "
                             f"to topic {topic!r}: {describe(exc)}")
 
-    def _dead_letter(self, entries: list[Entry], topics: dict[str, int]) -> None:
+    def _dead_letter(self, entries: list[DestinedEntry], topics: dict[str, int]) -> None:
         """Write dead letters (one fsync); `topics`: records of each refused topic among them,
         counted towards its warning."""
         if entries:
@@ -377,7 +378,7 @@ class KafkaSink:
         """The batch's records by (topic, partition); what Kafka cannot take (oversized records,
         invalid or refused topics) goes to the dead-letter file first, once per batch."""
         groups: dict[Group, Records] = {}
-        dead: list[Entry] = []
+        dead: list[DestinedEntry] = []
         refused: dict[str, int] = {}  # records dead-lettered per refused topic
         marks: list[tuple[Group, int]] = []  # added to `done` once `dead` is written
         limit = self.s.max_record_bytes
@@ -393,19 +394,23 @@ class KafkaSink:
                 if (_OVERSIZED, n) not in done:
                     dead.extend((Reason.TOO_LARGE,
                                  f"record of {len(rec)} bytes exceeds max_record_bytes ({limit})",
-                                 seg.path, seg.offsets[i], rec)
+                                 seg.path, seg.offsets[i], rec, topic)
                                 for i, rec in enumerate(seg.records) if len(rec) > limit)
                     marks.append((_OVERSIZED, n))
             refusal = self.refused.get(topic)
             if not valid_topic(topic) or (refusal is not None and topic not in self._partitions):
                 reason, detail = ((Reason.INVALID_DESTINATION, f"invalid Kafka topic name {topic!r}")
                                   if refusal is None else (refusal.reason, refusal.detail))
-                dead.extend((reason, detail, seg.path, seg.offsets[i], seg.records[i]) for i in fit)
+                dead.extend((reason, detail, seg.path, seg.offsets[i], seg.records[i], topic)
+                            for i in fit)
                 if refusal is not None:
                     refused[topic] = refused.get(topic, 0) + len(fit)
                 marks.append((_WHOLE, n))
                 continue
-            nparts = self._partitions[topic]
+            nparts = self._partitions.get(topic)
+            if nparts is None:  # forgotten meanwhile: another delivery replaced the producer
+                raise RetriableSinkError(self.name, f"Kafka at {self.where}: producer replaced while "
+                                         f"topic {topic!r} was looked up")
             keys, tids, sids = self._keys(seg, fit)
             path = ("log.file.path", seg.path.encode())
             parts = self.partitioner.partitions(keys, nparts)
@@ -496,8 +501,8 @@ class KafkaSink:
                 rejected = list(groups[group].origins(start, end))
                 reason = (f"{type(res).__name__} from Kafka at {self.where} for topic {group[0]!r} "
                           f"partition {group[1]}: {describe(res)}")
-                entries = [(dead_reason(res), reason, seg.path, seg.offsets[i], seg.records[i])
-                           for seg, i in rejected]
+                entries = [(dead_reason(res), reason, seg.path, seg.offsets[i], seg.records[i],
+                            group[0]) for seg, i in rejected]
                 if isinstance(res, TopicAuthorizationFailedError):  # the topic's ACL, not content
                     self._refuse(group[0], res)
                     self._dead_letter(entries, {group[0]: len(entries)})

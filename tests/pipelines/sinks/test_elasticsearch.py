@@ -324,3 +324,29 @@ def test_item_count_mismatch_is_retried_not_trusted(tmp_path):
     client = FakeClient([{"errors": False, "items": []}])
     [err] = run_sends(k, client, batch(seg([{"message": "m"}])), 1)
     assert err.startswith("RetriableSinkError") and "answered 0 bulk items for 1 documents" in err
+
+
+def test_a_dead_letter_the_disk_refuses_keeps_its_document_pending(tmp_path, monkeypatch):
+    """The dead-letter write fails (full disk): the batch is retried, the refused document is
+    sent again and dead-lettered once the disk takes it; nothing is marked done before."""
+    k = sink(tmp_path, index="i")
+    b = batch(seg([{"message": "m0"}, {"message": "m1"}]))
+    client = FakeClient([
+        {"errors": True, "items": [item(201), item(400, "document_parsing_exception")]},
+        {"errors": True, "items": [item(400, "document_parsing_exception")]},
+    ])
+    real = k.dead._store
+
+    def full(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(k.dead, "_store", full)
+    [first] = run_sends(k, client, b, 1)
+    assert first.startswith("RetriableSinkError") and "No space left on device" in first
+    assert "deadletter/elasticsearch.ndjson" in first
+    monkeypatch.setattr(k.dead, "_store", real)
+    assert run_sends(k, client, b, 1) == [""]
+    assert [p[1]["message"] for p in parse_body(client.bodies[1])] == ["m1"]
+    [dead] = [orjson.loads(x) for x in (tmp_path / "deadletter" / "elasticsearch.ndjson").read_bytes()
+              .splitlines()]
+    assert orjson.loads(dead["record"]) == {"message": "m1"} and dead["destination"] == "i"

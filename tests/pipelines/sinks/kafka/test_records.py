@@ -83,3 +83,35 @@ def test_record_batches_carry_every_record_once_keyed_with_headers_in_order(tmp_
     [dead] = [orjson.loads(x) for x in (tmp_path / "deadletter" / "kafka.ndjson").read_bytes().splitlines()]
     assert dead["file"] == "/logs/a.log" and dead["offset"] == 5000
     assert dead["reason"] == "too_large" and "exceeds max_record_bytes" in dead["detail"]
+
+
+def test_an_oversized_record_the_disk_refuses_to_dead_letter_is_retried_not_lost(tmp_path: Path) -> None:
+    """The dead-letter write of a too-large record fails (read-only disk): grouping raises
+    RetriableSinkError naming the path, nothing is marked dead-lettered, and the next attempt
+    writes it once."""
+    import pytest
+
+    from pipelines.errors import RetriableSinkError
+
+    settings = dataclasses.replace(KafkaSettings(), topic="t", max_record_bytes=1024)
+    sink = KafkaSink(settings, str(tmp_path))
+    sink._partitions["t"] = 1
+    seg = segment("/logs/a.log", 3, 0)
+    seg.records[1] = orjson.dumps({"message": "y" * 1100})
+    batch = Batch(1)
+    batch.add(seg)
+    done: set[Any] = set()
+    real = sink.dead._store
+
+    def read_only(data: bytes) -> None:
+        raise OSError(30, "Read-only file system")
+
+    sink.dead._store = read_only  # type: ignore[method-assign]
+    with pytest.raises(RetriableSinkError) as err:
+        asyncio.run(sink._group(batch, done))
+    assert "Read-only file system" in str(err.value) and "kafka.ndjson" in str(err.value)
+    assert done == set()
+    sink.dead._store = real  # type: ignore[method-assign]
+    asyncio.run(sink._group(batch, done))
+    [dead] = [orjson.loads(x) for x in (tmp_path / "deadletter" / "kafka.ndjson").read_bytes().splitlines()]
+    assert dead["offset"] == 1000 and dead["destination"] == "t"
