@@ -1,17 +1,22 @@
 # tailship agent image: `docker build -t tailship:0.1.0 .` (not built in CI: no Docker engine
-# runs there; tests/test_daemonset.py lints this file with hadolint instead).
+# runs there; tests/e2e/test_daemonset.py lints this file with hadolint instead).
+
+# Pinned: the base image by its full version, every Python package by constraints.txt.
 
 # -- build: the package as a wheel (and wheels of its dependencies) ---------------------------
-FROM python:3.11-slim AS build
+FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+COPY constraints.txt pyproject.toml README.md LICENSE ./
 COPY agent ./agent
 COPY pipelines ./pipelines
+# every dependency at its pinned version, the build backend too (pip applies PIP_CONSTRAINT to
+# its isolated build environment as well)
+ENV PIP_CONSTRAINT=/src/constraints.txt
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # -- run: slim Python with the wheels installed, nothing else ---------------------------------
-FROM python:3.11-slim
-# the package's version (agent/__init__.py; tests/test_daemonset.py checks they agree)
+FROM python:3.11.11-slim-bookworm
+# the package's version (agent/__init__.py; tests/e2e/test_daemonset.py checks they agree)
 ARG VERSION=0.1.0
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels "tailship==${VERSION}" \

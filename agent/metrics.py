@@ -73,6 +73,9 @@ class Metrics:
                              ["event"], registry=r)
         self.events_total = Counter("tailship_events_total", "Notable events by kind", ["event"],
                                     registry=r)
+        self.internal_errors = Counter("tailship_internal_errors_total", "Unexpected exceptions in a "
+                                       "long-lived task, which was restarted after a backoff, by task",
+                                       ["task"], registry=r)
         self.files_open = Gauge("tailship_files_open", "Files being tailed", registry=r)
         self.inflight_bytes = Gauge("tailship_inflight_bytes", "Bytes read but not yet acknowledged",
                                     registry=r)
@@ -92,6 +95,11 @@ class Metrics:
             self.files.labels(fe).inc(n)
         if name in ("truncated", "multiline_truncated", "line_too_long"):
             self.truncated.inc(n)
+
+    def internal_error(self, task: str) -> None:
+        """A supervised task (`pipelines.supervise`) raised and is restarted."""
+        self.internal_errors.labels(task).inc()
+        self.events[f"internal_error_{task}"] += 1
 
     def live(self, source: Callable[[], dict[str, Any]]) -> None:
         """Serve the values `source()` returns at every scrape (see `_Live`)."""
@@ -146,7 +154,8 @@ class MetricsReport:
 class _Live(Collector):
     """Scrape-time values from the running agent: `source()` returns
     {"files": [(fd, position)], "queues": {stage: bytes}, "checkpoint_age": secs | None,
-     "dead_letter_bytes": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool}}."""
+     "dead_letter_bytes": {sink: n}, "buffer_bytes": n, "sinks_healthy": {sink: bool},
+     "file_pruned": {sink: (files, bytes)}}."""
 
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
         self.source = source
@@ -195,6 +204,16 @@ class _Live(Collector):
         for sink, ok in s.get("sinks_healthy", {}).items():
             up.add_metric([sink], 1.0 if ok else 0.0)
         yield up
+        files = CounterMetricFamily("tailship_file_sink_pruned_files", "Output files the file sink "
+                                    "deleted for retention (retention_bytes, retention_secs)",
+                                    labels=["sink"])
+        nbytes = CounterMetricFamily("tailship_file_sink_pruned_bytes", "Bytes of the output files the "
+                                     "file sink deleted for retention", labels=["sink"])
+        for sink, (n, b) in s.get("file_pruned", {}).items():
+            files.add_metric([sink], n)
+            nbytes.add_metric([sink], b)
+        yield files
+        yield nbytes
 
     def describe(self) -> Iterator[Any]:
         return iter(())

@@ -14,6 +14,14 @@ tries the sink again with a long backoff and reports it on /readyz (pipelines.de
 sink's trouble never stops the others. The daemon exits on its own only for a broken
 configuration or an unusable data directory at start.
 
+Every long-lived task (senders, linger timers, the disk buffer's drain, the checkpoint
+persister, discovery, the log-metrics shipper, the health ticker) runs under one
+`TaskSupervisor`: an unexpected exception is logged, counted in
+`tailship_internal_errors_total{task}` and the task restarted with backoff. `readiness` is the
+watchdog /readyz answers with: not ready while a sink is refused, while a sink has had records
+pending and nothing acknowledged for `metrics.ready_failing_secs`, or while the data directory
+cannot be written (the last checkpoint write, or the disk buffer's last append, failed).
+
 Stop (signal or `request_stop`): discovery and tailers stop (unread data stays on disk, unsent
 lines are re-read next time: their checkpoints never moved), the open batch is closed, in-flight
 batches get until `shutdown_timeout_secs` to be acknowledged, checkpoints are persisted.
@@ -49,7 +57,9 @@ from pipelines.fanout import Fanout
 from pipelines.logmetrics import LogMetrics, MetricShipper
 from pipelines.routes import Router
 from pipelines.sinks.base import Sink
+from pipelines.sinks.file import FileSink
 from pipelines.sinks.registry import build_sink, parse_sink_url
+from pipelines.supervise import WARN_EVERY_SECS, Every, TaskSupervisor
 
 log = logging.getLogger("tailship.agent")
 
@@ -95,6 +105,7 @@ class Agent:
         self.shard = shard  # (index, workers): this process reads the files `owner` gives it
         self.metrics = metrics or Metrics()
         report = MetricsReport(self.metrics)
+        self.task_supervisor = TaskSupervisor(self.metrics.internal_error)
         self.dead_letters: dict[str, DeadLetter] = {}  # by sink name, for the size gauge
         sinks = self._sinks(sink, report)
         self.router = Router(settings.routing, list(sinks))
@@ -105,7 +116,7 @@ class Agent:
         self.spec = chain_spec(settings, self.log_metrics.observe if self.log_metrics else None)
         self.checkpoints = CheckpointStore(settings.data_dir, self.metrics.event)
         self.deliveries = [Delivery(s, _delivery_settings(settings, name, len(sinks)), report, self._fail,
-                                    retry_refused=not once)
+                                    retry_refused=not once, task_supervisor=self.task_supervisor)
                            for name, s in sinks.items()]
         self.fanout = Fanout(self.deliveries, settings.batch.memory_limit_bytes, settings.batch.when_full,
                              self._commit, report)
@@ -116,6 +127,8 @@ class Agent:
                                  metrics=self.metrics, on_opened=self._acked.set)
         self.metric_sources = self._metric_sources()
         self._fatal: BaseException | None = None
+        self._disk_error: str | None = None  # why the last checkpoint write failed, until one succeeds
+        self._disk_warn = Every(WARN_EVERY_SECS)
         self._started = 0.0
         self._started_wall = time.time()
         self._cpu0 = 0.0
@@ -138,7 +151,8 @@ class Agent:
         self.checkpoints.load()
         await self._start_sinks()
         if self.s.metrics.listen:
-            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness)
+            self.server = MetricsServer(self.s.metrics.listen, self.metrics.registry, self.readiness,
+                                        limits=self.s.metrics, task_supervisor=self.task_supervisor)
             try:
                 await self.server.start()
             except OSError as exc:
@@ -146,10 +160,11 @@ class Agent:
                 raise StartupError(str(exc.strerror or exc)) from exc
         self.ready = True
         shipper = await self._metric_shipper()
+        keep = self.task_supervisor.spawn
         bg = [t for d in self.deliveries for t in d.tasks()]
         if shipper is not None:
-            bg.append(asyncio.create_task(shipper.run(), name="log-metrics"))
-        bg.append(asyncio.create_task(self._persist_loop(), name="checkpoints"))
+            bg.append(keep("log_metrics", shipper.run, "log-metrics"))
+        bg.append(keep("persist", self._persist_loop, "checkpoints"))
         if self.metric_sources is not None:
             await self.metric_sources.start()
         self.source.start(since=self._started_wall)
@@ -163,7 +178,7 @@ class Agent:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
             else:
-                disc = asyncio.create_task(self.source.run(), name="discovery")
+                disc = keep("discovery", self.source.run, "discovery")
                 await self._stopped.wait()
                 disc.cancel()
             await self._drain()
@@ -286,7 +301,7 @@ class Agent:
                 ack=b.ack, when_full=s.batch.when_full,
                 retry_initial_secs=table.get(name, s.sink).retry_initial_ms / 1000,
                 retry_max_secs=table.get(name, s.sink).retry_max_ms / 1000, count=self.metrics.event,
-                retry_refused=not self.once)
+                retry_refused=not self.once, task_supervisor=self.task_supervisor)
                 for name, sink in sinks.items()}
         return sinks
 
@@ -331,12 +346,18 @@ class Agent:
         count and log it, and say so (False)."""
         try:
             self.checkpoints.persist()
-            return True
         except OSError as exc:
             self.metrics.event("checkpoint_write_failed")
-            log.error("cannot write checkpoints in %s: %s (the last good ones are kept; retrying)",
-                      self.s.data_dir, exc.strerror or exc)
+            self._disk_error = f"{exc.strerror or exc}"
+            if self._disk_warn.due():  # retried every checkpoint_interval_secs: logged less often
+                log.error("cannot write checkpoints in %s: %s (the last good ones are kept; retrying)",
+                          self.s.data_dir, self._disk_error)
             return False
+        if self._disk_error is not None:
+            log.info("checkpoints in %s written again", self.s.data_dir)
+            self._disk_error = None
+            self._disk_warn = Every(WARN_EVERY_SECS)
+        return True
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -346,21 +367,38 @@ class Agent:
             return False, f"stopped: {self._fatal}"
         if not self.ready:
             return False, "starting or stopping"
-        now = time.monotonic()
+        problems = self._stalled(time.monotonic())
+        if self._disk_error is not None:
+            problems.append(f"data directory {self.s.data_dir} cannot be written: {self._disk_error}")
+        problems += [f"sink {d.name}: {why}" for d in self.deliveries
+                     if isinstance(d.sink, BufferedSink) and (why := d.sink.write_error) is not None]
+        return (False, "; ".join(problems)) if problems else (True, "ready")
+
+    def _stalled(self, now: float) -> list[str]:
+        """The watchdog: each sink refused for now, or with records pending and nothing acknowledged for
+        `ready_failing_secs` (a sink retrying, a send that hangs, a disk buffer that cannot
+        deliver alike)."""
+        limit, problems = self.s.metrics.ready_failing_secs, []
         for d in self.deliveries:
             for refusal in (d.refusal, getattr(d.sink, "refusal", None)):  # the disk buffer's too
                 if refusal is not None and refusal.current is not None:
-                    return False, f"sink {d.name} refused: {refusal.current}"
-            failing = now - d.failing_since if d.failing_since is not None else 0.0
-            if failing and failing >= self.s.metrics.ready_failing_secs:
-                return False, f"sink {d.name} failing for {failing:.0f}s"
-        return True, "ready"
+                    problems.append(f"sink {d.name} refused: {refusal.current}")
+            waits = [(d.stall.secs(now), f"{d.unacked} records pending, nothing acknowledged")]
+            if isinstance(d.sink, BufferedSink):
+                waits.append((d.sink.stall.secs(now), f"{len(d.sink.buf.frames)} batches in its disk "
+                              "buffer, nothing delivered"))
+            for secs, what in waits:
+                if secs and secs >= limit:
+                    problems.append(f"sink {d.name} failing: {what} for {secs:.1f}s")
+        return problems
 
     def _live_values(self) -> dict[str, Any]:
         queues = {"inflight": self.fanout.budget.used, "open_batch": 0, "send_queue": 0, "sending": 0}
         for d in self.deliveries:
             for stage, n in d.pending_bytes.items():
                 queues[stage] += n
+        if self.log_metrics is not None:  # held, not queued: the accounted label sets (≤ max_bytes)
+            queues["log_metrics"] = self.log_metrics.nbytes
         sinks = [d.sink for d in self.deliveries]
         return {
             "files": self.source.open_files(),
@@ -370,6 +408,8 @@ class Agent:
             "buffer_bytes": sum(s.bytes for s in sinks if isinstance(s, BufferedSink)),
             "paused_secs": self.fanout.paused_secs(),
             "sinks_healthy": {s.name: s.healthy() for s in sinks},
+            "file_pruned": {s.name: (inner.pruned_files, inner.pruned_bytes) for s in sinks
+                            if isinstance(inner := getattr(s, "inner", s), FileSink)},
         }
 
     def summary(self) -> Summary:

@@ -103,7 +103,15 @@ class BufferSettings:
 class MetricsSettings:
     listen: str = opt("127.0.0.1:2021", help='host:port of /metrics, /healthz and /readyz ("" = off)')
     ready_failing_secs: float = opt(30.0, min=0,
-                                    help="/readyz answers 503 once the sink has failed for this long")
+                                    help="/readyz answers 503 once a sink has had records pending and "
+                                         "nothing acknowledged for this long")
+    header_timeout_secs: float = opt(5.0, min=0.01, help="a request's line and headers must arrive "
+                                     "within this, else the connection is closed")
+    body_timeout_secs: float = opt(5.0, min=0.01, help="a request's body (the endpoints take none; up "
+                                   "to 64 KiB is read and ignored) must arrive within this")
+    write_timeout_secs: float = opt(10.0, min=0.01, help="a client must take the response within this")
+    max_connections: int = opt(64, min=2, help="connections open at once; at the cap a new one "
+                               "replaces the oldest (so /healthz is always answered)")
 
 
 

@@ -14,6 +14,16 @@ checksum, or a torn one at the end of a file (a crash mid-write), is copied to
 16 MiB, until that file is complete and delivered) makes `send` wait (`when_full = "block"`) or
 drops the batch, counted (`"drop_newest"`).
 
+A disk that refuses a write (full: ENOSPC, read-only: EROFS) loses nothing: the append is tried
+again with backoff while the batch waits (the sender, then the budget, then the tailers wait:
+backpressure), each failure is counted (`buffer_write_failed`), one message per 30 s names the
+directory and the cause, and `write_error` makes the agent not ready until a write succeeds. A
+failed append is cut off the file (then, or before the next append if the disk refuses even
+that), so a torn frame never sits before good ones. The drain goes on delivering while the disk
+refuses to record it (delivering is what frees the disk: a segment file whose frames are all
+delivered is deleted, and while appends fail the one being written too) and records it at the
+next chance; reading a frame is retried like an append. Every task here is supervised (`pipelines.supervise`).
+
 Files: `<buffer>/seg-<first frame id>.tsb`, a concatenation of frames
 `b"TSB1" | u32 length | u32 crc32(id + payload) | u64 id | payload` where payload is the zstd
 frame of `header JSON + b"\\n" + records joined by b"\\n"` (records are orjson output: no raw
@@ -28,27 +38,31 @@ import contextlib
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import zstandard
 
 from pipelines.backoff import Backoff, send_with_retry
+from pipelines.durable import append_synced, fsync_dir
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.refusals import SinkRefusal
 from pipelines.sinks.base import Sink
+from pipelines.supervise import WARN_EVERY_SECS, Every, Stall, TaskSupervisor
 
 log = logging.getLogger("tailship.buffer")
 
 MAGIC = b"TSB1"
 HEAD = struct.Struct("<4sIIQ")  # magic, payload length, crc32, frame id
 SEGMENT_FILE_BYTES = 16 << 20   # a new segment file after this many bytes
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -93,9 +107,14 @@ class DiskBuffer:
         self.corrupt = 0                      # damaged regions set aside
         self.next_id = 1
         self.delivered = 0
-        self._file: Path | None = None
-        self._fd = -1
+        self.unsynced = False                 # delivered frames not recorded on disk yet
+        self._file: Path | None = None        # the file appends go to
         self._file_size = 0
+        self._torn: tuple[Path, int] | None = None  # a file to cut back to its whole frames
+        self._refused = False                 # the last append failed (a full or read-only disk)
+        # appends and deliveries run on different threads: deleting a delivered file must not
+        # race an append that is about to write to it
+        self._lock = threading.Lock()
         self._sizes: dict[Path, int] = {}
         self._last_id: dict[Path, int] = {}
         self._c = zstandard.ZstdCompressor(level=level, write_checksum=True)
@@ -159,39 +178,62 @@ class DiskBuffer:
         return self._c.compress(encode_batch(batch))
 
     def append(self, payload: bytes) -> Frame:
-        """Write one frame durably; returns it."""
-        if self._fd < 0 or self._file_size >= SEGMENT_FILE_BYTES:
-            self._rotate()
+        """Write one frame durably; returns it. On an error (a full or read-only disk) the file
+        is cut back to its last whole frame — at once, or before the next append when the disk
+        refuses even that — so a torn frame never sits before good ones; the error is raised
+        and the caller tries again. No descriptor stays open between appends: a data
+        directory can be remounted read-only under a running agent."""
+        with self._lock:
+            return self._append(payload)
+
+    def _append(self, payload: bytes) -> Frame:
+        if self._torn is not None:
+            self._cut(*self._torn)
+        if self._file is None or self._file_size >= SEGMENT_FILE_BYTES:
+            self._new_file()
         assert self._file is not None
-        fid = self.next_id
-        self.next_id += 1
+        path, size, fid = self._file, self._file_size, self.next_id
         crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Q", fid)))
         data = HEAD.pack(MAGIC, len(payload), crc, fid) + payload
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
-        frame = Frame(fid, self._file, self._file_size, len(data))
+        try:
+            append_synced(path, data)
+        except OSError:
+            self._torn = (path, size)
+            self._refused = True
+            with contextlib.suppress(OSError):
+                self._cut(path, size)
+            raise
+        self._refused = False
+        self.next_id += 1
+        frame = Frame(fid, path, size, len(data))
         self._file_size += len(data)
-        self._sizes[self._file] = self._file_size
-        self._last_id[self._file] = fid
+        self._sizes[path] = self._file_size
+        self._last_id[path] = fid
         self.bytes += len(data)
         self.pending += len(data)
         self.frames.append(frame)
         return frame
 
-    def _rotate(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._file = self.dir / f"seg-{self.next_id:020d}.tsb"
-        self._fd = os.open(self._file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._file_size = os.fstat(self._fd).st_size
-        self._sizes[self._file] = self._file_size
-        dfd = os.open(self.dir, os.O_RDONLY)
+    def _cut(self, path: Path, size: int) -> None:
+        """Cut `path` back to `size` bytes (a torn append after it)."""
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_size > size:
+                os.truncate(path, size)
+        self._torn = None
+
+    def _new_file(self) -> None:
+        path = self.dir / f"seg-{self.next_id:020d}.tsb"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.fsync(dfd)
+            size = os.fstat(fd).st_size
         finally:
-            os.close(dfd)
+            os.close(fd)
+        fsync_dir(self.dir)
+        old, self._file, self._file_size = self._file, path, size
+        self.bytes += size - self._sizes.get(path, 0)
+        self._sizes[path] = size
+        if old is not None:
+            self._drop_if_delivered(old)
 
     # -- delivering ----------------------------------------------------------------------------
 
@@ -212,27 +254,47 @@ class DiskBuffer:
             return None
 
     def mark_delivered(self, frame: Frame) -> None:
-        self.delivered = frame.id
-        self.pending -= frame.size
+        """`frame` was delivered: counted now, then written to disk by `sync` (whose error is
+        raised; the next `sync` catches up)."""
+        with self._lock:
+            self.delivered = frame.id
+            self.pending -= frame.size
+            self.unsynced = True
+            self._sync()
+
+    def sync(self) -> None:
+        with self._lock:
+            self._sync()
+
+    def _sync(self) -> None:
+        """Delete the files whose frames are all delivered (first: on a full disk that is what
+        makes room), then write the id of the last delivered frame. A `delivered` file left
+        behind by a failure only means frames delivered again after a restart."""
+        for path in list(self._sizes):
+            self._drop_if_delivered(path)
         tmp = self.dir / ".delivered.tmp"
-        tmp.write_text(f"{frame.id}\n")
+        tmp.write_text(f"{self.delivered}\n")
         os.replace(tmp, self.dir / "delivered")
-        self._drop_if_delivered(frame.path)
+        self.unsynced = False
 
     def _drop_if_delivered(self, path: Path) -> None:
-        if path == self._file or self._last_id.get(path, 0) > self.delivered:
+        last = self._last_id.get(path, 0)
+        if last > self.delivered or (path == self._file and (not last or not self._refused)):
+            # undelivered frames; or the file being written, kept unless the disk refuses appends
+            # (then deleting it once delivered is what makes room)
             return
-        try:
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        except FileNotFoundError:
-            pass
+        if path == self._file:  # all delivered: the next append starts a new file
+            self._file, self._file_size = None, 0
         self.bytes -= self._sizes.pop(path, 0)
         self._last_id.pop(path, None)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Cut a torn append left by the last failure, if the disk allows it now."""
+        if self._torn is not None:
+            with contextlib.suppress(OSError):
+                self._cut(*self._torn)
 
 
 class BufferedSink:
@@ -241,7 +303,7 @@ class BufferedSink:
     def __init__(self, inner: Sink, directory: str | os.PathLike[str], *, max_bytes: int,
                  ack: str = "on_write", when_full: str = "block", retry_initial_secs: float = 0.1,
                  retry_max_secs: float = 10.0, count: Callable[[str, int], None] | None = None,
-                 retry_refused: bool = False) -> None:
+                 retry_refused: bool = False, task_supervisor: TaskSupervisor | None = None) -> None:
         self.inner = inner
         self.name = inner.name
         self.buf = DiskBuffer(directory)
@@ -264,6 +326,10 @@ class BufferedSink:
         self._delivered: dict[int, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.task_supervisor = task_supervisor or TaskSupervisor()
+        self.stall = Stall()                  # frames waiting and none delivered since
+        self.write_error: str | None = None   # the disk's last refusal, until a write succeeds
+        self._warn = Every(WARN_EVERY_SECS)
 
     @property
     def bytes(self) -> int:
@@ -276,10 +342,11 @@ class BufferedSink:
             if self.buf.corrupt:
                 self.count("buffer_corrupt", self.buf.corrupt)
             if self.buf.frames:
+                self.stall.pending()
                 log.info("disk buffer: %d batch(es) from an earlier run are delivered first",
                          len(self.buf.frames))
         await self.inner.start()
-        self._task = asyncio.create_task(self._drain(), name="buffer-drain")
+        self._task = self.task_supervisor.spawn("buffer_drain", self._drain, "buffer-drain")
         self._wake.set()
 
     async def send(self, batch: Batch) -> None:
@@ -297,7 +364,8 @@ class BufferedSink:
                 await self._room.wait()
                 if self._fatal is not None:
                     raise self._fatal
-            frame = await asyncio.to_thread(self.buf.append, payload)
+            frame = await self._on_disk("append to", self.buf.append, payload)
+        self.stall.pending()
         done: asyncio.Future[None] | None = None
         if self.ack == "on_delivery":
             done = self._delivered[frame.id] = asyncio.get_running_loop().create_future()
@@ -309,22 +377,69 @@ class BufferedSink:
         while True:
             if not self.buf.frames:
                 self._wake.clear()
-                await self._wake.wait()
+                if not self.buf.unsynced:
+                    await self._wake.wait()
+                    continue
+                with contextlib.suppress(TimeoutError):  # record the deliveries a disk error held up
+                    await asyncio.wait_for(self._wake.wait(), self.retry_max)
+                await self._record(self.buf.sync)
                 continue
             frame = self.buf.frames[0]
-            batch = await asyncio.to_thread(self.buf.read, frame)
+            batch = await self._on_disk("read", self.buf.read, frame)
             if batch is None:
                 self.count("buffer_corrupt", 1)
             elif not await self._deliver(batch):
                 return
             self.buf.frames.popleft()
-            await asyncio.to_thread(self.buf.mark_delivered, frame)
+            self.stall.progressed(bool(self.buf.frames))
+            await self._record(self.buf.mark_delivered, frame)
             self._room.set()
             if not self.buf.frames:
                 self._empty.set()
             fut = self._delivered.pop(frame.id, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
+
+    async def _on_disk(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on a thread, tried again with backoff while the disk refuses it (full,
+        read-only): the batch waits — and through the full budget the tailers — nothing is
+        dropped."""
+        backoff = Backoff(self.retry_initial, self.retry_max)
+        while True:
+            try:
+                result = await asyncio.to_thread(fn, *args)
+            except OSError as exc:
+                self._disk_failed(what, exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            if what != "read":  # reading works on a read-only disk: it says nothing of writes
+                self._disk_ok()
+            return result
+
+    async def _record(self, fn: Callable[..., None], *args: Any) -> None:
+        """Record deliveries on disk; a failure is reported and left to the next one (the
+        drain goes on: delivering is what frees the disk)."""
+        try:
+            await asyncio.to_thread(fn, *args)
+        except OSError as exc:
+            self._disk_failed("record delivered batches in", exc)
+        else:
+            self._disk_ok()
+
+    def _disk_failed(self, what: str, exc: OSError) -> None:
+        """Count the failure, keep it for readiness, log it (naming the directory and the
+        cause) at most once per `WARN_EVERY_SECS`."""
+        self.count("buffer_write_failed" if what != "read" else "buffer_read_failed", 1)
+        self.write_error = f"disk buffer cannot {what} {self.buf.dir}: {exc.strerror or exc}"
+        if self._warn.due():
+            log.error("%s (batches wait, nothing is dropped; retrying; the disk buffer holds %d "
+                      "batch(es))", self.write_error, len(self.buf.frames))
+
+    def _disk_ok(self) -> None:
+        if self.write_error is not None:
+            log.info("disk buffer: %s works again", self.buf.dir)
+            self.write_error = None
+            self._warn = Every(WARN_EVERY_SECS)
 
     async def _deliver(self, batch: Batch) -> bool:
         def on_retry(exc: RetriableSinkError, attempt: int) -> None:
@@ -370,4 +485,4 @@ class BufferedSink:
         return self._fatal is None and self.inner.healthy()
 
     def state(self) -> dict[str, Any]:
-        return {"frames": len(self.buf.frames), "bytes": self.buf.bytes}
+        return {"frames": len(self.buf.frames), "bytes": self.buf.bytes, "write_error": self.write_error}

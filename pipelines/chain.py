@@ -110,6 +110,7 @@ class FileProcessor:
         self._prev_epoch: dict[str | None, tuple[str, float | None]] = {}  # per stream: ts, epoch
         self._inherited = 0  # records given inherited trace context, not yet counted
         self._unparsable_seen = False
+        self._trace_reported: set[str] = set()  # events of invalid app ids already logged
 
     @property
     def format(self) -> str | None:
@@ -197,6 +198,7 @@ class FileProcessor:
         dumps = orjson.dumps
         json_error = orjson.JSONDecodeError
         extract = trace.extract_fields if spec.trace else None
+        report = self._trace_report
         parse = spec.parse_json
         target = spec.target
         multi = spec.multiline != "none"
@@ -225,7 +227,7 @@ class FileProcessor:
                     self._emit_merged(self._multi[stream].flush(), stream, seg)
                 tid = sid = None
                 if target:
-                    tid, sid = extract(obj) if extract else (None, None)
+                    tid, sid = extract(obj, report) if extract else (None, None)
                     rec: dict[str, Any] = {target: obj}
                     if tid:
                         rec["trace_id"] = tid
@@ -234,7 +236,7 @@ class FileProcessor:
                 else:
                     rec = obj
                     if extract is not None:
-                        tid, sid = extract(obj)
+                        tid, sid = extract(obj, report)
                     if not agent_keys.isdisjoint(obj):
                         _merge_agent_keys(obj)
                 last[stream] = (tid, sid, ts)
@@ -309,6 +311,22 @@ class FileProcessor:
         seg.trace_ids.append(tid)
         seg.span_ids.append(sid)
         return len(b)
+
+    def _trace_report(self, event: str, n: int) -> None:
+        """An app's invalid `trace_id`/`span_id` was set aside or dropped (see
+        `trace.set_aside`): counted, and logged once per file and kind."""
+        self.count(event, n)
+        if event not in self._trace_reported:
+            self._trace_reported.add(event)
+            key, _, what = event.rpartition("_id_")
+            if what == "dropped":
+                log.warning("%s: an invalid %s_id value was dropped: %s_id_original and "
+                            "log.original.%s_id are taken too (logged once per file, counted in "
+                            "tailship_events_total{event=\"%s\"})", self.path, key, key, key, event)
+            else:
+                log.info("%s: invalid %s_id values are kept in %s_id_original (or "
+                         "log.original.%s_id), not shipped as ids (logged once per file, counted "
+                         "in tailship_events_total{event=\"%s\"})", self.path, key, key, key, event)
 
     def _unparsable(self, off: int, stream: str | None, ts: str, payload: str, flags: int,
                     seg: Segment, exc: Exception) -> int:

@@ -16,6 +16,11 @@ cannot start does not stop the agent; its senders keep trying to start it and wh
 it waits in its budget. An acknowledged batch is handed to `on_acked`, which moves checkpoints
 once every sink a line went to has acknowledged it.
 
+The senders and the linger timer are supervised (`pipelines.supervise`): an unexpected exception
+in a send (a bug, an `OSError` of a wrapping sink) is logged, counted and the same batch is sent
+again after a backoff, so no batch is lost and the queue's accounting stays whole. `stall` says
+since when records have been pending with nothing acknowledged (the readiness watchdog).
+
 The agent's metrics are out of reach here (`pipelines` imports nothing from `agent`): what a
 delivery has to report goes through the small `DeliveryReport` protocol.
 """
@@ -35,6 +40,7 @@ from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch, Segment
 from pipelines.refusals import SinkRefusal
 from pipelines.sinks.base import Sink
+from pipelines.supervise import Stall, TaskSupervisor
 
 log = logging.getLogger("tailship.delivery")
 
@@ -65,7 +71,8 @@ class DeliverySettings:
 
 class Delivery:
     def __init__(self, sink: Sink, settings: DeliverySettings, report: DeliveryReport,
-                 on_fatal: Callable[[BaseException], None], retry_refused: bool = False) -> None:
+                 on_fatal: Callable[[BaseException], None], retry_refused: bool = False, *,
+                 task_supervisor: TaskSupervisor | None = None) -> None:
         self.sink = sink
         self.name = sink.name
         self.s = settings
@@ -83,6 +90,8 @@ class Delivery:
         self.refusal = (SinkRefusal(self.name, settings.retry_initial_secs,
                                     "files routed to it wait on disk") if retry_refused else None)
         self.started = asyncio.Event()
+        self.stall = Stall()                      # records pending and nothing acknowledged since
+        self.task_supervisor = task_supervisor or TaskSupervisor()
 
     async def start(self) -> None:
         """Start the sink. Once: its error is raised. The daemon: a SinkError is reported (log,
@@ -103,12 +112,13 @@ class Delivery:
         self.started.set()
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        """Start the senders and the linger timer (cancelled by the owner at the end)."""
-        tasks = [asyncio.create_task(self._sender(), name=f"sender-{self.name}-{i}")
-                 for i in range(self.s.max_in_flight)]
+        """Start the senders and the linger timer (cancelled by the owner at the end), and, when
+        the sink could not be started yet, what keeps trying to start it."""
+        keep = self.task_supervisor.spawn
+        tasks = [keep("sender", self._sender, f"sender-{self.name}-{i}") for i in range(self.s.max_in_flight)]
         if not self.started.is_set():
-            tasks.append(asyncio.create_task(self._start_later(), name=f"start-{self.name}"))
-        tasks.append(asyncio.create_task(self.batcher.linger(), name=f"linger-{self.name}"))
+            tasks.append(keep("sender", self._start_later, f"start-{self.name}"))
+        tasks.append(keep("linger", self.batcher.linger, f"linger-{self.name}"))
         return tasks
 
     async def add(self, seg: Segment) -> None:
@@ -132,6 +142,7 @@ class Delivery:
     async def _ship(self, batch: Batch) -> None:
         # no await in here: a cancelled tailer must not leave a batch half-registered
         self.unacked += batch.nrecords
+        self.stall.pending()
         self.queued_bytes += batch.nbytes
         self.queue.put_nowait(batch)
 
@@ -187,8 +198,10 @@ class Delivery:
                 log.warning("%s (attempt %d; retrying, files wait on disk)", exc, attempt)
 
         try:
-            await send_with_retry(attempt, self._backoff(), on_retry,
-                                  on_refused=None if self.refusal is None else self._refused)
+            await self.task_supervisor.keep("sender", lambda: send_with_retry(
+                attempt, self._backoff(), on_retry,
+                on_refused=None if self.refusal is None else self._refused),
+                expected=(FatalSinkError,))
         except FatalSinkError as exc:
             self.report.failed(self.name)
             log.error("%s", exc)
@@ -197,5 +210,6 @@ class Delivery:
         self.report.sent(self.name, batch, time.monotonic() - started)
         self._accepted()
         self.unacked -= batch.nrecords
+        self.stall.progressed(self.unacked > 0)
         self.budget.release(batch.nbytes)
         self.on_acked(batch)

@@ -12,6 +12,15 @@ one series whose label values are all `__overflow__`, counted by `tailship_log_m
 A histogram rule whose field is missing or not a number counts the record in
 `tailship_log_metrics_skipped_total{reason}` instead of raising.
 
+Hostile values: a pod decides what its records hold, so every label value taken from a record is
+cut to `max_label_value_bytes` (UTF-8), ending in `...[cut]` (counted by
+`tailship_log_metrics_cut_total{metric}`), and the guard counts bytes as well as series: the label
+sets of all rules together (their strings as Python holds them, plus the measured cost of a series)
+stay within `max_bytes`; a new label set past it is folded into `__overflow__` too (reason
+`max_bytes`). `nbytes` is that accounted figure, exported with the other memory figures
+(`tailship_queue_bytes{stage="log_metrics"}`). Worst case per worker: `max_bytes` plus one
+`__overflow__` series per rule (before this bound, 400 lines with 256 KiB levels kept 200 MiB).
+
 Built-in rules (on unless `defaults = false`): `lines_total{namespace, level}` with the level
 normalized from `level`, `severity`, `lvl` or `log.level`, and `trace_context_lines_total{has_trace}`.
 """
@@ -23,6 +32,7 @@ import bisect
 import logging
 import math
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,6 +53,15 @@ Observer = Callable[[dict[str, Any], "str | None"], None]
 
 OVERFLOW = "__overflow__"
 MISSING = ""  # label value of a record without the labelled field
+CUT_MARK = "...[cut]"  # ends a label value cut at max_label_value_bytes
+# What one series costs beyond its label strings: the key tuple (56 bytes for two labels), its
+# dict slot (~30, amortized over the table's growth) and the count (28): ~85 measured with
+# tracemalloc over 5000 counter series, rounded up; a histogram adds its list and a float per
+# slot. tests/pipelines/test_logmetrics_bounds.py checks the accounted bytes cover the traced ones.
+SERIES_BYTES = 128
+HIST_SERIES_BYTES = 56  # a histogram's list object
+BUCKET_BYTES = 32  # a list slot (8) and its float (24)
+LEVEL_CACHE = 1000  # raw level strings remembered with their normalized form
 _LEVEL_KEYS = ("level", "severity", "lvl")
 _LEVELS = {"warn": "warning", "err": "error", "eror": "error", "dbug": "debug", "dbg": "debug",
            "information": "info", "informational": "info", "notice": "info", "trce": "trace",
@@ -96,10 +115,26 @@ class Series:
         self.hists: dict[tuple[str, ...], list[float]] = {}  # per bucket counts..., +Inf count, sum
         self._overflow = (OVERFLOW,) * len(labels)
 
+    def cost(self, values: tuple[str, ...]) -> int:
+        """Accounted bytes of a new series with these label values."""
+        n = SERIES_BYTES + sum(map(sys.getsizeof, values))
+        if self.buckets is not None:
+            n += HIST_SERIES_BYTES + BUCKET_BYTES * (len(self.buckets) + 2)
+        return n
+
     def key(self, values: tuple[str, ...], table: dict[tuple[str, ...], Any]) -> tuple[str, ...]:
-        if values in table or len(table) < self.max_series:
+        """`values`, or the overflow key when a new series would pass max_series or max_bytes."""
+        if values in table:
             return values
-        self.stats.overflowed[self.name] = self.stats.overflowed.get(self.name, 0) + 1
+        stats = self.stats
+        size = self.cost(values)
+        if len(table) < self.max_series and stats.nbytes + size <= stats.max_bytes:
+            stats.nbytes += size
+            return values
+        why = (self.name, "max_series" if len(table) >= self.max_series else "max_bytes")
+        stats.overflowed[why] = stats.overflowed.get(why, 0) + 1
+        if self._overflow not in table:  # one per rule, beyond max_bytes (the documented slack)
+            stats.nbytes += self.cost(self._overflow)
         return self._overflow
 
     def inc(self, values: tuple[str, ...]) -> None:
@@ -146,7 +181,10 @@ class LogMetrics(Collector):
     def __init__(self, settings: LogMetricsSettings, host_name: str = "") -> None:
         self.settings = settings
         self.prefix = settings.prefix
-        self.overflowed: dict[str, int] = {}
+        self.max_bytes = settings.max_bytes
+        self.nbytes = 0  # accounted bytes of every series' labels and of the level cache
+        self.overflowed: dict[tuple[str, str], int] = {}  # (rule, reason) → records
+        self.cut: dict[str, int] = {}  # rule → label values cut
         self.skipped: dict[tuple[str, str], int] = {}  # (rule, reason) → records
         self.series: list[Series] = []
         self._observers: list[Observer] = []
@@ -174,6 +212,22 @@ class LogMetrics(Collector):
     def _host(self) -> tuple[str, ...]:
         return (self.host_label,) if self.host_label is not None else ()
 
+    def _bounder(self, name: str) -> Callable[[str], str]:
+        """The label values of rule `name`, cut to max_label_value_bytes (and counted)."""
+        limit = self.settings.max_label_value_bytes
+        keep = limit - len(CUT_MARK)
+        cut = self.cut
+
+        def bound(v: str) -> str:
+            if len(v) <= limit and v.isascii():  # both O(1): the usual case costs nothing more
+                return v
+            b = v.encode("utf-8", "surrogatepass")
+            if len(b) <= limit:
+                return v
+            cut[name] = cut.get(name, 0) + 1
+            return b[:keep].decode("utf-8", "ignore") + CUT_MARK  # "ignore": a split character
+        return bound
+
     def _defaults(self) -> None:
         host = self._host()
         lines = Series(self._name("lines", True), "Log lines by namespace and normalized level",
@@ -185,20 +239,30 @@ class LogMetrics(Collector):
         lcounts, tcounts = lines.counts, traced.counts
         yes, no = ("true", *host), ("false", *host)
         tcounts[yes] = tcounts[no] = 0
-        levels: dict[str, str] = {}  # raw value → normalized (bounded below)
+        levels: dict[str, str] = {}  # raw value → normalized and bounded (see remember)
+        bound = self._bounder(lines.name)
+        limit = self.settings.max_label_value_bytes
+
+        def remember(raw: str, level: str) -> None:
+            """Cache a short raw level (a long one is cut anew each time: never kept whole)."""
+            size = sys.getsizeof(raw) + sys.getsizeof(level) + SERIES_BYTES
+            if len(levels) < LEVEL_CACHE and len(raw) <= limit and self.nbytes + size <= self.max_bytes:
+                levels[raw] = level
+                self.nbytes += size
 
         def defaults(rec: dict[str, Any], tid: str | None) -> None:  # both built-ins: the hot path
             k8s = rec.get("kubernetes")
             ns = k8s.get("namespace", MISSING) if type(k8s) is dict else MISSING
+            if type(ns) is not str or len(ns) > limit or not ns.isascii():  # an app's own value
+                ns = bound(_label_text(ns))
             raw = rec.get("level") or rec.get("severity") or rec.get("lvl")
             if type(raw) is str:
                 level = levels.get(raw)
                 if level is None:
-                    level = normalize_level({"level": raw})
-                    if len(levels) < 1000:
-                        levels[raw] = level
+                    level = bound(normalize_level({"level": bound(raw)}))
+                    remember(raw, level)
             else:
-                level = normalize_level(rec)
+                level = bound(normalize_level(rec))
             key = (ns, level, *host) if host else (ns, level)
             n = lcounts.get(key)
             if n is None:
@@ -215,7 +279,7 @@ class LogMetrics(Collector):
                         self._labels([p.replace(".", "_") for p in rule.labels]), rule.max_series,
                         None if counter else sorted(rule.buckets), self)
         self.series.append(series)
-        labels_of = _labels_fn(rule.labels, self._host())
+        labels_of = _labels_fn(rule.labels, self._host(), self._bounder(series.name))
         match = _matcher(rule)
         field = getter(rule.field) if rule.field else None
         skipped = self.skipped
@@ -256,11 +320,17 @@ class LogMetrics(Collector):
         for s in self.series:
             yield from s.families()
         over = CounterMetricFamily("tailship_log_metrics_overflow", "Records folded into the "
-                                   "__overflow__ series of a log metric past its max_series",
-                                   labels=["metric"])
-        for name, n in self.overflowed.items():
-            over.add_metric([name], n)
+                                   "__overflow__ series of a log metric past its max_series "
+                                   "(max_series) or its share of log_metrics.max_bytes (max_bytes)",
+                                   labels=["metric", "reason"])
+        for (name, reason), n in self.overflowed.items():
+            over.add_metric([name, reason], n)
         yield over
+        cut = CounterMetricFamily("tailship_log_metrics_cut", "Label values taken from records cut "
+                                  "at log_metrics.max_label_value_bytes", labels=["metric"])
+        for name, n in self.cut.items():
+            cut.add_metric([name], n)
+        yield cut
         skip = CounterMetricFamily("tailship_log_metrics_skipped", "Records a histogram rule matched "
                                    "but could not observe", labels=["metric", "reason"])
         for (name, reason), n in self.skipped.items():
@@ -271,15 +341,16 @@ class LogMetrics(Collector):
         return iter(())  # families are only known at scrape time
 
 
-def _labels_fn(paths: list[str], host: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[str, ...]]:
-    """Label values of a record as a tuple, specialized for the common small cases."""
+def _labels_fn(paths: list[str], host: tuple[str, ...],
+               bound: Callable[[str], str]) -> Callable[[dict[str, Any]], tuple[str, ...]]:
+    """Label values of a record as a tuple, each bounded, specialized for the common small cases."""
     getters = [getter(p) for p in paths]
     if not getters:
         return lambda rec: host
     if len(getters) == 1 and not host:
         g0 = getters[0]
-        return lambda rec: (_label_text(g0(rec)),)
-    return lambda rec: (*[_label_text(g(rec)) for g in getters], *host)
+        return lambda rec: (bound(_label_text(g0(rec))),)
+    return lambda rec: (*[bound(_label_text(g(rec))) for g in getters], *host)
 
 
 def _matcher(rule: MetricRule) -> Callable[[dict[str, Any]], bool] | None:

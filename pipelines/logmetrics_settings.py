@@ -75,6 +75,11 @@ class LogMetricsSettings:
     ship_to: str = opt("", help="also ship snapshots as records to this sink URL (kafka://, "
                                 "elasticsearch://, file:, stdout); empty: only /metrics")
     ship_interval_secs: float = opt(60.0, min=1, help="how often a snapshot is shipped")
+    max_label_value_bytes: int = opt(128, min=16, help="a label value taken from a record (UTF-8) "
+                                     "longer than this is cut to it, ending in ...[cut]")
+    max_bytes: int = opt(8 << 20, min=1 << 16, help="bytes the label sets of every rule may hold "
+                         "together (label text plus a fixed cost per series); a new label set "
+                         "past it is folded into __overflow__")
     rules: list[MetricRule] = opt(factory=list, help="user rules: [[log_metrics.rules]] tables")
 
     def check(self, path: str) -> list[tuple[str, str]]:

@@ -27,12 +27,16 @@ Ambiguity: a 16- or 32-character string of digits is read as hex (it is valid he
 says so), except under the Datadog keys, which are always decimal. Other digit strings (up to 20
 digits, 1..2**64-1) are decimal.
 
-What `extract_fields` writes: the normalized ids go to `trace_id`/`span_id`; every source field
-stays as it is. A malformed `trace_id` (or `span_id`) with no valid alternative is left untouched
-and reported as None. A malformed one that a valid id from another convention replaces moves to
-`trace_id_original` (`span_id_original`) so nothing is lost; a null or empty one is simply
-replaced; if the `_original` key is already taken, the record is left as it is for that id and
-None is reported (keeping data beats completing it).
+What `extract_fields` writes (the schema rule): `trace_id`/`span_id` in the object afterwards
+are valid normalized ids or absent, whatever the app wrote under those names. The normalized ids
+go to `trace_id`/`span_id`; every other source field stays as it is. A value under `trace_id`
+(`span_id`) that is not a valid id is set aside, whether or not another convention supplies a
+valid one: to `trace_id_original` (`span_id_original`), or, when the app uses that key too, to
+`log.original.trace_id` (`log.original.span_id`); the `log` object is merged with the agent's
+later. A null or empty value carries no id and is simply removed. Only when all of those places
+are taken (or the app's `log` is not an object) is the value dropped; each set-aside and each
+drop is reported (`report(event, 1)`: `trace_id_set_aside`, `trace_id_dropped`, and the same
+for spans) so the chain counts it.
 
 Plain-text lines (`extract_text`): logfmt-style `trace_id=<id>`, `span_id=<id>` (also `key: value`,
 quoted keys or values, the camel-case keys, `trace.id`, `dd.trace_id` decimal) and
@@ -59,6 +63,7 @@ _MAX64 = (1 << 64) - 1
 _MAX_DIGITS = len(str(_MAX64))  # 20
 
 Getter = Callable[[Any], "str | None"]
+Report = Callable[[str, int], None]  # (event, n): how the chain counts what happened
 
 _LHEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
 _LHEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
@@ -330,30 +335,60 @@ def _plan(present: frozenset[str]) -> Plan:
     return plan
 
 
-def _settle(obj: dict[str, Any], canon: str, found: str, source: str) -> str | None:
-    """Write a found id to its canonical key, keeping a malformed value it replaces."""
+def _settle(obj: dict[str, Any], canon: str, found: str | None, source: str,
+            report: Report | None) -> str | None:
+    """Write the found id (or None) to its canonical key. A value there that did not win is not
+    a valid id (the canonical key ranks first): it is set aside, not shipped as an id."""
     if source != canon and canon in obj:
-        # canon ranks first, so if it did not win it holds a malformed value
         old = obj[canon]
-        if old is not None and old != "":
-            original = canon + "_original"
-            if original in obj:
-                return None  # nowhere to keep the old value: leave the record as it is
-            obj[original] = old
-    obj[canon] = found
+        if found is None:
+            del obj[canon]
+        else:
+            obj[canon] = found  # in place: the key keeps its position in the record
+        set_aside(obj, canon, old, report)
+    elif found is not None:
+        obj[canon] = found
     return found
 
 
-def _span(obj: dict[str, Any], getters: tuple[tuple[str, Getter], ...]) -> str | None:
+def set_aside(obj: dict[str, Any], canon: str, old: Any, report: Report | None) -> None:
+    """Keep an invalid `trace_id`/`span_id` value where consumers do not read it as an id:
+    `<canon>_original`, else `log.original.<canon>`; dropped (and reported) only when both are
+    taken or the app's `log` is not an object."""
+    if old is None or old == "":
+        return  # no id written: absent means the same
+    original = canon + "_original"
+    if original not in obj:
+        obj[original] = old
+        event = "_set_aside"
+    else:
+        logd = obj.get("log")
+        if logd is None and "log" not in obj:
+            obj["log"] = logd = {}
+        orig = logd.get("original") if type(logd) is dict else None
+        if type(logd) is dict and orig is None and "original" not in logd:
+            logd["original"] = orig = {}
+        if type(orig) is dict and canon not in orig:
+            orig[canon] = old
+            event = "_set_aside"
+        else:
+            event = "_dropped"
+    if report is not None:
+        report(canon + event, 1)
+
+
+def _span(obj: dict[str, Any], getters: tuple[tuple[str, Getter], ...],
+          report: Report | None) -> str | None:
     for key, get in getters:
         found = get(obj[key])
         if found is not None:
-            return _settle(obj, "span_id", found, key)
-    return None
+            return _settle(obj, "span_id", found, key, report)
+    return _settle(obj, "span_id", None, "", report)
 
 
-def extract_fields(obj: dict[str, Any]) -> tuple[str | None, str | None]:
-    """Find, normalize and set `trace_id`/`span_id` in a parsed JSON log object."""
+def extract_fields(obj: dict[str, Any], report: Report | None = None) -> tuple[str | None, str | None]:
+    """Find, normalize and set `trace_id`/`span_id` in a parsed JSON log object; an invalid value
+    under those keys is set aside (see the module docstring), `report(event, n)` told of it."""
     if _KEYS.isdisjoint(obj):
         return None, None
     t = obj.get("trace_id")
@@ -364,15 +399,16 @@ def extract_fields(obj: dict[str, Any]) -> tuple[str | None, str | None]:
             return t, s
         if _SPAN_KEYS.isdisjoint(obj):
             return t, None
-        return t, _span(obj, _plan_of(obj)[1])
+        return t, _span(obj, _plan_of(obj)[1], report)
     trace_getters, span_getters = _plan_of(obj)
     tid = None
+    source = ""
     for key, get in trace_getters:
-        found = get(obj[key])
-        if found is not None:
-            tid = _settle(obj, "trace_id", found, key)
+        tid = get(obj[key])
+        if tid is not None:
+            source = key
             break
-    return tid, _span(obj, span_getters)
+    return _settle(obj, "trace_id", tid, source, report), _span(obj, span_getters, report)
 
 
 def _plan_of(obj: dict[str, Any]) -> Plan:

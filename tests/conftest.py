@@ -103,6 +103,26 @@ def seq_of(rec: dict) -> int:
     return seq
 
 
+def http_get(port: int, path: str, timeout: float = 5.0) -> bytes:
+    """The body of GET http://127.0.0.1:<port><path>; b"" when there is no answer (yet)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return bytes(r.read())
+    except OSError:
+        return b""
+
+
+def sample_value(exposition: bytes, sample: str) -> float:
+    """The value of one sample (`name` or `name{labels}` as written) in a Prometheus text
+    exposition; 0 when absent."""
+    for line in exposition.decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

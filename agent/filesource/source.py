@@ -344,6 +344,7 @@ class FileSource:
             raise
         except Exception as exc:  # a bug or an I/O error on one file must not stop the others
             self.metrics.event("tailer_failed")
+            self.metrics.internal_error("tailer")  # restarted from its checkpoint by the next scan
             log.exception("%s: tailer failed: %s", tailer.path, exc)
         finally:
             for key, t in list(self.tailing.items()):

@@ -135,7 +135,7 @@ class Supervisor:
             from agent.server import MetricsServer
 
             self.server = MetricsServer(self.s.metrics.listen, self.registry, self.readiness,
-                                        render=self.render_metrics)
+                                        render=self.render_metrics, limits=self.s.metrics)
             try:
                 await self.server.start()
             except OSError as exc:
@@ -330,10 +330,10 @@ class Supervisor:
         return total
 
     def readiness(self) -> tuple[bool, str]:
-        for w in self.workers:
-            if not w.done and not w.ready[0]:
-                return False, f"worker {w.index}: {w.ready[1]}"
-        return True, "ready"
+        """Ready when every running worker is (by its latest report, asked every REPORT_SECS);
+        else each worker that is not, with its reasons (a stalled sink, the data directory)."""
+        why = [f"worker {w.index}: {w.ready[1]}" for w in self.workers if not w.done and not w.ready[0]]
+        return (False, "; ".join(why)) if why else (True, "ready")
 
     async def render_metrics(self) -> bytes:
         """The workers' metrics summed (see `merge`), plus the supervisor's own. Each running

@@ -33,8 +33,8 @@ log = logging.getLogger("tailship.supervisor")
 
 def worker_settings(s: Settings, index: int, workers: int) -> Settings:
     """The settings of worker `index`: its own data directory, its share of the memory limits
-    (shared and per sink), of the disk buffer and of the dead-letter store, no HTTP server of its
-    own (the supervisor serves /metrics)."""
+    (shared and per sink), of the disk buffer, of the dead-letter store and of the file sink's
+    retention, no HTTP server of its own (the supervisor serves /metrics)."""
     w = copy.deepcopy(s)
     w.workers = 1
     w.data_dir = worker_dir(s.data_dir, index, workers)
@@ -46,6 +46,8 @@ def worker_settings(s: Settings, index: int, workers: int) -> Settings:
     for t in w.sink_tables().values():
         if t.memory_limit_bytes:  # a sink's own budget, divided like the shared one it is part of
             t.memory_limit_bytes = max(1, t.memory_limit_bytes // workers)
+        if t.type == "file":  # each worker prunes its own files: its share of the bound
+            t.retention_bytes = t.retention_bytes and max(1, t.retention_bytes // workers)
         if t.type == "file" and not t.path:
             t.path = layout.out_dir(s.data_dir)  # one output directory, files named per worker
     w.metrics.listen = ""

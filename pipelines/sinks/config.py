@@ -3,9 +3,9 @@ built with.
 
 A sink table selects its implementation with `type`; the options of the Kafka and Elasticsearch
 sinks are sub-tables defined beside those sinks (`kafka/config.py`, `elasticsearch/config.py`).
-The file sink's three options stay flat here (`path`, `compression_level`, `rotate_bytes`): that
-is how one-sink configs have always written them. Delivery options (`max_in_flight`, retries,
-`memory_limit_bytes`) apply to whatever the type.
+The file sink's options stay flat here (`path`, `compression_level`, `rotate_bytes`,
+`retention_bytes`, `retention_secs`): that is how one-sink configs have always written them.
+Delivery options (`max_in_flight`, retries, `memory_limit_bytes`) apply to whatever the type.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ class SinkSettings:
     compression_level: int = opt(3, min=1, max=19, help="file sink: zstd level")
     rotate_bytes: int = opt(64 << 20, min=1024,
                             help="file sink: start a new file after this many uncompressed bytes")
+    retention_bytes: int = opt(1 << 30, min=0,
+                               help="file sink: delete the oldest files once they take more than this "
+                                    "on disk (0 = keep everything)")
+    retention_secs: float = opt(0.0, min=0,
+                                help="file sink: delete files last written longer ago than this (0 = off)")
     max_in_flight: int = opt(1, min=1, max=64,
                              help="batches sent concurrently (above 1, batches may arrive out of order)")
     retry_initial_ms: int = opt(100, min=1, help="first retry delay; doubles up to retry_max_ms")

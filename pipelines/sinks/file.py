@@ -10,6 +10,13 @@ A file is never appended to after a failure: every start opens a new file, and s
 attempt after a failed write. A torn frame (crash or full disk mid-write) is therefore always the
 last thing in its file, and `read_ndjson_zst` returns every complete frame before it.
 
+Retention keeps the directory bounded: once this writer's files (those named with its tag) take
+more than `retention_bytes` on disk, or are older than `retention_secs` (by their last write),
+the oldest are deleted, whole, never the file being written; each pass is logged and counted
+(`pruned_files`, `pruned_bytes`, served as tailship_file_sink_pruned_*_total). It runs at start,
+after each rotation and at most once a minute after a write. With several worker processes each
+prunes its own files with its share of `retention_bytes` (`agent.supervisor.worker`).
+
 Encoding, compression (which releases the GIL) and the blocking writes run on one writer thread
 per sink: batches are written in the order `send` was called, the event loop never waits for
 fsync, and `close` cannot close the file under a write that is still running.
@@ -18,6 +25,7 @@ fsync, and `close` cannot close the file under a write that is still running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -28,6 +36,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipelines.codec import ZstdCodec, encode_ndjson, split_frames
+from pipelines.durable import fsync_dir, write_all
 from pipelines.errors import FatalSinkError, RetriableSinkError
 from pipelines.records import Batch
 
@@ -36,13 +45,15 @@ log = logging.getLogger("tailship.sinks.file")
 SUFFIX = ".ndjson.zst"
 _NAME = re.compile(r"tailship-\d{8}T\d{6}-((?:w\d+-)?)(\d+)" + re.escape(SUFFIX))
 T = TypeVar("T")
+PRUNE_EVERY_SECS = 60.0  # retention is checked at least this often while batches are written
 
 
 class FileSink:
     name = "file"
 
     def __init__(self, directory: str, compression_level: int = 3,
-                 rotate_bytes: int = 64 << 20, worker: int | None = None) -> None:
+                 rotate_bytes: int = 64 << 20, worker: int | None = None, *,
+                 retention_bytes: int = 0, retention_secs: float = 0.0) -> None:
         self.dir = Path(directory)
         # worker processes sharing a directory each number their own files: `-w<i>-<seq>`
         self.tag = "" if worker is None else f"w{worker}-"
@@ -55,6 +66,11 @@ class FileSink:
         self._seq = 0
         self._closed = True
         self._ok = True
+        self.retention_bytes = retention_bytes  # 0: no bound
+        self.retention_secs = retention_secs    # 0: no bound
+        self.pruned_files = 0
+        self.pruned_bytes = 0
+        self._pruned_at = 0.0                   # monotonic time of the last retention pass
 
     # -- the Sink interface (event loop) --------------------------------------------------------
 
@@ -99,6 +115,7 @@ class FileSink:
             probe.write_bytes(b"")
             probe.unlink()
             self._seq = max(self._seq, last_seq(self.dir, self.tag))
+            self._prune()
         except OSError as exc:
             raise FatalSinkError(self.name, f"output directory {str(self.dir)!r} is not writable: "
                                  f"{exc.strerror or exc}") from exc
@@ -112,7 +129,7 @@ class FileSink:
             if self._fd is None:
                 self._open_next()
             assert self._fd is not None
-            _write_all(self._fd, frame)
+            write_all(self._fd, frame)
             os.fsync(self._fd)
         except OSError as exc:
             self._ok = False
@@ -124,6 +141,37 @@ class FileSink:
         self._written += len(data)
         if self._written >= self.rotate_bytes:
             self._close_file()  # full: closed now, so readers see it finished; the next batch opens one
+            self._prune()
+        elif time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECS:
+            self._prune()  # files age while nothing rotates
+
+    def _prune(self) -> None:
+        """Delete this writer's oldest files beyond `retention_bytes` or `retention_secs`; a
+        failure is logged, never raised (the batch was written: retention must not refuse it)."""
+        self._pruned_at = time.monotonic()
+        if not (self.retention_bytes or self.retention_secs):
+            return
+        try:
+            doomed = over_retention(self.dir, self.tag, self.retention_bytes, self.retention_secs,
+                                    keep=self.path if self._fd is not None else None)
+        except OSError as exc:
+            log.warning("file sink: cannot list %s for retention: %s", self.dir, exc.strerror or exc)
+            return
+        files = nbytes = 0
+        for path, size in doomed:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("file sink: cannot delete %s (retention): %s", path, exc.strerror or exc)
+                continue
+            files, nbytes = files + 1, nbytes + size
+        if files:
+            self.pruned_files += files
+            self.pruned_bytes += nbytes
+            log.info("file sink: deleted the %d oldest file(s) (%d bytes) in %s (retention_bytes %d, "
+                     "retention_secs %g)", files, nbytes, self.dir, self.retention_bytes, self.retention_secs)
 
     def _open_next(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -136,11 +184,7 @@ class FileSink:
             except FileExistsError:
                 continue  # another writer in the same directory took this name
         self._written = 0
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)  # the new name survives a crash
-        finally:
-            os.close(dfd)
+        fsync_dir(self.dir)  # the new name survives a crash
 
     def _close_file(self) -> None:
         fd, self._fd = self._fd, None
@@ -152,10 +196,30 @@ class FileSink:
             log.warning("file sink: closing %s: %s", self.path, exc.strerror or exc)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+def over_retention(directory: Path, tag: str, max_bytes: int, max_secs: float,
+                   keep: Path | None) -> list[tuple[Path, int]]:
+    """The output files named with `tag` to delete, oldest first, with their sizes: those last
+    written more than `max_secs` ago, then the oldest until the rest (`keep`, the file being
+    written, included and never chosen) take at most `max_bytes` on disk. 0 means no bound."""
+    files = []
+    for name in os.listdir(directory):
+        m = _NAME.fullmatch(name)
+        if m and m.group(1) == tag:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(directory / name)
+                files.append((int(m.group(2)), directory / name, st.st_size, st.st_mtime))
+    files.sort()  # by sequence number: creation order
+    total = sum(size for _, _, size, _ in files)
+    now = time.time()
+    doomed = []
+    for _, path, size, mtime in files:
+        if path == keep:
+            continue
+        old = max_secs > 0 and now - mtime > max_secs
+        if old or (max_bytes > 0 and total > max_bytes):
+            doomed.append((path, size))
+            total -= size
+    return doomed
 
 
 def last_seq(directory: str | os.PathLike[str], tag: str = "") -> int:

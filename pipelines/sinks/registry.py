@@ -35,8 +35,9 @@ def _lazy(module: str, cls: str) -> Any:
 
 def _file(s: SinkSettings, ctx: SinkContext) -> Sink:
     path = s.path or layout.out_dir(ctx.data_dir)
-    sink: Sink = _lazy("pipelines.sinks.file", "FileSink")(path, s.compression_level, s.rotate_bytes,
-                                                           ctx.worker)
+    sink: Sink = _lazy("pipelines.sinks.file", "FileSink")(
+        path, s.compression_level, s.rotate_bytes, ctx.worker,
+        retention_bytes=s.retention_bytes, retention_secs=s.retention_secs)
     return sink
 
 

@@ -104,7 +104,8 @@ async def test_health_and_readiness_follow_the_sink(tmp_path):
             assert asyncio.get_running_loop().time() < deadline, "never became not-ready"
             await asyncio.sleep(0.05)
         code, text = answer
-        assert code == 503 and text.startswith("sink collect failing for "), answer
+        assert code == 503, answer
+        assert text.startswith("sink collect failing: 1 records pending, nothing acknowledged for "), answer
         assert (await status(port, "/healthz"))[0] == 200  # down sink: not ready, still alive
         got = await scrape(port)
         assert got[("tailship_sink_retries_total", (("sink", "collect"),))] >= 3
@@ -132,7 +133,8 @@ def test_port_in_use_is_a_clear_startup_error(tmp_path):
 
 
 @pytest.mark.parametrize("text,expected", [("127.0.0.1:2021", ("127.0.0.1", 2021)), (":9", ("0.0.0.0", 9)),
-                                           ("[::1]:2021", ("::1", 2021))])
+                                           ("[::1]:2021", ("::1", 2021)),
+                                           ("fd00::5:2021", ("fd00::5", 2021))])  # "${POD_IP}:2021", v6
 def test_parse_listen(text: str, expected: Any):
     assert parse_listen(text) == expected
 

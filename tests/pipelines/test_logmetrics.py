@@ -55,7 +55,8 @@ def test_counter_rule_matches_labels_and_overflow():
     assert got[("logs_errors_total", (("http_method", "GET"), ("service", "a")))] == 2
     assert got[("logs_errors_total", (("http_method", ""), ("service", "b")))] == 1
     assert got[("logs_errors_total", (("http_method", OVERFLOW), ("service", OVERFLOW)))] == 1
-    assert got[("tailship_log_metrics_overflow_total", (("metric", "logs_errors_total"),))] == 1
+    assert got[("tailship_log_metrics_overflow_total", (("metric", "logs_errors_total"),
+                                                        ("reason", "max_series")))] == 1
     assert len([k for k in got if k[0] == "logs_errors_total"]) == 3
 
 

@@ -274,20 +274,31 @@ def test_xray_zero_root_rejected():
 
 
 @pytest.mark.parametrize("bad", [
-    "0" * 32, "0" * 16, T[:-1], T + "0", "zz" + T[2:], "not-a-trace", True, False, 1.5, None, [T], {"id": T},
+    "0" * 32, "0" * 16, T[:-1], T + "0", "zz" + T[2:], "not-a-trace", True, False, 1.5, [T], {"id": T},
 ])
-def test_malformed_canonical_trace_id_alone_untouched(bad):
-    """A malformed `trace_id` with no other source is left as it is and reported as None."""
+def test_malformed_canonical_trace_id_alone_set_aside(bad):
+    """A malformed `trace_id` with no other source is never left as the id: it moves to
+    `trace_id_original`, reported, and None is returned."""
     obj = {"msg": "hello", "trace_id": bad}
-    assert extract_fields(obj) == (None, None)
-    assert obj == {"msg": "hello", "trace_id": bad}
+    events: list[str] = []
+    assert extract_fields(obj, lambda e, n: events.append(e)) == (None, None)
+    assert obj == {"msg": "hello", "trace_id_original": bad}
+    assert events == ["trace_id_set_aside"]
 
 
-def test_malformed_canonical_span_id_alone_untouched():
-    """A malformed `span_id` with no other source is left as it is and reported as None."""
+def test_null_canonical_trace_id_alone_removed():
+    """A null `trace_id` carries no id: removed, nothing set aside or reported."""
+    obj = {"msg": "hello", "trace_id": None, "span_id": ""}
+    events: list[str] = []
+    assert extract_fields(obj, lambda e, n: events.append(e)) == (None, None)
+    assert obj == {"msg": "hello"} and events == []
+
+
+def test_malformed_canonical_span_id_alone_set_aside():
+    """A malformed `span_id` beside a normalized `trace_id` moves to `span_id_original`."""
     obj = {"trace_id": T, "span_id": "span-7"}
     assert extract_fields(obj) == (T, None)
-    assert obj == {"trace_id": T, "span_id": "span-7"}
+    assert obj == {"trace_id": T, "span_id_original": "span-7"}
 
 
 def test_malformed_canonical_replaced_by_camel_keeps_original():
@@ -315,13 +326,29 @@ def test_null_or_empty_canonical_simply_replaced(empty):
     assert obj == {"trace_id": T, "span_id": S, "traceparent": TP}
 
 
-def test_original_key_taken_leaves_record_alone():
-    """If `trace_id_original` is already taken, the malformed `trace_id` stays and None is reported."""
+def test_original_key_taken_moves_to_log_original():
+    """If `trace_id_original` is taken too, the malformed value goes under `log.original`, merged
+    into an app's `log` object when there is one."""
     obj = {"trace_id": "bad", "trace_id_original": "older", "traceId": T,
-           "span_id": "bad", "span_id_original": "older", "spanId": S}
-    before = dict(obj)
-    assert extract_fields(obj) == (None, None)
-    assert obj == before
+           "span_id": "bad-span", "span_id_original": "older", "spanId": S, "log": {"logger": "x"}}
+    assert extract_fields(obj) == (T, S)
+    assert obj == {"trace_id": T, "trace_id_original": "older", "traceId": T,
+                   "span_id": S, "span_id_original": "older", "spanId": S,
+                   "log": {"logger": "x", "original": {"trace_id": "bad", "span_id": "bad-span"}}}
+    alone = {"trace_id": "0" * 32, "trace_id_original": "older"}
+    assert extract_fields(alone) == (None, None)
+    assert alone == {"trace_id_original": "older", "log": {"original": {"trace_id": "0" * 32}}}
+
+
+@pytest.mark.parametrize("log", ["a string", None, {"original": "text"}, {"original": {"trace_id": "x"}}])
+def test_every_place_taken_drops_and_reports(log):
+    """With `trace_id_original` and `log.original.trace_id` both unusable, the invalid value is
+    dropped (never shipped as the id) and reported as `trace_id_dropped`; the app's values stay."""
+    obj = {"trace_id": "not-a-trace-id", "trace_id_original": "older", "log": copy.deepcopy(log)}
+    events: list[tuple[str, int]] = []
+    assert extract_fields(obj, lambda e, n: events.append((e, n))) == (None, None)
+    assert obj == {"trace_id_original": "older", "log": log}
+    assert events == [("trace_id_dropped", 1)]
 
 
 def test_uppercase_canonical_lowercased_in_place():
@@ -640,16 +667,23 @@ def test_extract_fields_property(obj):
 @settings(max_examples=400, deadline=None)
 @given(json_objects)
 def test_extract_fields_keeps_other_fields(obj):
-    """extract_fields only ever writes the canonical keys and their `_original` keys."""
+    """extract_fields only ever writes the canonical keys, their `_original` keys and
+    `log.original.<canonical key>`."""
     shallow = dict(obj)
     deep = copy.deepcopy(obj)
     extract_fields(obj)
-    written = {"trace_id", "span_id", "trace_id_original", "span_id_original"}
+    written = {"trace_id", "span_id", "trace_id_original", "span_id_original", "log"}
     for key in shallow:
         if key not in written:
             assert obj[key] is shallow[key]
             assert [obj[key]] == [deep[key]]  # a list compares items by identity first: NaN-safe
     assert set(obj) - set(shallow) <= written
+    if "log" in obj and [obj["log"]] != [deep.get("log")]:  # only log.original.<id> added
+        added = dict(obj["log"]["original"])
+        for k in ("trace_id", "span_id"):
+            if "log" in deep and k in deep["log"].get("original", {}):
+                assert [added.pop(k)] == [deep["log"]["original"][k]]
+        assert set(added) <= {"trace_id", "span_id"}
 
 
 text_keys = st.sampled_from([

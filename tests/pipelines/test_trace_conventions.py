@@ -90,11 +90,11 @@ def test_datadog_decimal_bounds():
     assert extract_fields({"dd.trace_id": str(1 << 64)}) == (None, None)
 
 
-def test_malformed_canonical_left_untouched():
-    """A malformed trace_id with no valid alternative stays as it is."""
+def test_malformed_canonical_without_alternative_set_aside():
+    """A malformed trace_id with no valid alternative is not the id: it moves to trace_id_original."""
     obj = {"trace_id": "not-a-trace", "msg": "x"}
     assert extract_fields(obj) == (None, None)
-    assert obj == {"trace_id": "not-a-trace", "msg": "x"}
+    assert obj == {"trace_id_original": "not-a-trace", "msg": "x"}
 
 
 def test_malformed_canonical_replaced_by_valid_alternative_keeps_original():

@@ -1,7 +1,9 @@
 """The JSON trace extraction as it was before the plan cache and the hex check in C (commit fb1b331).
 
-Kept unchanged as the oracle of tests/pipelines/test_trace_fastpath.py: pipelines.trace must give the same
-ids and leave the same object for every input. Not imported by the agent.
+Kept as the oracle of tests/pipelines/test_trace_fastpath.py: pipelines.trace must give the same
+ids and leave the same object for every input. Not imported by the agent. Changed once since, with
+the schema rule of issue 15 (an invalid value under `trace_id`/`span_id` is always set aside, never
+left as the id): `_settle` calls pipelines.trace.set_aside.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+
+from pipelines.trace import set_aside
 
 ZERO32 = "0" * 32
 ZERO16 = "0" * 16
@@ -263,18 +267,17 @@ def _first_valid(obj: dict[str, Any], keys: set[str] | frozenset[str],
 
 
 def _settle(obj: dict[str, Any], canon: str, found: str | None, source: str) -> str | None:
-    """Write a found id to its canonical key, keeping a malformed value it replaces."""
-    if found is None:
-        return None
+    """Write a found id to its canonical key; a value there that did not win is set aside (the
+    rule is pipelines.trace.set_aside's, shared: this reference checks the finding, not it)."""
     if source != canon and canon in obj:
-        # canon ranks first, so if it did not win it holds a malformed value
         old = obj[canon]
-        if old is not None and old != "":
-            original = canon + "_original"
-            if original in obj:
-                return None  # nowhere to keep the old value: leave the record as it is
-            obj[original] = old
-    obj[canon] = found
+        if found is None:
+            del obj[canon]
+        else:
+            obj[canon] = found
+        set_aside(obj, canon, old, None)
+    elif found is not None:
+        obj[canon] = found
     return found
 
 
