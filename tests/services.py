@@ -41,7 +41,7 @@ def unavailable(msg: str) -> NoReturn:
 def start(name: str) -> dict[str, str]:
     """Start one service (a no-op if it serves already); the TAILSHIP_* variables `env` prints."""
     services("up", name)
-    return dict(re.findall(r"export (\w+)=(\S+)", services("env")))
+    return dict(re.findall(r"export (\w+)=(\S+)", services("env", name)))
 
 
 def kube_call(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
@@ -52,3 +52,17 @@ def kube_call(url: str, method: str = "GET", body: dict[str, Any] | None = None)
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
+
+
+def kill(name: str) -> None:
+    """kill -9 a running service (no grace, its data as it was): `start(name)` brings it back on
+    the same ports."""
+    services("kill", name)
+
+
+def scram_password(user: str, password: str, broker: str = "kafka-strict") -> None:
+    """Create `user` on the broker, or change its SCRAM password (scripts/services scram-user)."""
+    r = subprocess.run([sys.executable, str(SERVICES), "scram-user", broker, user],
+                       input=password + "\n", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert password not in r.stdout + r.stderr

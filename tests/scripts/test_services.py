@@ -189,3 +189,42 @@ def test_run_end_without_a_journal_entry_stops_nothing(svc, tmp_path, brokers):
         r = run(cmd, state=tmp_path / "user", TAILSHIP_SERVICES_RUN=str(journal))
         assert r.returncode == 0, r.stderr
     assert user.poll() is None
+
+
+def test_kafka_strict_is_a_second_broker_with_its_own_ports_and_production_settings(svc, tmp_path):
+    """kafka-strict: its own state dir and ports, no topic auto-creation, SCRAM-SHA-512 only with
+    re-authentication, no SSL; the first broker keeps auto-creation and its mechanisms."""
+    kafka, strict = svc.make("kafka", tmp_path), svc.make("kafka-strict", tmp_path)
+    assert strict.dir == tmp_path / "kafka-strict" and strict.props != kafka.props
+    kp, sp = kafka.configured(), strict.configured()
+    assert set(sp) == {"plaintext", "controller", "sasl"}
+    assert not set(kp.values()) & set(sp.values())
+    props = dict(line.split("=", 1) for line in strict.properties(sp).splitlines()
+                 if "=" in line and not line.startswith("#"))
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert int(props["connections.max.reauth.ms"]) > 0
+    assert "SSL://" not in props["listeners"] and f":{sp['sasl']}" in props["listeners"]
+    first = dict(line.split("=", 1) for line in kafka.properties(kp).splitlines() if "=" in line)
+    assert first["auto.create.topics.enable"] == "true"
+    assert "connections.max.reauth.ms" not in first
+    assert first["sasl.enabled.mechanisms"] == "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+
+
+def test_env_and_start_without_names_mean_the_first_two_all_means_every_one(tmp_path):
+    assert "STRICT" not in run("env", state=tmp_path).stdout
+    out = run("env", "all", state=tmp_path).stdout
+    assert "TAILSHIP_KAFKA_STRICT_BOOTSTRAP=" in out and "TAILSHIP_KAFKA_STRICT_SCRAM_BOOTSTRAP=" in out
+    r = run("env", "kafka-strict", state=tmp_path)
+    assert r.returncode == 0 and "TAILSHIP_KAFKA_BOOTSTRAP=" not in r.stdout
+
+
+def test_scram_user_rejects_what_the_config_file_cannot_carry(tmp_path):
+    """Names and passwords go through a properties value: `,` `=` `[` `]` and line breaks are
+    refused with the reason, before any broker is asked."""
+    r = subprocess.run([sys.executable, str(SERVICES), "scram-user", "kafka-strict", "bob"],
+                       input="a,b\n", capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "TAILSHIP_SERVICES_STATE": str(tmp_path)})
+    assert r.returncode == 1 and "may not contain" in r.stderr
+    r = run("scram-user", "elasticsearch", "bob", state=tmp_path)
+    assert r.returncode == 1 and "usage:" in r.stderr
