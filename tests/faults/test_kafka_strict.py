@@ -87,12 +87,6 @@ def test_topic_missing_for_one_namespace_then_created_and_dead_letters_replayed(
     figures.check()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "credentials refused mid-run by re-authentication are not handled yet (issue 14, sink "
-    "isolation): a connection the broker closes at re-authentication cannot log in again with the "
-    "old password, aiokafka retries it as an unreachable node, the batch waits in the producer "
-    "(/readyz 503 by the watchdog) and sasl_password_file is never read again (none of the rest "
-    "delivered in 45 s after the file was updated, on main f5ed526)"))
 def test_scram_password_changed_on_the_broker_then_in_the_secret_file(strict, tmp_path):
     bootstrap = strict["TAILSHIP_KAFKA_STRICT_BOOTSTRAP"]
     user, topic = f"agent-{uuid.uuid4().hex[:8]}", f"fault-scram-{uuid.uuid4().hex[:8]}"
