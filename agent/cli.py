@@ -29,6 +29,7 @@ from agent.runtime import (
     Summary,
     install_signal_handlers,
     run_loop,
+    uvloop_safe,
 )
 from agent.settings import MetricsSettings, Settings
 from pipelines.errors import ConfigError, TailshipError
@@ -193,7 +194,7 @@ def _run_agent(settings: Settings, *, once: bool, progress: bool, log_level: str
                 ticker.cancel()
 
     try:
-        code = run_loop(go)
+        code = run_loop(go, uvloop_safe(settings, (0, 1)))
     except TailshipError as exc:
         log.error("%s", exc)
         code = EXIT_RUNTIME

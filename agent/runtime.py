@@ -473,11 +473,22 @@ def _delivery_settings(s: Settings, name: str, nsinks: int) -> DeliverySettings:
         memory_limit_bytes=t.memory_limit_bytes or s.batch.memory_limit_bytes // nsinks)
 
 
-def run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run `main` on uvloop (asyncio's own loop where uvloop is missing)."""
+def uvloop_safe(s: Settings, shard: tuple[int, int]) -> bool:
+    """Whether the process of `shard` may run on uvloop. Not the one that scrapes Prometheus
+    targets (worker 0): aiohttp connects through `create_connection(sock=...)`, and uvloop
+    closes that socket's descriptor a second time when the connect is cancelled (a scrape
+    timeout; MagicStack/uvloop#738). The number, reused meanwhile, was seen to be the worker's
+    pipe to the supervisor: its report then went into a socket nobody read, and the worker hung."""
+    return not (s.prometheus_scrape.enabled and shard[0] == 0)
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, int]], use_uvloop: bool = True) -> int:
+    """Run `main` on uvloop (asyncio's own loop where uvloop is missing or not wanted)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        use_uvloop = False
+    if not use_uvloop:
         return asyncio.run(main())
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main())

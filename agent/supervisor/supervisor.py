@@ -375,5 +375,9 @@ def run_supervisor(settings: Settings, workers: int, *, once: bool, log_level: s
             if ticker is not None:
                 ticker.cancel()
 
-    code = run_loop(go)
+    # asyncio's own loop, not uvloop: the supervisor serves /metrics to clients that come and go
+    # (aborted, timed out) beside the pipes to its workers, and uvloop can close a descriptor a
+    # second time (MagicStack/uvloop#738): a worker's pipe number, reused by a client socket, left
+    # that worker's reports unread and the worker hung in its send. Its load is small either way.
+    code = run_loop(go, use_uvloop=False)
     return code, sup.summary()

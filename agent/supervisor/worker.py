@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from prometheus_client import generate_latest
 
 from agent import logs
-from agent.runtime import EXIT_RUNTIME, install_signal_handlers, run_loop
+from agent.runtime import EXIT_RUNTIME, install_signal_handlers, run_loop, uvloop_safe
 from agent.settings import Settings
 from agent.supervisor.exposition import RunTotals
 from pipelines import layout
@@ -109,7 +109,7 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
             loop.remove_reader(conn.fileno())
 
     try:
-        code = run_loop(go)
+        code = run_loop(go, uvloop_safe(ws, (index, workers)))
     except TailshipError as exc:
         log.error("%s", exc)
         code = EXIT_RUNTIME
