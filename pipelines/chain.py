@@ -404,6 +404,12 @@ class FileProcessor:
             rec["host"] = self._host
         if self.spec.observe is not None:
             self.spec.observe(rec, tid)
+        return self._append(seg, rec, off, tid, sid)
+
+    def _append(self, seg: Segment, rec: dict[str, Any], off: int, tid: str | None,
+                sid: str | None) -> int:
+        """Route, encode and add `rec` to `seg`; its size. The route mask is appended after the
+        encode, so a record that fails to encode never misaligns the masks."""
         sinks = self._route(rec) if self._route is not None else 0
         b = self._dump(rec)
         if self._route is not None:
@@ -451,15 +457,7 @@ class FileProcessor:
                       "flags": flag_names(flags | UNPARSABLE | self._xflags)}
         if self._host is not None:
             rec["host"] = self._host
-        sinks = self._route(rec) if self._route is not None else 0
-        b = self._dump(rec)
-        if self._route is not None:
-            seg.routes.append(sinks)  # type: ignore[union-attr]
-        seg.records.append(b)
-        seg.offsets.append(off)
-        seg.trace_ids.append(None)
-        seg.span_ids.append(None)
-        return len(b)
+        return self._append(seg, rec, off, None, None)
 
     def _inherit(self, stream: str | None, ts: str) -> tuple[str | None, str | None]:
         prev = self._last.get(stream)
