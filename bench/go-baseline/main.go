@@ -1,20 +1,18 @@
 // Command go-baseline does tailship's job in Go, for the benchmark: tail container log files
-// (docker json-file or CRI, split lines joined), parse the JSON payload, find and normalize the
-// trace id, add kubernetes metadata from the kubelet file name, batch, and ship to Kafka
-// (franz-go: zstd, acks=all, idempotent, key = trace id) or count and discard (null).
+// (docker json-file, CRI or plain text; split lines joined), parse the JSON payload once, find
+// and normalize trace and span ids, keep app keys apart from the agent's, add kubernetes
+// metadata from the kubelet file names, batch, ship to Kafka (franz-go: zstd, acks=all,
+// idempotent, key = trace id, tailship's headers), stdout or null, and move per-file
+// checkpoints only past acknowledged records (-data DIR). See README.md.
 //
-// Design (see README.md): one reader goroutine per file reads 1 MiB chunks and cuts them at the
-// last newline; chunks are parsed by a pool of GOMAXPROCS workers; each file's results are
-// emitted in chunk order through a queue of per-chunk result channels, so a file's records
-// keep their order. Buffers come from sync.Pools; parsing uses fastjson (no reflection, parser
-// reuse); output records are the payload's own bytes with the agent's fields appended before
-// the closing brace (no re-encoding of the app's fields).
+// Design: one goroutine per file reads 1 MiB chunks into one reused buffer, decodes and builds
+// the chunk's records into one arena (proc.go) and hands them, in order, through a bounded
+// queue to the batcher, which hands batches to the sink; acknowledgements move checkpoints in
+// hand-over order (checkpoint.go). Files are followed with fsnotify, polling as the fallback.
 package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -22,7 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,750 +28,463 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/valyala/fastjson"
+	"github.com/fsnotify/fsnotify"
 )
 
 const chunkSize = 1 << 20
-
-// pollInterval: the wait at end of file before looking again (-poll; tailship's
-// source.poll_interval_ms, 250 ms by default).
-var pollInterval = 250 * time.Millisecond
-
-type record struct {
-	value   []byte
-	traceID string
-	// for trace inheritance by stack-trace lines, done in order by the emitter
-	stream string
-	ts     string
-	cont   bool // a plain-text continuation line without a trace id of its own
-	file   *meta
-}
 
 type stats struct {
 	lines, records, bytesRead, acked, failed atomic.Int64
 }
 
-var (
-	st       stats
-	host, _  = os.Hostname()
-	parsers  fastjson.ParserPool
-	chunkBuf = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
-)
+var st stats
 
-type output interface {
-	send(recs []record)
-	flush()
+var readBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+type config struct {
+	includes   string
+	once       bool
+	batch      int
+	batchBytes int
+	linger     time.Duration
+	poll       time.Duration
+	maxLine    int
+	window     float64
 }
 
-type nullOut struct{}
-
-func (nullOut) send(recs []record) { st.acked.Add(int64(len(recs))) }
-func (nullOut) flush()             {}
-
-// stdoutOut writes the records as NDJSON (for comparing outputs with tailship's).
-type stdoutOut struct{ w *bufio.Writer }
-
-func (o stdoutOut) send(recs []record) {
-	for _, r := range recs {
-		o.w.Write(r.value)
-		o.w.WriteByte('\n')
-	}
-	st.acked.Add(int64(len(recs)))
-}
-func (o stdoutOut) flush() { o.w.Flush() }
-
-type kafkaOut struct {
-	cl    *kgo.Client
-	topic string
+// chunkOut: a chunk's records and the checkpoint they allow once acknowledged.
+type chunkOut struct {
+	recs   []rec
+	commit *commit
 }
 
-func newKafka(url string) (*kafkaOut, error) {
-	rest := strings.TrimPrefix(url, "kafka://")
-	hosts, topic, ok := strings.Cut(rest, "/")
-	if !ok || topic == "" {
-		return nil, fmt.Errorf("kafka URL needs brokers and a topic: %q", url)
-	}
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(strings.Split(hosts, ",")...),
-		kgo.ProducerBatchCompression(kgo.ZstdCompression().WithLevel(1)), // tailship's compression_level
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20),
-		kgo.MaxBufferedRecords(200000),
-		kgo.MaxBufferedBytes(64<<20),                         // tailship's batch.memory_limit_bytes
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // murmur2 of the key, like Java's
-		kgo.AllowAutoTopicCreation(),
-	)
-	if err != nil {
-		return nil, err
-	}
-	return &kafkaOut{cl: cl, topic: topic}, nil
-}
-
-func (k *kafkaOut) send(recs []record) {
-	for _, r := range recs {
-		rec := &kgo.Record{Topic: k.topic, Value: r.value}
-		if r.traceID != "" {
-			rec.Key = []byte(r.traceID)
-		}
-		k.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
-			if err != nil {
-				if st.failed.Add(1) == 1 {
-					fmt.Fprintln(os.Stderr, "go-baseline: produce failed:", err)
-				}
-				return
-			}
-			st.acked.Add(1)
-		})
-	}
-}
-
-func (k *kafkaOut) flush() {
-	_ = k.cl.Flush(context.Background())
-	k.cl.Close()
-}
-
-// ---------------------------------------------------------------------------------------------
-
-type meta struct {
-	path    string
-	k8sJSON []byte // ,"kubernetes":{...} or empty
-}
-
-// fileMeta: kubernetes fields from the kubelet's names, like tailship's: the
-// /var/log/containers link name (pod, namespace, container, container id) and its target under
-// /var/log/pods/<namespace>_<pod>_<uid>/<container>/N.log (the pod uid).
-func fileMeta(path string) meta {
-	m := meta{path: path}
-	k := map[string]string{}
-	name := strings.TrimSuffix(filepath.Base(path), ".log")
-	parts := strings.SplitN(name, "_", 3)
-	if len(parts) == 3 {
-		i := strings.LastIndexByte(parts[2], '-')
-		if i > 0 {
-			k["namespace"], k["pod"], k["container"], k["container_id"] = parts[1], parts[0], parts[2][:i], parts[2][i+1:]
-		}
-	}
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		podDir := filepath.Base(filepath.Dir(filepath.Dir(real)))
-		if p := strings.SplitN(podDir, "_", 3); len(p) == 3 {
-			k["pod_uid"] = p[2]
-			if _, ok := k["namespace"]; !ok {
-				k["namespace"], k["pod"], k["container"] = p[0], p[1], filepath.Base(filepath.Dir(real))
-			}
-		}
-	}
-	if len(k) > 0 {
-		j, _ := json.Marshal(k)
-		m.k8sJSON = append([]byte(`,"kubernetes":`), j...)
-	}
-	return m
-}
-
-// decoder holds a file's partial-line joins across chunks (docker 16 KiB splits, CRI P lines).
-type decoder struct {
-	format    byte // 'd' docker, 'c' cri
-	partial   []byte
-	partialTS string // a joined line carries its first piece's timestamp
-	partialAt int64  // and offset
-}
-
-var hexDigits = "0123456789abcdef"
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
-func normHex(s string, n int) string {
-	if len(s) == 16 && n == 32 {
-		s = "0000000000000000" + s
-	}
-	if len(s) != n || !isHex(s) || strings.Trim(s, "0") == "" {
-		return ""
-	}
-	return strings.ToLower(s)
-}
-
-func traceID(v *fastjson.Value) string {
-	for _, k := range []string{"trace_id", "traceId", "traceID", "TraceId", "trace.id", "X-B3-TraceId"} {
-		if s := v.GetStringBytes(k); s != nil {
-			if t := normHex(string(s), 32); t != "" {
-				return t
-			}
-		}
-	}
-	if s := v.GetStringBytes("trace", "id"); s != nil {
-		if t := normHex(string(s), 32); t != "" {
-			return t
-		}
-	}
-	if s := v.GetStringBytes("traceparent"); s != nil {
-		p := strings.Split(string(s), "-")
-		if len(p) == 4 {
-			if t := normHex(p[1], 32); t != "" {
-				return t
-			}
-		}
-	}
-	if s := v.GetStringBytes("logging.googleapis.com/trace"); s != nil {
-		str := string(s)
-		if i := strings.LastIndexByte(str, '/'); i >= 0 {
-			if t := normHex(str[i+1:], 32); t != "" {
-				return t
-			}
-		}
-	}
-	for _, k := range []string{"dd.trace_id"} {
-		if x := v.Get(k); x != nil {
-			var d uint64
-			var err error
-			if x.Type() == fastjson.TypeString {
-				d, err = strconv.ParseUint(string(x.GetStringBytes()), 10, 64)
-			} else {
-				d, err = x.Uint64()
-			}
-			if err == nil && d != 0 {
-				b := make([]byte, 32)
-				for i := range b {
-					b[i] = '0'
-				}
-				for i := 31; d > 0; i-- {
-					b[i] = hexDigits[d&15]
-					d >>= 4
-				}
-				return string(b)
-			}
-		}
-	}
-	return ""
-}
-
-// textKeys: trace-id keys in plain text (logfmt `key=value`, `key: value`), by priority.
-var textKeys = []struct {
-	key  string
-	rank int
-}{{"trace_id", 0}, {"traceId", 1}, {"traceID", 1}, {"TraceId", 1}, {"trace.id", 2}, {"traceparent", 3}, {"dd.trace_id", 4}}
-
-func isWordByte(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '.' || c == '-'
-}
-
-func isValByte(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-'
-}
-
-// textValue: the value after `key` at msg[i:], or "" (`key["']?\s*[=:]\s*["']?value`, not
-// followed by `=`/`:`).
-func textValue(msg string, j int) string {
-	if j < len(msg) && (msg[j] == '"' || msg[j] == '\'') {
-		j++
-	}
-	for j < len(msg) && (msg[j] == ' ' || msg[j] == '\t') {
-		j++
-	}
-	if j >= len(msg) || (msg[j] != '=' && msg[j] != ':') {
-		return ""
-	}
-	j++
-	for j < len(msg) && (msg[j] == ' ' || msg[j] == '\t') {
-		j++
-	}
-	if j < len(msg) && (msg[j] == '"' || msg[j] == '\'') {
-		j++
-	}
-	k := j
-	for k < len(msg) && isValByte(msg[k]) {
-		k++
-	}
-	if k == j || (k < len(msg) && (msg[k] == '=' || msg[k] == ':')) {
-		return ""
-	}
-	return msg[j:k]
-}
-
-func decimalTrace(s string) string {
-	d, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || d == 0 {
-		return ""
-	}
-	b := []byte("00000000000000000000000000000000")
-	for i := 31; d > 0; i-- {
-		b[i] = hexDigits[d&15]
-		d >>= 4
-	}
-	return string(b)
-}
-
-// textTrace finds a trace id written into a plain-text line, as tailship's extract_text does.
-func textTrace(msg string) string {
-	if !strings.Contains(msg, "race") {
-		return ""
-	}
-	best, bestRank := "", 99
-	for _, tk := range textKeys {
-		if tk.rank >= bestRank {
-			continue
-		}
-		for from := 0; ; {
-			i := strings.Index(msg[from:], tk.key)
-			if i < 0 {
-				break
-			}
-			i += from
-			from = i + len(tk.key)
-			if i > 0 && isWordByte(msg[i-1]) {
-				continue
-			}
-			v := textValue(msg, from)
-			if v == "" {
-				continue
-			}
-			var t string
-			switch tk.key {
-			case "traceparent":
-				if p := strings.Split(v, "-"); len(p) == 4 {
-					t = normHex(p[1], 32)
-				}
-			case "dd.trace_id":
-				t = decimalTrace(v)
-			default:
-				t = normHex(v, 32)
-			}
-			if t != "" {
-				best, bestRank = t, tk.rank
-				break
-			}
-		}
-	}
-	return best
-}
-
-var contPrefixes = []string{"Caused by:", "Suppressed:", "Traceback (most recent call last):", "File \"",
-	"During handling of the above exception", "The above exception was the direct cause",
-	"created by ", "panic: ", "[signal ", "at ", "... ", "goroutine "}
-
-// isContinuation: a stack-trace line that belongs to the record before it (indented, or a
-// Java/Python/Go frame or exception line).
-func isContinuation(msg string) bool {
-	if msg == "" {
-		return false
-	}
-	if msg[0] == ' ' || msg[0] == '\t' {
-		return strings.TrimSpace(msg) != ""
-	}
-	for _, p := range contPrefixes {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	// `SomeError: msg`, `java.lang.IllegalStateException: msg`
-	if i := strings.IndexAny(msg, ": "); i > 0 && msg[i] == ':' {
-		head := msg[:i]
-		return strings.HasSuffix(head, "Error") || strings.HasSuffix(head, "Exception")
-	}
-	return false
-}
-
-// process one payload (a log line's message) into a record
-func build(p *fastjson.Parser, payload []byte, ts, stream string, offset int64, m *meta) record {
-	var out []byte
-	tid := ""
-	trimmed := bytes.TrimRight(payload, " \r\n")
-	if len(trimmed) > 1 && trimmed[0] == '{' {
-		if v, err := p.ParseBytes(trimmed); err == nil && v.Type() == fastjson.TypeObject {
-			tid = traceID(v)
-			out = make([]byte, 0, len(trimmed)+256+len(m.k8sJSON))
-			out = append(out, trimmed[:len(trimmed)-1]...)
-			if len(trimmed) > 2 {
-				out = append(out, ',')
-			}
-			if tid != "" && string(v.GetStringBytes("trace_id")) != tid {
-				out = append(out, `"trace_id":"`...)
-				out = append(out, tid...)
-				out = append(out, `",`...)
-			}
-		}
-	}
-	cont := false
-	if out == nil {
-		text := string(trimmed)
-		msg, _ := json.Marshal(text)
-		out = make([]byte, 0, len(msg)+256+len(m.k8sJSON))
-		out = append(out, `{"message":`...)
-		out = append(out, msg...)
-		out = append(out, ',')
-		tid = textTrace(text)
-		if tid != "" {
-			out = append(out, `"trace_id":"`...)
-			out = append(out, tid...)
-			out = append(out, `",`...)
-		} else {
-			cont = isContinuation(text)
-		}
-	}
-	out = append(out, `"@timestamp":"`...)
-	out = append(out, ts...)
-	out = append(out, `","stream":"`...)
-	out = append(out, stream...)
-	out = append(out, '"')
-	out = append(out, m.k8sJSON...)
-	out = append(out, `,"log":{"file":{"path":`...)
-	pj, _ := json.Marshal(m.path)
-	out = append(out, pj...)
-	out = append(out, `},"offset":`...)
-	out = strconv.AppendInt(out, offset, 10)
-	out = append(out, `},"host":{"name":"`...)
-	out = append(out, host...)
-	out = append(out, `"}}`...)
-	return record{value: out, traceID: tid, stream: stream, ts: ts, cont: cont, file: m}
-}
-
-type dockerLine struct {
-	Log    string `json:"log"`
-	Stream string `json:"stream"`
-	Time   string `json:"time"`
-}
-
-// parse decodes the lines of one chunk. Partial joins stay in the per-file decoder, which only
-// the file's emitter touches (see reader): parse workers get complete entries.
-type entry struct {
-	payload []byte
-	ts      string
-	stream  string
-	offset  int64
-}
-
-func decode(d *decoder, p *fastjson.Parser, lines [][]byte, offset int64) []entry {
-	out := make([]entry, 0, len(lines))
-	for _, ln := range lines {
-		lineOff := offset
-		offset += int64(len(ln)) + 1
-		if len(ln) == 0 {
-			continue
-		}
-		if d.format == 0 {
-			if ln[0] == '{' {
-				d.format = 'd'
-			} else {
-				d.format = 'c'
-			}
-		}
-		if d.format == 'd' {
-			v, err := p.ParseBytes(ln)
-			if err != nil {
-				out = append(out, entry{payload: ln, offset: lineOff})
-				continue
-			}
-			msg := v.GetStringBytes("log")
-			ts, stream := string(v.GetStringBytes("time")), string(v.GetStringBytes("stream"))
-			if len(msg) > 0 && msg[len(msg)-1] == '\n' {
-				if d.partial != nil {
-					msg = append(d.partial, msg...)
-					d.partial = nil
-					ts, lineOff = d.partialTS, d.partialAt
-				}
-				out = append(out, entry{payload: append([]byte(nil), msg...), ts: ts, stream: stream, offset: lineOff})
-			} else {
-				if d.partial == nil {
-					d.partialTS, d.partialAt = ts, lineOff
-				}
-				d.partial = append(d.partial, msg...)
-			}
-			continue
-		}
-		// CRI: <ts> <stream> <P|F> <msg>
-		f := bytes.SplitN(ln, []byte{' '}, 4)
-		if len(f) < 4 {
-			out = append(out, entry{payload: ln, offset: lineOff})
-			continue
-		}
-		if len(f[2]) == 1 && f[2][0] == 'P' {
-			if d.partial == nil {
-				d.partialTS, d.partialAt = string(f[0]), lineOff
-			}
-			d.partial = append(d.partial, f[3]...)
-			continue
-		}
-		msg, ts := f[3], string(f[0])
-		if d.partial != nil {
-			msg = append(d.partial, msg...)
-			d.partial = nil
-			ts, lineOff = d.partialTS, d.partialAt
-		}
-		out = append(out, entry{payload: msg, ts: ts, stream: string(f[1]), offset: lineOff})
-	}
-	return out
-}
-
-type work struct {
-	entries []entry
-	meta    *meta
-	out     chan []record
-}
-
-func worker(jobs <-chan work) {
-	for w := range jobs {
-		p := parsers.Get()
-		recs := make([]record, len(w.entries))
-		for i, e := range w.entries {
-			recs[i] = build(p, e.payload, e.ts, e.stream, e.offset, w.meta)
-		}
-		parsers.Put(p)
-		w.out <- recs
-	}
-}
-
-// reader tails one file: reads chunks, decodes envelopes (sequentially: joins span lines),
-// hands payload parsing to the pool and emits results in order.
-// Following, at end of file it checks whether the path still names the open file: after a
-// rotation (rename + create, as the kubelet does) or a delete it reads the old file to its end,
-// lets it go and asks for a rescan, which picks up the new file at once.
-func reader(path string, f *os.File, follow bool, stop <-chan struct{}, rescan chan<- struct{}, jobs chan<- work, emit chan<- chan []record, wg *sync.WaitGroup, done func()) {
-	defer wg.Done()
-	defer done() // after the close: the inode may be reused by a new file from then on
-	defer f.Close()
-	opened, _ := f.Stat()
-	draining := false
-	m := fileMeta(path)
-	d := &decoder{}
-	p := parsers.Get()
-	defer parsers.Put(p)
-	var rest []byte
-	var offset int64
-	bufp := chunkBuf.Get().(*[]byte)
-	defer chunkBuf.Put(bufp)
-	for {
-		n, err := f.Read(*bufp)
-		if n > 0 {
-			st.bytesRead.Add(int64(n))
-			data := append(rest, (*bufp)[:n]...)
-			cut := bytes.LastIndexByte(data, '\n')
-			if cut < 0 {
-				rest = data
-				continue
-			}
-			lines := bytes.Split(data[:cut], []byte{'\n'})
-			st.lines.Add(int64(len(lines)))
-			entries := decode(d, p, lines, offset)
-			offset += int64(cut + 1)
-			rest = append([]byte(nil), data[cut+1:]...)
-			if len(entries) > 0 {
-				ch := make(chan []record, 1)
-				emit <- ch
-				jobs <- work{entries: entries, meta: &m, out: ch}
-			}
-			continue
-		}
-		if err != nil && err != io.EOF {
-			return
-		}
-		if !follow || draining {
-			return
-		}
-		if now, err := os.Stat(path); err != nil || !os.SameFile(opened, now) {
-			draining = true // one more pass to the end of the old file
-			select {
-			case rescan <- struct{}{}:
-			default:
-			}
-			continue
-		}
-		select {
-		case <-stop:
-			return
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
-type streamKey struct {
-	file   *meta
-	stream string
-}
-
-type lastTrace struct {
-	traceID string
-	ts      string
-}
-
-func epoch(ts string) (float64, bool) {
-	t, err := time.Parse(time.RFC3339Nano, ts)
-	if err != nil {
-		return 0, false
-	}
-	return float64(t.UnixNano()) / 1e9, true
-}
-
-// inherit gives a stack-trace line without a trace id of its own the trace id of the record
-// before it in the same file and stream, written at most 1 s earlier (tailship's
-// trace.inherit_window_ms), in file order (the emitter sees each file's records in order).
-func inherit(recs []record, last map[streamKey]lastTrace) {
-	for i := range recs {
-		r := &recs[i]
-		k := streamKey{r.file, r.stream}
-		if r.traceID != "" || !r.cont {
-			last[k] = lastTrace{r.traceID, r.ts}
-			continue
-		}
-		prev, ok := last[k]
-		if !ok || prev.traceID == "" {
-			continue
-		}
-		t0, ok0 := epoch(prev.ts)
-		t1, ok1 := epoch(r.ts)
-		if !ok0 || !ok1 || t1-t0 < 0 || t1-t0 > 1 {
-			continue
-		}
-		v := r.value[:len(r.value)-1] // before the closing brace
-		v = append(v, `,"trace_id":"`...)
-		v = append(v, prev.traceID...)
-		r.value = append(v, `"}`...)
-		r.traceID = prev.traceID
-	}
+type agent struct {
+	cfg     config
+	ck      *checkpoints
+	emit    chan chunkOut
+	stop    chan struct{}
+	rescan  chan struct{}
+	watcher *fsnotify.Watcher
+	wakeMu  sync.Mutex
+	wakes   map[string]chan struct{} // real path -> its reader's wake-up
+	watched map[string]bool
 }
 
 func main() {
-	var includes, to string
-	var once bool
-	var batch int
-	flag.StringVar(&includes, "include", "", "comma-separated glob patterns")
-	flag.StringVar(&to, "to", "null", "null | stdout | kafka://HOST:PORT/TOPIC")
-	flag.BoolVar(&once, "once", false, "read the files to their end, ship, exit")
-	flag.IntVar(&batch, "batch", 2000, "records handed to the output at once")
-	flag.DurationVar(&pollInterval, "poll", pollInterval, "wait at end of file before looking again")
-	var linger time.Duration
-	flag.DurationVar(&linger, "linger", 200*time.Millisecond, "longest wait before a partial batch is handed over")
+	var cfg config
+	var to, dataDir, memlimit string
+	var ks kafkaSettings
+	var ckInterval time.Duration
+	flag.StringVar(&cfg.includes, "include", "", "comma-separated glob patterns")
+	flag.StringVar(&to, "to", "null", "null | stdout | kafka://HOST:PORT[,HOST:PORT]/TOPIC")
+	flag.BoolVar(&cfg.once, "once", false, "read the files to their end, ship, exit")
+	flag.IntVar(&cfg.batch, "batch", 2000, "records handed to the output at once (tailship's batch.max_records)")
+	flag.IntVar(&cfg.batchBytes, "batch-bytes", 2<<20, "bytes handed to the output at once (tailship's batch.max_bytes)")
+	flag.DurationVar(&cfg.linger, "linger", 200*time.Millisecond, "longest wait before a partial batch is handed over")
+	flag.DurationVar(&cfg.poll, "poll", 250*time.Millisecond, "wait at end of file before looking again when fsnotify says nothing")
+	flag.IntVar(&cfg.maxLine, "max-line-bytes", 1<<20, "longer joined lines are truncated (tailship's source.max_line_bytes)")
+	flag.Float64Var(&cfg.window, "inherit-window", 1.0, "seconds within which a stack-trace line inherits the ids before it")
+	flag.StringVar(&dataDir, "data", "", "checkpoint directory (none: no checkpoints)")
+	flag.DurationVar(&ckInterval, "checkpoint-interval", 200*time.Millisecond, "checkpoints are persisted after acks, at most this often")
+	flag.StringVar(&memlimit, "memlimit", "256MiB", "Go soft memory limit (GOMEMLIMIT), e.g. 256MiB; 0: none; ignored when GOMEMLIMIT is set")
+	flag.DurationVar(&ks.linger, "kafka-linger", 5*time.Millisecond, "producer linger (tailship's Kafka linger_ms)")
+	flag.IntVar(&ks.batchBytes, "kafka-batch-bytes", 1<<20, "largest record batch (tailship's Kafka max_batch_bytes)")
+	flag.IntVar(&ks.level, "compression-level", 1, "zstd level (tailship's Kafka compression_level)")
+	flag.IntVar(&ks.maxInflight, "max-inflight", 0, "produce requests in flight per broker; 0: franz-go's idempotent default (5); N>0 turns idempotence off")
+	flag.IntVar(&ks.maxBuffered, "kafka-max-buffered-records", 100000, "records the producer buffers before Produce blocks")
+	flag.IntVar(&ks.bufferBytes, "kafka-max-buffered-bytes", 64<<20, "bytes the producer buffers before Produce blocks (tailship's batch.memory_limit_bytes)")
 	flag.Parse()
+
+	if os.Getenv("GOMEMLIMIT") == "" && memlimit != "0" {
+		n, err := parseSize(memlimit)
+		if err != nil {
+			fatal(fmt.Errorf("-memlimit: %w", err))
+		}
+		debug.SetMemoryLimit(n)
+	}
 	var out output = nullOut{}
 	summaryTo := os.Stdout
-	if to == "stdout" {
+	switch {
+	case to == "stdout":
 		out = stdoutOut{bufio.NewWriterSize(os.Stdout, 1<<20)}
 		summaryTo = os.Stderr
-	}
-	if strings.HasPrefix(to, "kafka://") {
-		k, err := newKafka(to)
+	case strings.HasPrefix(to, "kafka://"):
+		k, err := newKafka(to, ks)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "go-baseline:", err)
-			os.Exit(3)
+			fatal(err)
 		}
 		out = k
+	case to != "null":
+		fatal(fmt.Errorf("-to: expected null, stdout or kafka://HOST:PORT/TOPIC, got %q", to))
+	}
+	a := &agent{cfg: cfg, emit: make(chan chunkOut, 4), stop: make(chan struct{}),
+		rescan: make(chan struct{}, 1), wakes: map[string]chan struct{}{}, watched: map[string]bool{}}
+	tr := &tracker{}
+	ckDone := make(chan struct{})
+	ckStop := make(chan struct{})
+	if dataDir != "" {
+		ck, err := openCheckpoints(dataDir, ckInterval)
+		if err != nil {
+			fatal(fmt.Errorf("-data %s: %w", dataDir, err))
+		}
+		a.ck, tr.ck = ck, ck
+		go ck.run(ckStop, ckDone)
+	} else {
+		close(ckDone)
 	}
 	start := time.Now()
-	stop := make(chan struct{})
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	go func() { <-sig; close(stop) }()
+	go func() { <-sig; close(a.stop) }()
 
-	jobs := make(chan work, 4*runtime.GOMAXPROCS(0))
-	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
-		go worker(jobs)
+	batcherDone := make(chan struct{})
+	go a.batcher(out, tr, batcherDone)
+
+	if !cfg.once {
+		a.startWatcher()
 	}
-	emit := make(chan chan []record, 64) // results in file-chunk order (across files: arrival order)
-	done := make(chan struct{})
-	go func() {
-		// A batch goes out at `batch` records or `linger` after its first record, like tailship's
-		// [batch] max_records / linger_ms (a following agent must not sit on a partial batch).
-		pending := make([]record, 0, batch)
-		last := map[streamKey]lastTrace{}
-		var deadline <-chan time.Time
-		flush := func() {
-			if len(pending) > 0 {
-				out.send(pending)
-				pending = make([]record, 0, batch)
-			}
-			deadline = nil
-		}
-	emitLoop:
-		for {
-			select {
-			case ch, ok := <-emit:
-				if !ok {
-					break emitLoop
-				}
-				recs := <-ch
-				st.records.Add(int64(len(recs)))
-				inherit(recs, last)
-				if len(pending) == 0 && len(recs) > 0 {
-					deadline = time.After(linger)
-				}
-				pending = append(pending, recs...)
-				if len(pending) >= batch {
-					flush()
-				}
-			case <-deadline:
-				flush()
-			}
-		}
-		flush()
-		out.flush()
-		close(done)
-	}()
-
 	var wg sync.WaitGroup
 	type fileID struct{ dev, ino uint64 }
 	var seenMu sync.Mutex
-	seen := map[fileID]bool{} // files being read: a new file at a rotated path is a new file, and
-	// an inode is forgotten when its reader let go, so a new file reusing it is read too
-	rescan := make(chan struct{}, 1)
+	seen := map[fileID]bool{} // files being read; an inode is forgotten when its reader lets go
 	scan := func() {
 		seenMu.Lock()
 		defer seenMu.Unlock()
-		for _, pat := range strings.Split(includes, ",") {
+		for _, pat := range strings.Split(cfg.includes, ",") {
 			matches, _ := filepath.Glob(pat)
 			for _, path := range matches {
 				f, err := os.Open(path)
 				if err != nil {
 					continue
 				}
-				var sys *syscall.Stat_t
 				fi, err := f.Stat()
+				var sys *syscall.Stat_t
 				if err == nil {
 					sys, _ = fi.Sys().(*syscall.Stat_t)
 				}
-				if sys == nil || seen[fileID{uint64(sys.Dev), sys.Ino}] {
+				if sys == nil || seen[fileID{uint64(sys.Dev), sys.Ino}] || !fi.Mode().IsRegular() {
 					f.Close()
 					continue
 				}
 				id := fileID{uint64(sys.Dev), sys.Ino}
 				seen[id] = true
 				wg.Add(1)
-				go reader(path, f, !once, stop, rescan, jobs, emit, &wg, func() {
+				go func() {
+					defer wg.Done()
+					a.read(path, f, uint64(sys.Dev), sys.Ino)
 					seenMu.Lock()
 					delete(seen, id)
 					seenMu.Unlock()
-				})
+				}()
 			}
 		}
 	}
 	scan()
-	if !once {
+	if !cfg.once {
 		tick := time.NewTicker(time.Second)
 	loop:
 		for {
 			select {
-			case <-stop:
+			case <-a.stop:
 				break loop
 			case <-tick.C:
 				scan()
-			case <-rescan:
+			case <-a.rescan:
 				scan()
 			}
 		}
 		tick.Stop()
 	}
 	wg.Wait()
-	close(emit)
-	<-done
+	close(a.emit)
+	<-batcherDone
+	out.close()
+	close(ckStop)
+	<-ckDone
 	summary, _ := json.Marshal(map[string]any{
 		"lines": st.lines.Load(), "records": st.records.Load(), "bytes": st.bytesRead.Load(),
 		"acked": st.acked.Load(), "failed": st.failed.Load(), "elapsed_s": time.Since(start).Seconds(),
 	})
 	fmt.Fprintln(summaryTo, string(summary))
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "go-baseline:", err)
+	os.Exit(3)
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("expected a size like 256MiB, got %q", s)
+	}
+	return n * mult, nil
+}
+
+// batcher: batches close at -batch records, -batch-bytes bytes, or -linger after their first
+// record (tailship's [batch] max_records, max_bytes, linger_ms); each goes to the sink whole.
+func (a *agent) batcher(out output, tr *tracker, done chan<- struct{}) {
+	defer close(done)
+	var pending []rec
+	var commits []commit
+	nbytes := 0
+	var deadline <-chan time.Time
+	var timer *time.Timer
+	flush := func() {
+		if len(pending) > 0 || len(commits) > 0 {
+			b := &batch{recs: pending, commits: commits}
+			tr.add(b)
+			out.send(b)
+			pending, commits, nbytes = nil, nil, 0
+		}
+		deadline = nil
+	}
+	arm := func() {
+		if deadline == nil {
+			if timer == nil {
+				timer = time.NewTimer(a.cfg.linger)
+			} else {
+				timer.Reset(a.cfg.linger)
+			}
+			deadline = timer.C
+		}
+	}
+	for {
+		select {
+		case c, ok := <-a.emit:
+			if !ok {
+				flush()
+				return
+			}
+			st.records.Add(int64(len(c.recs)))
+			for _, r := range c.recs {
+				if pending == nil {
+					pending = make([]rec, 0, a.cfg.batch)
+				}
+				pending = append(pending, r)
+				nbytes += len(r.value)
+				arm()
+				if len(pending) >= a.cfg.batch || nbytes >= a.cfg.batchBytes {
+					flush()
+				}
+			}
+			if c.commit != nil {
+				commits = append(commits, *c.commit) // rides with the batch of the chunk's last record, or the next
+				arm()
+			}
+		case <-deadline:
+			deadline = nil
+			flush()
+		}
+	}
+}
+
+// -- following files ---------------------------------------------------------------------------
+
+func (a *agent) startWatcher() {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "go-baseline: fsnotify unavailable, polling:", err)
+		return
+	}
+	a.watcher = w
+	for _, pat := range strings.Split(a.cfg.includes, ",") {
+		a.watch(filepath.Dir(pat))
+	}
+	go func() {
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Remove) {
+					select {
+					case a.rescan <- struct{}{}:
+					default:
+					}
+				}
+				a.wakeMu.Lock()
+				ch := a.wakes[ev.Name]
+				a.wakeMu.Unlock()
+				if ch != nil {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+			case _, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+}
+
+func (a *agent) watch(path string) {
+	if a.watcher == nil {
+		return
+	}
+	a.wakeMu.Lock()
+	defer a.wakeMu.Unlock()
+	if a.watched[path] {
+		return
+	}
+	if a.watcher.Add(path) == nil {
+		a.watched[path] = true
+	}
+}
+
+// follow registers a reader's wake-up for writes to its real file (and watches its directory
+// for the file that replaces it at rotation).
+func (a *agent) follow(real string, ch chan struct{}) {
+	if a.watcher == nil {
+		return
+	}
+	a.watch(filepath.Dir(real))
+	a.wakeMu.Lock()
+	a.wakes[real] = ch
+	a.wakeMu.Unlock()
+}
+
+func (a *agent) unfollow(real string) {
+	if a.watcher == nil {
+		return
+	}
+	a.wakeMu.Lock()
+	delete(a.wakes, real)
+	a.wakeMu.Unlock()
+}
+
+// read tails one file: reads chunks into one reused buffer (the tail of a chunk, an unfinished
+// line, is moved to its front), decodes them into records and hands them on in order. At end of
+// file, following, it checks whether the path still names the open file: after a rotation
+// (rename + create) or a delete it reads the old file to its end after one more poll interval,
+// emits what it holds and lets go; the rescan it asks for picks up the new file.
+func (a *agent) read(path string, f *os.File, dev, ino uint64) {
+	defer f.Close()
+	opened, _ := f.Stat()
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		real = path
+	}
+	m := newFileMeta(path, real)
+	p := newProc(m, a.cfg.maxLine, a.cfg.window)
+	var off int64
+	key := ""
+	if a.ck != nil {
+		if fp, ok := fingerprint(f); ok {
+			key = fmt.Sprintf("%d:%d:%s", dev, ino, fp)
+			if saved, ok := a.ck.get(key); ok && saved <= opened.Size() {
+				if _, err := f.Seek(saved, io.SeekStart); err == nil {
+					off = saved
+				}
+			}
+		}
+	}
+	wake := make(chan struct{}, 1)
+	if !a.cfg.once {
+		a.follow(real, wake)
+		defer a.unfollow(real)
+	}
+	bufp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bufp)
+	buf := *bufp
+	fill := 0
+	draining := false
+	var timer *time.Timer
+	hand := func(safeEnd int64) {
+		c := chunkOut{recs: p.recs}
+		if key != "" {
+			safe := safeEnd
+			if h := p.heldOffset(); h >= 0 && h < safe {
+				safe = h
+			}
+			c.commit = &commit{key: key, path: path, offset: safe}
+		}
+		if len(c.recs) > 0 || c.commit != nil {
+			a.emit <- c
+		}
+		p.recs, p.arena = nil, nil
+	}
+	begin := func(n int) {
+		p.arena = make([]byte, 0, n+n/2+64<<10)
+		p.recs = make([]rec, 0, n/256+16)
+	}
+	finish := func() { // end of file (once, or the rotated file drained): emit what is held
+		begin(fill)
+		if fill > 0 {
+			st.lines.Add(int64(p.lines(buf[:fill], off)))
+			off += int64(fill)
+			fill = 0
+		}
+		p.flushJoins()
+		hand(off)
+	}
+	for {
+		if fill == len(buf) { // a line longer than the buffer
+			nb := make([]byte, 2*len(buf))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := f.Read(buf[fill:])
+		if n > 0 {
+			st.bytesRead.Add(int64(n))
+			data := buf[:fill+n]
+			end := strings.LastIndexByte(b2s(data), '\n') + 1
+			if end == 0 {
+				fill += n
+				continue
+			}
+			begin(end)
+			st.lines.Add(int64(p.lines(data[:end], off)))
+			off += int64(end)
+			fill = copy(buf, data[end:])
+			hand(off)
+			continue
+		}
+		if err != nil && err != io.EOF {
+			fmt.Fprintln(os.Stderr, "go-baseline:", path, err)
+			return
+		}
+		if a.cfg.once {
+			finish()
+			return
+		}
+		if draining {
+			finish()
+			return
+		}
+		if now, err := os.Stat(path); err != nil || !os.SameFile(opened, now) {
+			draining = true // one more pass to the end of the old file after a poll interval
+			select {
+			case a.rescan <- struct{}{}:
+			default:
+			}
+		}
+		if timer == nil {
+			timer = time.NewTimer(a.cfg.poll)
+		} else {
+			timer.Reset(a.cfg.poll)
+		}
+		select {
+		case <-a.stop:
+			timer.Stop()
+			return
+		case <-wake:
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
 }
