@@ -405,6 +405,11 @@ func (a *agent) read(path string, f *os.File, dev, ino uint64) {
 	draining := false
 	var timer *time.Timer
 	hand := func(safeEnd int64) {
+		if a.ck != nil && key == "" { // opened before its first line was complete
+			if fp, ok := fingerprint(f); ok {
+				key = fmt.Sprintf("%d:%d:%s", dev, ino, fp)
+			}
+		}
 		c := chunkOut{recs: p.recs}
 		if key != "" {
 			safe := safeEnd
