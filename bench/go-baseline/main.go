@@ -20,7 +20,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,7 +95,18 @@ func main() {
 	flag.IntVar(&ks.maxInflight, "max-inflight", 0, "produce requests in flight per broker; 0: franz-go's idempotent default (5); N>0 turns idempotence off")
 	flag.IntVar(&ks.maxBuffered, "kafka-max-buffered-records", 100000, "records the producer buffers before Produce blocks")
 	flag.IntVar(&ks.bufferBytes, "kafka-max-buffered-bytes", 64<<20, "bytes the producer buffers before Produce blocks (tailship's batch.memory_limit_bytes)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile (pprof) to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		pf, err := os.Create(*cpuprofile)
+		if err != nil {
+			fatal(err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	if os.Getenv("GOMEMLIMIT") == "" && memlimit != "0" {
 		n, err := parseSize(memlimit)
@@ -206,6 +219,13 @@ func main() {
 		"acked": st.acked.Load(), "failed": st.failed.Load(), "elapsed_s": time.Since(start).Seconds(),
 	})
 	fmt.Fprintln(summaryTo, string(summary))
+	if os.Getenv("GOBASE_MEMSTATS") != "" { // heap allocations per record, for the README's claim
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		recs := max(st.records.Load(), 1)
+		fmt.Fprintf(os.Stderr, "go-baseline: %d heap allocations (%.2f per record), %.0f bytes allocated per record, %d GCs\n",
+			ms.Mallocs, float64(ms.Mallocs)/float64(recs), float64(ms.TotalAlloc)/float64(recs), ms.NumGC)
+	}
 }
 
 func fatal(err error) {

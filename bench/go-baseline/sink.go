@@ -37,6 +37,7 @@ func (o stdoutOut) send(b *batch) {
 		o.w.Write(b.recs[i].value)
 		o.w.WriteByte('\n')
 	}
+	o.w.Flush() // a batch is written when it is acknowledged
 	st.acked.Add(int64(len(b.recs)))
 	b.ack(int64(len(b.recs)) + 1)
 }
