@@ -52,6 +52,7 @@ type config struct {
 	poll       time.Duration
 	maxLine    int
 	window     float64
+	logMetrics bool
 }
 
 // chunkOut: a chunk's records and the checkpoint they allow once acknowledged.
@@ -86,6 +87,7 @@ func main() {
 	flag.DurationVar(&cfg.poll, "poll", 250*time.Millisecond, "wait at end of file before looking again when fsnotify says nothing")
 	flag.IntVar(&cfg.maxLine, "max-line-bytes", 1<<20, "longer joined lines are truncated (tailship's source.max_line_bytes)")
 	flag.Float64Var(&cfg.window, "inherit-window", 1.0, "seconds within which a stack-trace line inherits the ids before it")
+	flag.BoolVar(&cfg.logMetrics, "log-metrics", true, "tailship's built-in log metrics (lines by namespace and level, lines with trace context)")
 	flag.StringVar(&dataDir, "data", "", "checkpoint directory (none: no checkpoints)")
 	flag.DurationVar(&ckInterval, "checkpoint-interval", 200*time.Millisecond, "checkpoints are persisted after acks, at most this often")
 	flag.StringVar(&memlimit, "memlimit", "256MiB", "Go soft memory limit (GOMEMLIMIT), e.g. 256MiB; 0: none; ignored when GOMEMLIMIT is set")
@@ -219,6 +221,9 @@ func main() {
 		"acked": st.acked.Load(), "failed": st.failed.Load(), "elapsed_s": time.Since(start).Seconds(),
 	})
 	fmt.Fprintln(summaryTo, string(summary))
+	if cfg.logMetrics {
+		printLogMetrics()
+	}
 	if os.Getenv("GOBASE_MEMSTATS") != "" { // heap allocations per record, for the README's claim
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
@@ -401,6 +406,10 @@ func (a *agent) read(path string, f *os.File, dev, ino uint64) {
 	}
 	m := newFileMeta(path, real)
 	p := newProc(m, a.cfg.maxLine, a.cfg.window)
+	if a.cfg.logMetrics {
+		p.lm = newLogMetrics()
+		defer p.lm.merge()
+	}
 	var off int64
 	key := ""
 	if a.ck != nil {

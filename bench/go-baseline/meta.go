@@ -28,6 +28,8 @@ type fileMeta struct {
 	hostMembers []byte // "name":"..."
 	k8sMembers  []byte // "namespace":"...",...
 	k8sKeys     map[string]bool
+	ns          string // the namespace label of its records (log metrics)
+	hasNS       bool
 }
 
 func (m *fileMeta) k8sHas(k string) bool { return m.k8sKeys[k] }
@@ -76,6 +78,7 @@ func newFileMeta(path, real string) *fileMeta {
 		m.tail = append(append([]byte(`,"host":{`), m.hostMembers...), '}')
 	}
 	k := kubernetesFromPaths(path, real)
+	m.ns, m.hasNS = k["namespace"]
 	for _, name := range k8sOrder {
 		if v, ok := k[name]; ok {
 			if len(m.k8sMembers) > 0 {

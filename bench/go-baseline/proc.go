@@ -77,6 +77,7 @@ type proc struct {
 	id       ids
 	arena    []byte
 	recs     []rec
+	lm       *logMetrics // nil: log metrics off
 	nbytes   int64
 }
 
@@ -432,9 +433,21 @@ func (p *proc) object(v *fastjson.Value, payload []byte, off int64, st int, ts [
 		p.cand[i] = nil
 	}
 	anyCand, keys, objects := false, 0, 0
+	var level, severity, lvl, appLog, appK8s *fastjson.Value
 	o.Visit(func(k []byte, x *fastjson.Value) {
 		if c := candidate(k); c >= 0 {
 			p.cand[c], anyCand = x, true
+			return
+		}
+		switch string(k) {
+		case "level":
+			level = x
+			return
+		case "severity":
+			severity = x
+			return
+		case "lvl":
+			lvl = x
 			return
 		}
 		if a := agentKey(k); a != 0 {
@@ -444,9 +457,21 @@ func (p *proc) object(v *fastjson.Value, payload []byte, off int64, st int, ts [
 			} else {
 				objects &^= a
 			}
+			if a == kLog {
+				appLog = x
+			} else if a == kKubernetes {
+				appK8s = x
+			}
 		}
 	})
 	ta, sa := extract(&p.cand, anyCand, &p.id)
+	if p.lm != nil {
+		var logLevel *fastjson.Value
+		if objects&kLog != 0 {
+			logLevel = appLog.Get("level")
+		}
+		p.lm.count(p.namespace(objects&kKubernetes != 0, appK8s), p.lm.levelOf(level, severity, lvl, logLevel), p.id.hasT)
+	}
 	p.remember(st, ts)
 	start := p.startRec()
 	if ta == rewrite || sa == rewrite || keys&(kTimestamp|kStream|kKubernetes|kLog|kHost) != 0 {
@@ -725,6 +750,9 @@ func (p *proc) text(off int64, st int, ts, payload []byte, flags int) {
 	} else {
 		p.remember(st, ts)
 	}
+	if p.lm != nil {
+		p.lm.count(p.namespace(false, nil), "unknown", p.id.hasT)
+	}
 	start := p.startRec()
 	a := append(p.arena, `{"message":`...)
 	a = appendJSONString(a, payload)
@@ -772,4 +800,27 @@ func epochOf(ts []byte) (float64, bool) {
 	}
 	t = t.Truncate(time.Microsecond)
 	return float64(t.Unix()) + float64(t.Nanosecond())/1e9, true
+}
+
+// namespace: the label of the record's kubernetes.namespace (the file's, else the app's own).
+func (p *proc) namespace(appObj bool, appK8s *fastjson.Value) string {
+	if p.meta.hasNS || !appObj {
+		return p.meta.ns
+	}
+	v := appK8s.Get("namespace")
+	if v == nil {
+		return ""
+	}
+	if v.Type() == fastjson.TypeString {
+		return bound(string(v.GetStringBytes()))
+	}
+	switch v.Type() {
+	case fastjson.TypeTrue:
+		return "true"
+	case fastjson.TypeFalse:
+		return "false"
+	case fastjson.TypeNumber:
+		return bound(v.String())
+	}
+	return ""
 }
