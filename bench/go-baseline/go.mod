@@ -3,6 +3,7 @@ module tailship/bench/go-baseline
 go 1.26.0
 
 require (
+	github.com/DataDog/zstd v1.5.7
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/twmb/franz-go v1.22.2
 	github.com/valyala/fastjson v1.6.10

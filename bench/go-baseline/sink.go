@@ -76,6 +76,9 @@ func newKafka(url string, s kafkaSettings) (*kafkaOut, error) {
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // murmur2 of the key, like Java's
 		kgo.AllowAutoTopicCreation(),
 	}
+	if c := newCompressor(s.level); c != nil {
+		opts = append(opts, kgo.WithCompressor(c))
+	}
 	if s.maxInflight > 0 {
 		// franz-go's idempotent producer always allows 5 requests in flight per broker; a
 		// smaller number is only accepted without idempotence (see README)
