@@ -485,14 +485,10 @@ func (p *proc) object(v *fastjson.Value, payload []byte, off int64, st int, ts [
 		a = append(a, ',')
 	}
 	if ta == appendID {
-		a = append(a, `"trace_id":"`...)
-		a = append(a, p.id.t[:32]...)
-		a = append(a, `",`...)
+		a = appendIDMember(a, "trace_id", p.id.t[:32])
 	}
 	if sa == appendID {
-		a = append(a, `"span_id":"`...)
-		a = append(a, p.id.s[:16]...)
-		a = append(a, `",`...)
+		a = appendIDMember(a, "span_id", p.id.s[:16])
 	}
 	p.arena = p.agentFields(a, off, st, ts, flags)
 	p.endRec(start)
@@ -587,9 +583,7 @@ func (p *proc) rebuild(o *fastjson.Object, ta, sa, keys, objects int, off int64,
 					oldT = x
 				}
 				if p.id.hasT {
-					a = append(a, `"trace_id":"`...)
-					a = append(a, p.id.t[:32]...)
-					a = append(a, `",`...)
+					a = appendIDMember(a, "trace_id", p.id.t[:32])
 				}
 				return
 			}
@@ -599,9 +593,7 @@ func (p *proc) rebuild(o *fastjson.Object, ta, sa, keys, objects int, off int64,
 					oldS = x
 				}
 				if p.id.hasS {
-					a = append(a, `"span_id":"`...)
-					a = append(a, p.id.s[:16]...)
-					a = append(a, `",`...)
+					a = appendIDMember(a, "span_id", p.id.s[:16])
 				}
 				return
 			}
@@ -620,14 +612,10 @@ func (p *proc) rebuild(o *fastjson.Object, ta, sa, keys, objects int, off int64,
 		member(k, x)
 	})
 	if ta == appendID {
-		a = append(a, `"trace_id":"`...)
-		a = append(a, p.id.t[:32]...)
-		a = append(a, `",`...)
+		a = appendIDMember(a, "trace_id", p.id.t[:32])
 	}
 	if sa == appendID {
-		a = append(a, `"span_id":"`...)
-		a = append(a, p.id.s[:16]...)
-		a = append(a, `",`...)
+		a = appendIDMember(a, "span_id", p.id.s[:16])
 	}
 	// an invalid id set aside: to <key>_original, else to log.original.<key> when the app's log
 	// is absent or an object without "original"; else dropped (trace.set_aside)
@@ -758,14 +746,10 @@ func (p *proc) text(off int64, st int, ts, payload []byte, flags int) {
 	a = appendJSONString(a, payload)
 	a = append(a, ',')
 	if p.id.hasT {
-		a = append(a, `"trace_id":"`...)
-		a = append(a, p.id.t[:32]...)
-		a = append(a, `",`...)
+		a = appendIDMember(a, "trace_id", p.id.t[:32])
 	}
 	if p.id.hasS {
-		a = append(a, `"span_id":"`...)
-		a = append(a, p.id.s[:16]...)
-		a = append(a, `",`...)
+		a = appendIDMember(a, "span_id", p.id.s[:16])
 	}
 	p.arena = p.agentFields(a, off, st, ts, flags)
 	p.endRec(start)
@@ -823,4 +807,13 @@ func (p *proc) namespace(appObj bool, appK8s *fastjson.Value) string {
 		return bound(v.String())
 	}
 	return ""
+}
+
+// appendIDMember: `"<name>":"<id>",` (ids are hex: nothing to escape).
+func appendIDMember(a []byte, name string, id []byte) []byte {
+	a = append(a, '"')
+	a = append(a, name...)
+	a = append(a, `":"`...)
+	a = append(a, id...)
+	return append(a, `",`...)
 }
