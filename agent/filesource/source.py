@@ -84,13 +84,15 @@ class FileSource:
     `new_processor(fid, path, real_path)` makes the chain a file's lines go through;
     `on_opened()` is called when opening a file changed the checkpoint store (write it soon).
     `once`: read each file found by one `discover` to its end, then stop (no inotify, no
-    holding of files without a first line)."""
+    holding of files without a first line). `absorbing()`: whether what is read now goes to a
+    disk buffer with room (held rotated files are read into it instead of released)."""
 
     def __init__(self, settings: SourceSettings, checkpoints: CheckpointStore, *,
                  shard: tuple[int, int] = (0, 1), once: bool = False,
                  emit: Callable[[Segment], Awaitable[None]],
                  new_processor: Callable[[FileId, str, str], FileProcessor], metrics: Metrics,
-                 on_opened: Callable[[], None] = lambda: None, buffered: bool = False) -> None:
+                 on_opened: Callable[[], None] = lambda: None,
+                 absorbing: Callable[[], bool] = lambda: False) -> None:
         self.s = settings
         self.checkpoints = checkpoints
         self.shard = shard
@@ -99,7 +101,7 @@ class FileSource:
         self.new_processor = new_processor
         self.metrics = metrics
         self.on_opened = on_opened
-        self.buffered = buffered  # a disk buffer takes what held rotated files hold: no bound
+        self.absorbing = absorbing
         self.tailing: dict[str, Tailing] = {}  # file key -> its tailer
         self.watcher: DirWatcher | None = None
         self.files_seen: set[Inode] = set()  # every file tailed since the start
@@ -320,9 +322,11 @@ class FileSource:
         return [(t, size) for _, t, size in sorted(held, key=lambda h: h[0])]
 
     def _release_held(self) -> None:
-        """Warn as held rotated bytes grow; past `max_held_rotated_bytes` (without a disk
-        buffer, which takes them in instead), let go of the oldest held files, their unread
-        bytes counted as lost."""
+        """Warn as held rotated bytes grow; past `max_held_rotated_bytes`, let go of the oldest
+        held files, their unread bytes counted as lost — unless a disk buffer takes what is read
+        now (`absorbing`): then they are read into it to their end, and closed, losing nothing.
+        A full buffer (or one that acknowledges only on delivery) takes nothing in: the bound
+        applies as without one."""
         held = self.held_rotated()
         total = sum(size for _, size in held)
         if total >= self._held_warned:
@@ -331,7 +335,7 @@ class FileSource:
             while self._held_warned <= total:
                 self._held_warned *= 2
         bound = self.s.max_held_rotated_bytes
-        if not bound or self.buffered:
+        if not bound or total <= bound or self.absorbing():
             return
         for t, size in held:
             if total <= bound:
