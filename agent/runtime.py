@@ -128,7 +128,7 @@ class Agent:
         self.source = FileSource(settings.source, self.checkpoints, shard=shard, once=once,
                                  emit=self.fanout.emit, new_processor=self._processor,
                                  metrics=self.metrics, on_opened=self._acked.set,
-                                 buffered=settings.buffer.type == "disk")
+                                 absorbing=self._absorbing)
         self.metric_sources = self._metric_sources()
         self.kube: KubernetesMetadata | None = None  # pod metadata from the API server (run)
         self._fatal: BaseException | None = None
@@ -305,6 +305,13 @@ class Agent:
         except ConfigProblem as exc:
             raise StartupError(f"kubernetes: {exc}") from exc
         self.metrics.registry.register(self.kube)
+
+    def _absorbing(self) -> bool:
+        """Whether what the tailers read now goes to disk, not to memory waiting on a sink:
+        every sink is behind a disk buffer that acknowledges on write and has room (held rotated
+        files are then read into it rather than released: `FileSource._release_held`)."""
+        return bool(self.deliveries) and all(
+            isinstance(d.sink, BufferedSink) and d.sink.absorbs for d in self.deliveries)
 
     def _processor(self, fid: FileId, path: str, real_path: str) -> FileProcessor:
         meta = file_meta(path, real_path)

@@ -330,10 +330,17 @@ class BufferedSink:
         self.stall = Stall()                  # frames waiting and none delivered since
         self.write_error: str | None = None   # the disk's last refusal, until a write succeeds
         self._warn = Every(WARN_EVERY_SECS)
+        self.full = False  # the last batch sent found no room (it waits, or was dropped)
 
     @property
     def bytes(self) -> int:
         return self.buf.bytes
+
+    @property
+    def absorbs(self) -> bool:
+        """Whether a batch sent now is taken at once (acknowledged on write, room left, the disk
+        writing): what is read goes to disk, not to memory waiting on the sink."""
+        return self.ack == "on_write" and not self.full and self.write_error is None
 
     async def start(self) -> None:
         if not self._opened:  # once, also when the inner sink's start is tried again
@@ -356,6 +363,7 @@ class BufferedSink:
         size = self.buf.frame_size(payload)
         async with self._lock:  # one writer: frames stay in send order
             while self.buf.pending and self.buf.pending + size > self.max_bytes:
+                self.full = True
                 if self.when_full == "drop_newest":
                     self.dropped += batch.nrecords
                     self.count("dropped_buffer_full", batch.nrecords)
@@ -365,6 +373,7 @@ class BufferedSink:
                 if self._fatal is not None:
                     raise self._fatal
             frame = await self._on_disk("append to", self.buf.append, payload)
+            self.full = False
         self.stall.pending()
         done: asyncio.Future[None] | None = None
         if self.ack == "on_delivery":

@@ -65,6 +65,18 @@ class ChainSpec:
     observe: Callable[[dict[str, Any], str | None], None] | None = None  # log metrics: (record, trace id)
 
 
+@dataclass(slots=True)
+class Parked:
+    """What a file's chain must remember when it is dropped while its file is idle (see
+    `FileProcessor.park`), for the next chain of the same file to carry on as it would have."""
+
+    live: LiveMeta | None          # the file's view of its pod (its `ready()` was awaited)
+    decoder: str | None            # the format found in the file (`format = "auto"`)
+    last: dict[str | None, tuple[str | None, str | None, str]]  # trace context to inherit
+    reported: set[str]             # invalid-id events already logged for the file
+    unparsable_seen: bool
+
+
 def rfc3339_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -198,6 +210,29 @@ class FileProcessor:
         if self.decoder is not None and self.decoder.held_offset is not None:
             held.append(self.decoder.held_offset)
         return min(held) if held else None
+
+    def park(self) -> Parked | None:
+        """The file is idle and nothing is held (`held_offset` is None): this chain is about to
+        be dropped (10,000 idle files hold no chain). What a new chain for the file needs to
+        carry on as this one would (`resume`); None when that is nothing: no live metadata, the
+        format fixed by the spec, no trace context to inherit, nothing logged once."""
+        last = {stream: v for stream, v in self._last.items() if v[0] is not None or v[1] is not None}
+        decoder = self.decoder.name if self.decoder is not None and self.base_spec.format == "auto" else None
+        if (self._live is None and decoder is None and not last and not self._trace_reported
+                and not self._unparsable_seen):
+            return None
+        return Parked(self._live, decoder, last, self._trace_reported, self._unparsable_seen)
+
+    def resume(self, parked: Parked) -> None:
+        """Carry on from the chain that `park` gave `parked` (before the first `process`)."""
+        if parked.live is not None:
+            self._live = parked.live   # not a new one: its pod was waited for, its flags kept
+            self._generation = -1
+        if parked.decoder is not None:
+            self.decoder = DECODERS[parked.decoder](self.spec.max_line_bytes, self.count)
+        self._last.update(parked.last)
+        self._trace_reported = parked.reported
+        self._unparsable_seen = parked.unparsable_seen
 
     # -- changing metadata ------------------------------------------------------------------------
 

@@ -181,6 +181,7 @@ class Delivery:
                 await self._deliver(batch)
             finally:
                 self.queue.task_done()
+            del batch  # not held while the next one is awaited: an idle agent keeps no batch
 
     async def _deliver(self, batch: Batch) -> None:
         started = 0.0

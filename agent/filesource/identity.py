@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 KEY = re.compile(r"(\d+):(\d+):([0-9a-f]+)")  # device:inode:fingerprint
 
@@ -20,11 +20,12 @@ class FileId:
     dev: int
     ino: int
     fp: str
+    # The string the file is known by in checkpoints and batches: `device:inode:fingerprint`;
+    # made once, so that every place that keeps it (10,000 files) shares one string.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """The string the file is known by in checkpoints and batches: `device:inode:fingerprint`."""
-        return f"{self.dev}:{self.ino}:{self.fp}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.dev}:{self.ino}:{self.fp}")
 
     @classmethod
     def parse(cls, key: str) -> FileId:

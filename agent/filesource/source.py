@@ -32,7 +32,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from agent.filesource import descriptors
@@ -53,12 +53,21 @@ log = logging.getLogger("tailship.agent")  # the name these lines had before the
 RESCAN_COALESCE_SECS = 0.02  # an asked-for scan waits this long, so a burst of events makes one
 FULL_SCAN_SECS = 30.0  # with inotify and no event, a scan still runs this often (a safety net)
 HELD_WARN_BYTES = 64 << 20  # held rotated bytes are warned about at this and each doubling
+# Parked tailers (see `tailer`) are looked at this often (`FileTailer.due`), as a safety net: a
+# write inotify does not report (through a shared mmap, say) is read within this long.
+SWEEP_SECS = 60.0
+# A scan that finds many new files lets the loop run after starting this many: the ones started
+# read their data (and park) before more are opened, so 10,000 files found at once are never
+# 10,000 chains at a time (their memory, freed at once, would stay fragmented), and the tailers
+# already reading are not stalled for the whole batch.
+START_SLICE = 64
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Tailing:
+    key: str        # the file's key when it was opened (its key in `FileSource.tailing`)
     tailer: FileTailer
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None  # None while the tailer is parked
     inode: Inode
     label: str      # the path its records are reported under
     real: str       # the real path it was opened at
@@ -75,13 +84,15 @@ class FileSource:
     `new_processor(fid, path, real_path)` makes the chain a file's lines go through;
     `on_opened()` is called when opening a file changed the checkpoint store (write it soon).
     `once`: read each file found by one `discover` to its end, then stop (no inotify, no
-    holding of files without a first line)."""
+    holding of files without a first line). `absorbing()`: whether what is read now goes to a
+    disk buffer with room (held rotated files are read into it instead of released)."""
 
     def __init__(self, settings: SourceSettings, checkpoints: CheckpointStore, *,
                  shard: tuple[int, int] = (0, 1), once: bool = False,
                  emit: Callable[[Segment], Awaitable[None]],
                  new_processor: Callable[[FileId, str, str], FileProcessor], metrics: Metrics,
-                 on_opened: Callable[[], None] = lambda: None, buffered: bool = False) -> None:
+                 on_opened: Callable[[], None] = lambda: None,
+                 absorbing: Callable[[], bool] = lambda: False) -> None:
         self.s = settings
         self.checkpoints = checkpoints
         self.shard = shard
@@ -90,22 +101,25 @@ class FileSource:
         self.new_processor = new_processor
         self.metrics = metrics
         self.on_opened = on_opened
-        self.buffered = buffered  # a disk buffer takes what held rotated files hold: no bound
+        self.absorbing = absorbing
         self.tailing: dict[str, Tailing] = {}  # file key -> its tailer
         self.watcher: DirWatcher | None = None
         self.files_seen: set[Inode] = set()  # every file tailed since the start
         self.seen = Seen()  # fingerprints, siblings examined, ... (see `recovery.rotated_unseen`)
         self.since = time.time()  # wall time the agent started: rotations since then are recovered
-        self._by_name: dict[tuple[str, str], set[FileTailer]] = {}  # (dir, name) -> tailers to wake
+        # (dir, name) -> the file(s) to wake: one Tailing, or a set when several (rarely)
+        self._by_name: dict[tuple[str, str], Tailing | set[Tailing]] = {}
         self._held_names: set[tuple[str, str]] = set()  # (dir, name) of files in _unidentified
         self._old_names: set[tuple[str, str]] = set()  # (dir, name) of ours skipped as too old
         self.confinement = Confinement(settings.allowed_roots or default_roots(settings.include))
         self.scanner = Scanner(settings.include, settings.exclude, self.confinement)
         self._reals = self.scanner.reals
         self.limits = descriptors.raise_limit()
+        self._ask_scan = self._rescan_set  # one bound method shared by every tailer
         self.slots = descriptors.Slots(settings.max_open_files
                                        or descriptors.default_max_open_files(self.limits[0]),
-                                       on_free=self._rescan_set)
+                                       on_free=self._ask_scan)
+        self._swept = time.monotonic()  # when parked tailers were last looked at (`_sweep`)
         self._targets: dict[str, str] = {}  # real path -> path, of the files the last scan found
         self._warned: set[str] = set()
         # (dev, ino) -> (fd, path) of files opened before they had a first line
@@ -147,6 +161,7 @@ class FileSource:
         """Scan, and again every `scan_interval_secs` or when asked to (`wake`); until cancelled."""
         while True:
             await self.discover()
+            self._sweep()
             # a tailer that sees its path name another file (rotation), or inotify reporting a
             # name created or moved, asks for a scan at once, so the new file is opened before
             # it can be rotated away unread
@@ -155,6 +170,7 @@ class FileSource:
                     await asyncio.wait_for(self._rescan.wait(), self.s.scan_interval_secs)
                 except TimeoutError:
                     self._release_held()
+                    self._sweep()
                     if not self._quiet():
                         break
                     continue
@@ -205,12 +221,18 @@ class FileSource:
         self._unreached = {t.inode: self._unreached.get(t.inode, mono)
                            for t in self.tailing.values() if t.inode not in scanned}
         old: set[tuple[str, str]] = set()
+        started = 0
         for path, st in found:
             if (st.st_dev, st.st_ino) in open_inodes or owner(st.st_dev, st.st_ino, workers) != index:
                 continue
             if src.ignore_older_secs and now - st.st_mtime > src.ignore_older_secs:
                 old.update(self._watch_names(path, self._reals(path, st)))
                 continue
+            started += 1
+            if started % START_SLICE == 0:
+                await asyncio.sleep(0)
+                if self._stop_reading.is_set():
+                    return
             self._start_file(path, st)
         self._old_names = old
         self._follow_targets(found)
@@ -243,7 +265,7 @@ class FileSource:
         """Every file found read to its end (with `once`): files that waited for a descriptor
         are opened as others finish, by another scan."""
         while True:
-            tasks = [t.task for t in list(self.tailing.values())]
+            tasks = [t.task for t in list(self.tailing.values()) if t.task is not None]
             if not tasks and not self.slots.wanted:
                 return
             if tasks:
@@ -256,11 +278,14 @@ class FileSource:
     async def stop(self) -> None:
         """Stop every tailer (unread data stays on disk: its checkpoint did not move)."""
         self._stop_reading.set()
-        for entry in self.tailing.values():
-            entry.tailer.wake.set()
-        tasks = [t.task for t in self.tailing.values()]
-        for t in tasks:
-            t.cancel()
+        tasks = []
+        for entry in list(self.tailing.values()):
+            if entry.task is None:
+                self._end_parked(entry)
+            else:
+                entry.tailer.wake()
+                entry.task.cancel()
+                tasks.append(entry.task)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
@@ -278,6 +303,10 @@ class FileSource:
         return [(t.tailer.fd, t.tailer.pos) for t in self.tailing.values()
                 if not t.tailer.done and t.tailer.fd >= 0]
 
+    def parked(self) -> int:
+        """Files followed without a task or chain now (idle, inotify covers them)."""
+        return sum(1 for t in self.tailing.values() if t.task is None)
+
     def held_rotated(self) -> list[tuple[Tailing, int]]:
         """Files being read that no scan reaches any more (rotated away or deleted), with their
         size (disk space they hold), oldest first."""
@@ -293,9 +322,11 @@ class FileSource:
         return [(t, size) for _, t, size in sorted(held, key=lambda h: h[0])]
 
     def _release_held(self) -> None:
-        """Warn as held rotated bytes grow; past `max_held_rotated_bytes` (without a disk
-        buffer, which takes them in instead), let go of the oldest held files, their unread
-        bytes counted as lost."""
+        """Warn as held rotated bytes grow; past `max_held_rotated_bytes`, let go of the oldest
+        held files, their unread bytes counted as lost — unless a disk buffer takes what is read
+        now (`absorbing`): then they are read into it to their end, and closed, losing nothing.
+        A full buffer (or one that acknowledges only on delivery) takes nothing in: the bound
+        applies as without one."""
         held = self.held_rotated()
         total = sum(size for _, size in held)
         if total >= self._held_warned:
@@ -304,7 +335,7 @@ class FileSource:
             while self._held_warned <= total:
                 self._held_warned *= 2
         bound = self.s.max_held_rotated_bytes
-        if not bound or self.buffered:
+        if not bound or total <= bound or self.absorbing():
             return
         for t, size in held:
             if total <= bound:
@@ -316,7 +347,10 @@ class FileSource:
             log.error("%s: rotated away or deleted, and held unread past "
                       "source.max_held_rotated_bytes (%d): released; %d bytes never read are LOST",
                       t.label, bound, lost)
-            t.task.cancel()
+            if t.task is None:
+                self._end_parked(t)
+            else:
+                t.task.cancel()
 
     # -- inotify ----------------------------------------------------------------------------------
 
@@ -326,14 +360,18 @@ class FileSource:
             # a name appeared or went, or a file held until its first line (or skipped as too
             # old) is written to
             self._rescan.set()
-        for tailer in self._by_name.get((directory, name), ()):
-            tailer.wake.set()
+        found = self._by_name.get(pair)
+        if isinstance(found, Tailing):
+            self._wake(found)
+        elif found is not None:
+            for t in list(found):
+                self._wake(t)
 
     def _on_fs_overflow(self) -> None:
         self.metrics.event("inotify_overflow")
         self._rescan.set()
-        for t in self.tailing.values():
-            t.tailer.wake.set()
+        for t in list(self.tailing.values()):
+            self._wake(t)
 
     # -- discovery --------------------------------------------------------------------------------
 
@@ -453,7 +491,7 @@ class FileSource:
             return
         self._tail_fd(fd, fid, path, label, real)
 
-    def _covers(self, folders: set[str]) -> bool:
+    def _covers(self, folders: Iterable[str]) -> bool:
         """Whether inotify reports writes in all of these directories now."""
         w = self.watcher
         return w is not None and w.fd >= 0 and all(w.full(f) for f in folders)
@@ -467,24 +505,20 @@ class FileSource:
         offset = self._start_offset(fid, path, os.fstat(fd).st_size)
         real_path = real or os.path.realpath(path)
         report = label or path
-        if not self.once and self.checkpoints.opened(fid.key, offset, report, real_path):
+        key = fid.key
+        if not self.once and self.checkpoints.opened(key, offset, report, real_path):
             self.on_opened()  # written soon, not only after an acknowledgement
-
-        def new_processor(ident: FileId) -> FileProcessor:  # again with a new one, after a truncation
-            return self.new_processor(ident, report, real_path)
-
-        folders = {os.path.dirname(path), os.path.dirname(real_path)}
-        tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=new_processor,
+        tailer = FileTailer(path=path, fd=fd, fid=fid, offset=offset, new_processor=self.new_processor,
                             emit=self.emit, metrics=self.metrics, settings=self.s,
-                            once=self.once, stop=self._stop_reading, on_gone=self._rescan.set,
-                            real=real_path, slots=self.slots, watched=lambda: self._covers(folders))
-        task = asyncio.create_task(self._tail(tailer, fid.key), name=f"tail:{path}")
-        tailing = Tailing(tailer, task, (fid.dev, fid.ino), report, real_path)
-        self.tailing[fid.key] = tailing
+                            once=self.once, stop=self._stop_reading, on_gone=self._ask_scan,
+                            real=real_path, label=report, slots=self.slots, covers=self._covers)
+        tailing = Tailing(key, tailer, None, (fid.dev, fid.ino), report, real_path)
+        self.tailing[key] = tailing
+        self._resume(tailing)
         if self.watcher is not None:
-            for folder, name in tailing.names():
-                self.watcher.watch(folder)
-                self._by_name.setdefault((folder, name), set()).add(tailer)
+            for pair in tailing.names():
+                self.watcher.watch(pair[0])
+                self._name_add(pair, tailing)
         self.files_seen.add((fid.dev, fid.ino))
         self.seen.fingerprints.add(fid.fp)
         self.metrics.files_open.inc()
@@ -504,9 +538,34 @@ class FileSource:
                 and not self.checkpoints.recovered_from_corruption and not self.once)
         return size if tail else 0
 
-    async def _tail(self, tailer: FileTailer, key: str) -> None:
+    def _resume(self, t: Tailing) -> None:
+        """Start (again) the task of a new or parked tailer."""
+        t.task = asyncio.create_task(self._tail(t), name=f"tail:{t.tailer.path}")
+
+    def _wake(self, t: Tailing) -> None:
+        """Inotify reported a write (or may have missed one): a parked tailer starts again."""
+        if t.task is not None:
+            t.tailer.wake()
+        elif not self._stop_reading.is_set():
+            self._resume(t)
+
+    def _sweep(self) -> None:
+        """Every `SWEEP_SECS` (at each call while files wait for a descriptor), start again the
+        parked tailers that must look at their file though inotify said nothing (`due`)."""
+        mono = time.monotonic()
+        if mono - self._swept < SWEEP_SECS and not self.slots.wanted:
+            return
+        self._swept = mono
+        now = asyncio.get_running_loop().time()
+        for t in list(self.tailing.values()):
+            if t.task is None and t.tailer.due(now):
+                self._resume(t)
+
+    async def _tail(self, t: Tailing) -> None:
+        tailer, parked = t.tailer, False
         try:
             await tailer.run()
+            parked = tailer.parked
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or an I/O error on one file must not stop the others
@@ -514,13 +573,42 @@ class FileSource:
             self.metrics.internal_error("tailer")  # restarted from its checkpoint by the next scan
             log.exception("%s: tailer failed: %s", tailer.path, exc)
         finally:
-            t = self.tailing.get(key)
-            if t is not None and t.tailer is tailer:
-                del self.tailing[key]
-                for name in t.names():
-                    waiting = self._by_name.get(name)
-                    if waiting is not None:
-                        waiting.discard(tailer)
-                        if not waiting:
-                            del self._by_name[name]
-            self.metrics.files_open.dec()
+            if parked:
+                t.task = None  # started again by `_wake` or `_sweep`
+            else:
+                self._forget(t)
+
+    def _end_parked(self, t: Tailing) -> None:
+        """A parked tailer ends outside a task (the agent stops, or it is released)."""
+        t.tailer.parked = False
+        t.tailer._let_go()
+        self._forget(t)
+
+    def _forget(self, t: Tailing) -> None:
+        """A tailer ended: no longer followed, nor woken."""
+        if self.tailing.get(t.key) is t:
+            del self.tailing[t.key]
+            for pair in t.names():
+                self._name_drop(pair, t)
+        self.metrics.files_open.dec()
+
+    def _name_add(self, pair: tuple[str, str], t: Tailing) -> None:
+        found = self._by_name.get(pair)
+        if found is None:
+            self._by_name[pair] = t
+        elif isinstance(found, Tailing):
+            if found is not t:
+                self._by_name[pair] = {found, t}
+        else:
+            found.add(t)
+
+    def _name_drop(self, pair: tuple[str, str], t: Tailing) -> None:
+        found = self._by_name.get(pair)
+        if found is t:
+            del self._by_name[pair]
+        elif isinstance(found, set):
+            found.discard(t)
+            if len(found) == 1:
+                self._by_name[pair] = next(iter(found))
+            elif not found:
+                del self._by_name[pair]

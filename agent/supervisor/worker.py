@@ -4,8 +4,9 @@
 modules of `preload_modules` once). It runs a whole agent over the files its index owns and
 answers the supervisor over a pipe: every "report" request with its readiness and its metrics
 exposition, and once more when it stops (see `agent.supervisor.exposition`: that exposition is
-all the supervisor knows of a worker's numbers). When the supervisor's end of the pipe closes,
-the worker exits at once.
+all the supervisor knows of a worker's numbers). Reports are sent from a thread
+(`reports.ReportSender`): a supervisor that stops reading never blocks the worker's loop.
+When the supervisor's end of the pipe closes, the worker exits at once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from agent import logs
 from agent.runtime import EXIT_RUNTIME, install_signal_handlers, run_loop, uvloop_safe
 from agent.settings import Settings
 from agent.supervisor.exposition import RunTotals
+from agent.supervisor.reports import ReportSender
 from pipelines import layout
 from pipelines.layout import worker_dir
 
@@ -84,6 +86,8 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
     def report() -> tuple[str, tuple[bool, str], bytes]:
         return ("report", agent.readiness(), generate_latest(agent.metrics.registry))
 
+    sender = ReportSender(conn, agent.metrics.event)
+
     async def go() -> int:
         install_signal_handlers(agent.request_stop)
         loop = asyncio.get_running_loop()
@@ -100,7 +104,7 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
                     agent.checkpoints.persist()
                 os._exit(EXIT_RUNTIME)
             if msg == "report":
-                conn.send(report())
+                sender.send(report())  # built here, on the loop; sent by the sender's thread
 
         loop.add_reader(conn.fileno(), on_message)
         try:
@@ -113,6 +117,5 @@ def worker_main(settings: Settings, index: int, workers: int, once: bool, log_le
     except TailshipError as exc:
         log.error("%s", exc)
         code = EXIT_RUNTIME
-    with contextlib.suppress(OSError):
-        conn.send(report())  # its final numbers, for the run summary
+    sender.close(report())  # its final numbers, for the run summary
     sys.exit(code)
