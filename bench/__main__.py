@@ -430,10 +430,10 @@ def profile_null(agent: Agent, tree: Path, scenario: str, work: Path, out: Path,
     rc, err = prof.record(cmd, path, agent.path, agent.env())
     if rc != 0 or not path.exists():
         return ["", f"### Profile: {scenario}", "", f"py-spy failed ({rc}): {err[-500:]}"]
-    rows, samples = prof.summarize(prof.load(path))
+    rows, samples, idle = prof.summarize(prof.load(path))
     print(f"profile {scenario}: {samples:,} samples -> {path}", file=sys.stderr)
     return ["", f"### Profile: {scenario}, one tailship worker (`{path.name}`)", "",
-            *prof.table(rows, samples)]
+            *prof.table(rows, samples, idle)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,12 +64,13 @@ def test_profile_summary_counts_own_and_inclusive_time() -> None:
     raw = ("main (agent/cli.py:10);run (agent/runtime.py:20);parse (pipelines/chain.py:30) 60\n"
            "main (agent/cli.py:10);run (agent/runtime.py:21);encode (pipelines/chain.py:40) 30\n"
            "main (agent/cli.py:10);run (agent/runtime.py:22) 10\n"
+           "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:81) 40\n"
            "not a sample line\n")
-    rows, samples = profile.summarize(raw, top=2)
-    assert samples == 100
+    rows, samples, idle = profile.summarize(raw, top=2)
+    assert (samples, idle) == (100, 40)
     assert [(r.function, round(r.own, 2), round(r.inclusive, 2)) for r in rows] == [
         ("parse (pipelines/chain.py)", 0.6, 0.6), ("encode (pipelines/chain.py)", 0.3, 0.3)]
-    rows, _ = profile.summarize(raw, top=3)
+    rows, _, _ = profile.summarize(raw, top=3)
     assert (rows[2].function, rows[2].own, rows[2].inclusive) == ("run (agent/runtime.py)", 0.1, 1.0)
 
 
