@@ -14,7 +14,7 @@ First a parity check: tailship and go write a 20,000-record sample (docker and C
 stdout and their trace ids, span ids, timestamps, streams and kubernetes fields are compared
 record by record. Then the scenarios (default: all but manyfiles):
   null-docker, null-cri     files -> null sink (--once), one worker per CPU: the pipeline's cost.
-                            Agents: tailship, tailship@REV, go, go@old
+                            Agents: tailship, go, go@old
   null1-docker, null1-cri   the same with one tailship worker (--workers 1): tailship, tailship@REV
   kafka-docker, kafka-cri   files -> Kafka (zstd, acks=all, idempotent, key = trace id, --once),
                             every line consumed back: lost, duplicated and wrongly keyed messages
@@ -58,6 +58,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -87,7 +88,7 @@ FAMILIES = {"null": ["null-docker", "null-cri"], "null1": ["null1-docker", "null
             "kafka": ["kafka-docker", "kafka-cri"]}
 ALL = [*FAMILIES["null"], *FAMILIES["null1"], *FAMILIES["kafka"], "latency", "stall"]
 # who runs where by default: the old baselines where the targets need them (a full run in ~25 min)
-DEFAULT_AGENTS = {"null": ["tailship", "tailship@rev", "go", "go@old"],
+DEFAULT_AGENTS = {"null": ["tailship", "go", "go@old"],
                   "null1": ["tailship", "tailship@rev"],
                   "kafka": ["tailship", "go"], "latency": ["tailship", "go"], "stall": ["tailship", "go"]}
 
@@ -479,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             return manyfiles.main(argv if argv is not None else sys.argv[1:], args.quick,
                                   Path(args.work or scratch), out, args.files, Path(args.agent_root))
     t_start = time.monotonic()
+    load0 = os.getloadavg()
     args.rounds = args.rounds or (1 if args.quick else 3)
     lines = args.lines or (30_000 if args.quick else 1_500_000)
     scenarios: list[str] = []
@@ -492,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench: the stall scenario stops and restarts the broker of scripts/services; "
                          "it cannot be run against --kafka")
     args.agents_named = {n for spec in args.agents for n in spec.partition("=")[2].split(",")}
+    # absolute (tailship@REV runs in another directory), the venv's link itself kept, not resolved
+    args.python = os.path.abspath(args.python) if os.sep in args.python else shutil.which(args.python) or args.python
     interpreter = python_version(args.python)
     agents = make_agents(args.python, args.tailship_rev, None if args.no_go_old else args.go_old_rev)
     by_scenario = scenario_agents(args, agents)
@@ -544,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         results[scenario] = {a: report.median_run(rs) for a, rs in runs.items()}
     cmdline = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     minutes = (time.monotonic() - t_start) / 60
-    header = header_lines(args, agents, interpreter, cmdline.strip(), par, starts, lines, latency, minutes)
+    load = f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    header = header_lines(args, agents, interpreter, cmdline.strip(), par, starts, lines, latency, minutes,
+                          load)
     rev = next((n for n in agents if n.startswith("tailship@")), None)
     old = next((n for n in agents if n.startswith("go@")), None)
     md = out / f"{name}.md"
@@ -565,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def header_lines(args: argparse.Namespace, agents: dict[str, Agent], interpreter: str, cmdline: str,
                  par: str, starts: Startups, lines: int,
-                 latency: Latency, minutes: float) -> list[str]:
+                 latency: Latency, minutes: float, load: str) -> list[str]:
     who = "; ".join(f"`{a.name}`: {a.source}" for a in agents.values())
     st = ", ".join(f"{a}{' (1 worker)' if w == 1 else ''} → {s} {c:.2f} CPU-s / {wall:.2f} s"
                    for (s, a, w), (c, wall) in sorted(starts.items()))
@@ -573,7 +579,8 @@ def header_lines(args: argparse.Namespace, agents: dict[str, Agent], interpreter
             f"- Command: `{cmdline}` ({minutes:.0f} minutes)",
             f"- Agents: {who}",
             f"- Interpreter (tailship): Python {interpreter}; {go_version()}",
-            f"- Machine: {report.machine()}",
+            f"- Machine: {report.machine()}; load average (1 min) {load}: other work on the "
+            "machine shares its cores",
             f"- Workload: {lines:,} records per throughput run (`bench.generate`, seed 7, 16 container "
             "files of one format, ~1 KB lines: JSON payloads with trace ids in several conventions, "
             "16 KiB+ split lines every 2,000 records, stack traces every 500)",
