@@ -495,7 +495,10 @@ def main(argv: list[str] | None = None) -> int:
                          "it cannot be run against --kafka")
     args.agents_named = {n for spec in args.agents for n in spec.partition("=")[2].split(",")}
     # absolute (tailship@REV runs in another directory), the venv's link itself kept, not resolved
-    args.python = os.path.abspath(args.python) if os.sep in args.python else shutil.which(args.python) or args.python
+    if os.sep in args.python:
+        args.python = os.path.abspath(args.python)
+    else:
+        args.python = shutil.which(args.python) or args.python
     interpreter = python_version(args.python)
     agents = make_agents(args.python, args.tailship_rev, None if args.no_go_old else args.go_old_rev)
     by_scenario = scenario_agents(args, agents)
