@@ -75,6 +75,8 @@ class Agent:
         wanted: list[tuple[str, str]] = [("data", str(data))]
         if latency is not None:
             wanted += [("linger", f"{latency.batch_ms}ms"), ("kafka-linger", f"{latency.kafka_ms}ms")]
+        if "data" in self.flags:
+            data.mkdir(parents=True, exist_ok=True)
         for flag, value in wanted:
             if flag in self.flags:
                 cmd += [f"-{flag}", value]
