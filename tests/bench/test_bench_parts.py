@@ -4,10 +4,14 @@ configuration tailship gets for the latency setting."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+import pytest
 
 from agent.config import load_config
 from bench import profile
+from bench.__main__ import scenario_agents
 from bench.agents import Agent, Latency, tailship_config
 from bench.report import MIB, Run, median_run, targets
 
@@ -97,3 +101,26 @@ def test_latency_setting_is_a_valid_tailship_configuration(tmp_path: Path) -> No
     assert settings.sink.kafka.topic == "bench-t"
     assert settings.sink.kafka.bootstrap_servers == ["127.0.0.1:9092", "127.0.0.1:9093"]
     assert settings.source.include == [str(tmp_path / "logs" / "*.log")] and settings.metrics.listen == ""
+
+
+def test_agents_run_where_the_defaults_and_agents_option_say() -> None:
+    agents = {n: Agent(n, "go" if n.startswith("go") else "tailship", Path("/x"), "")
+              for n in ("tailship", "tailship@old", "go", "go@a1799ed")}
+
+    def names(specs: list[str], have: dict[str, Agent] = agents) -> dict[str, list[str]]:
+        named = {n for s in specs for n in s.split("=")[1].split(",")}
+        ns = argparse.Namespace(agents=specs, agents_named=named)
+        return {s: [a.name for a in got] for s, got in scenario_agents(ns, have).items()}
+
+    got = names([])
+    assert got["null-cri"] == ["tailship", "go", "go@a1799ed"]
+    assert got["null1-docker"] == ["tailship", "tailship@old"] and got["kafka-cri"] == ["tailship", "go"]
+    got = names(["kafka=tailship,tailship@rev,go", "latency=go"])
+    assert got["kafka-docker"] == got["kafka-cri"] == ["tailship", "tailship@old", "go"]
+    assert got["latency"] == ["go"] and got["stall"] == ["tailship", "go"]
+    without_old = {n: a for n, a in agents.items() if "@" not in n}
+    assert names([], without_old)["null1-cri"] == ["tailship"]  # no --tailship-rev: the alias is skipped
+    with pytest.raises(SystemExit, match="gox"):
+        names(["null=tailship,gox"])
+    with pytest.raises(SystemExit, match="nulll"):
+        names(["nulll=tailship"])
