@@ -1,25 +1,54 @@
-"""tailship against a Go baseline doing the same job, on the same machine, in one command.
+"""tailship against a strong Go baseline doing the same job, on the same machine, in one command.
 
-    python -m bench [--quick] [--rounds N] [--lines N] [--scenarios ...] [--kafka HOST:PORT] [--out DIR]
+    python -m bench [--quick] [--rounds N] [--lines N] [--scenarios ...] [--agents SCEN=A,B ...]
+                    [--tailship-rev REV] [--go-old-rev REV | --no-go-old] [--python PATH]
+                    [--workers N] [--partitions N] [--profile] [--kafka HOST:PORT] [--out DIR]
 
-First a parity check: both agents write a 20,000-line sample to stdout and their trace ids,
-timestamps, streams and kubernetes fields are compared line by line. Then the scenarios, each
-run for tailship and the Go baseline alternately (A B B A ..., medians of --rounds, default 3):
-  null     files -> null sink (--once): the pipeline's own cost
-  kafka    files -> Kafka (zstd, acks=all, idempotent, key = trace id, --once); every line
-           consumed back: lost, duplicated and wrongly keyed messages counted
-  latency  10k lines/s written (kubelet-style rotation at 10 MiB) -> Kafka; write-to-consumed
-           latency from the write time embedded in each line (p50/p99/max)
-  stall    5k lines/s -> Kafka while the broker is stopped for 60 s: peak RSS, recovery time
-           (from the broker's return, or the writer's end if later, to the last line consumed)
-  manyfiles (alone, tailship only; see bench/manyfiles.py) 10,000 idle container files on one
-           worker: CPU % of a core and RSS idle, then with 100 of them written at 100 lines/s
-Per agent and scenario: lines/s, MB/s, CPU-seconds per million lines (user + sys from the
-kernel at the agent's exit; --once scenarios net of a start-up measured with the same sink),
-peak RSS (VmHWM), latency percentiles, lines lost / duplicated / wrongly keyed, and the
-tailship/Go ratios. The real Kafka broker comes from scripts/services (or --kafka, except for
-stall). Writes bench/results/<date>-<host>.md (+ .png with matplotlib) and exits 1 when a line
-was lost or wrongly keyed (duplicates are reported, not failed: delivery is at-least-once).
+Agents (bench/agents.py): `tailship` (this checkout, on `--python`, default this interpreter),
+`tailship@REV` (tailship as it was at `--tailship-rev REV`, same interpreter: today's main against
+the new code in one run), `go` (bench/go-baseline of this checkout) and `go@REV` (the baseline as
+it was at `--go-old-rev`, default a1799ed, so a target never moves by weakening the baseline).
+Each scenario runs its agents alternately (A B C, C B A, ...: medians of --rounds, default 3).
+
+First a parity check: tailship and go write a 20,000-record sample (docker and CRI files) to
+stdout and their trace ids, span ids, timestamps, streams and kubernetes fields are compared
+record by record. Then the scenarios (default: all but manyfiles):
+  null-docker, null-cri     files -> null sink (--once), one worker per CPU: the pipeline's cost.
+                            Agents: tailship, go, go@old
+  null1-docker, null1-cri   the same with one tailship worker (--workers 1): tailship, tailship@REV
+  kafka-docker, kafka-cri   files -> Kafka (zstd, acks=all, idempotent, key = trace id, --once),
+                            every line consumed back: lost, duplicated and wrongly keyed messages
+                            counted; the broker's CPU is measured apart. Agents: tailship, go
+  latency   10k lines/s written (kubelet-style rotation at 10 MiB) -> Kafka with the latency
+            setting on both sides (batch linger --latency-linger-ms, default 10, Kafka linger
+            --latency-kafka-linger-ms, default 5); write-to-consumed p50/p99/max. tailship, go
+  stall     5k lines/s -> Kafka while the broker is stopped for 60 s: peak RSS, recovery time
+            (from the broker's return, or the writer's end if later, to the last line consumed);
+            one round (--stall-rounds). tailship, go
+  manyfiles (alone, tailship only; see bench/manyfiles.py) 10,000 idle container files
+`null` and `kafka` and `null1` name both formats. `--agents null=tailship,go` (repeatable; a
+scenario or a family; agent names or the aliases tailship@rev and go@old) changes who runs where.
+
+Throughput scenarios read --lines records (default 1,500,000, ~1.5 GB per format, so start-up is a
+few percent of the CPU; a run where it is 5 % or more is marked) of ~1 KB lines (`bench.generate`:
+JSON payloads with trace ids in several conventions, 16 KiB+ split lines, stack traces). Per agent
+and scenario: CPU-seconds per million lines (the headline: user + sys of the process tree from the
+kernel at the agent's exit, net of a start-up measured apart with the same sink, median of 3) and
+lines per CPU-second; the gross CPU and the start-up beside them; lines/s and MB/s; the broker's
+CPU-s per million lines; peak RSS of the largest process (a worker) and of the whole tree; latency
+percentiles; lines lost / duplicated / wrongly keyed; ratios between the agents; the targets of
+issue 16, each "met" or "missed" from the figures. `--profile` adds a py-spy profile of one tailship
+worker per null scenario (bench/profile.py): the top functions by own time in the results file,
+the raw profile gzipped beside it.
+
+The real Kafka broker comes from scripts/services (or --kafka, except for stall). A run writes
+`bench/results/<date>-<host>.md` (+ .png with matplotlib; the directory is committed to git);
+`--quick` (a smoke run of a few minutes, used by tests) writes to bench/work/results/ (ignored by
+git) unless --out is given. Exits 1 when a line was lost or wrongly keyed (duplicates are
+reported, not failed: delivery is at-least-once).
+
+Another interpreter: `PYTHON=python3.13 TAILSHIP_VENV=.venv-3.13 . scripts/venv.sh bench`, then
+`python -m bench --python .venv-3.13/bin/python`.
 """
 
 from __future__ import annotations
@@ -34,6 +63,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -42,187 +72,67 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 
-from bench import kafka
-from bench.generate import generate_tree, record_seq
+from bench import kafka, report
+from bench import profile as prof
+from bench.agents import ROOT, Agent, Latency, go_version, make_agents, python_version
+from bench.generate import Manifest, generate_tree, record_seq
+from bench.measure import Broker, Watch, reap
+from bench.report import Run
 
-ROOT = Path(__file__).resolve().parent.parent
-GO_DIR = ROOT / "bench" / "go-baseline"
-CACHE = Path(os.environ.get("TAILSHIP_BENCH_CACHE", Path.home() / ".cache" / "tailship-bench"))
-OTHERS = ("fluent-bit", "vector", "filebeat")
+RESULTS = ROOT / "bench" / "results"
+QUICK_RESULTS = ROOT / "bench" / "work" / "results"  # ignored by git: a smoke run dirties nothing
+SERVICES_STATE = Path(os.environ.get("TAILSHIP_SERVICES_STATE", ROOT / ".services"))
 
-
-@dataclass
-class Run:
-    agent: str
-    scenario: str
-    wall: float = 0.0
-    cpu: float = 0.0
-    rss: int = 0      # peak RSS of the agent's whole process tree (the sum of the processes' peaks)
-    rss_proc: int = 0  # the largest single process's peak RSS (a worker's, with worker processes)
-    lines: int = 0
-    bytes: int = 0
-    lost: int = 0
-    dups: int = 0  # lines delivered more than once
-    bad_keys: int = 0  # Kafka messages whose key is not their trace id
-    latencies: list[float] = field(default_factory=list)
-    recovery: float | None = None
-    startup_cpu: float = 0.0  # CPU-s of starting and stopping on nothing; `cpu` includes it
-    startup_wall: float = 0.0  # seconds of the same; `wall` includes it
-
-    @property
-    def work_cpu(self) -> float:
-        return max(0.0, self.cpu - self.startup_cpu)
-
-    @property
-    def work_wall(self) -> float:
-        return max(1e-3, self.wall - self.startup_wall)
-
-    @property
-    def lines_per_s(self) -> float:
-        """Lines per second of wall time, net of start-up."""
-        return self.lines / self.work_wall if self.wall else 0.0
-
-    @property
-    def cpu_per_m(self) -> float:
-        """CPU-seconds per million lines, net of start-up: the cost of the work itself."""
-        return self.work_cpu / self.lines * 1e6 if self.lines else 0.0
+FAMILIES = {"null": ["null-docker", "null-cri"], "null1": ["null1-docker", "null1-cri"],
+            "kafka": ["kafka-docker", "kafka-cri"]}
+ALL = [*FAMILIES["null"], *FAMILIES["null1"], *FAMILIES["kafka"], "latency", "stall"]
+# who runs where by default: the old baselines where the targets need them (a full run in ~25 min)
+DEFAULT_AGENTS = {"null": ["tailship", "go", "go@old"],
+                  "null1": ["tailship", "tailship@rev"],
+                  "kafka": ["tailship", "go"], "latency": ["tailship", "go"], "stall": ["tailship", "go"]}
 
 
-def _hwm(p: psutil.Process) -> int:
-    """Peak RSS of a process so far (VmHWM, bytes); its current RSS where /proc lacks it."""
-    try:
-        with open(f"/proc/{p.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(p.memory_info().rss)
+def family(scenario: str) -> str:
+    return scenario.split("-")[0]
 
 
-class Watch:
-    """CPU (user+sys) and peak RSS of a process and its children, sampled every 50 ms. The peak
-    is the kernel's high-water mark (VmHWM), so a peak between two samples is not missed."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.p = psutil.Process(proc.pid)
-        self.peak = 0
-        self.peak_proc = 0
-        self.cpu = 0.0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _sample(self) -> None:
-        try:
-            procs = [self.p, *self.p.children(recursive=True)]
-            hwms = [_hwm(p) for p in procs]
-            cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
-        except psutil.Error:
-            return
-        self.peak = max(self.peak, sum(hwms))
-        self.peak_proc = max(self.peak_proc, max(hwms))
-        self.cpu = max(self.cpu, cpu)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self._sample()
-        self._stop.set()
-        self._t.join()
-
-    def settle(self, timeout: float = 20.0) -> float:
-        """Wait until the process has started (its CPU stops growing); its CPU so far."""
-        deadline = time.monotonic() + timeout
-        last = -1.0
-        time.sleep(0.5)
-        while time.monotonic() < deadline:
-            self._sample()
-            if self.cpu - last < 0.01:
-                break
-            last = self.cpu
-            time.sleep(0.25)
-        return self.cpu
-
-
-def build_go() -> Path:
-    binary = CACHE / "go-baseline"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOFLAGS": "-mod=mod"}
-    r = subprocess.run(["go", "build", "-o", str(binary), "."], cwd=GO_DIR, capture_output=True,
-                       text=True, env=env, timeout=600)
-    if r.returncode != 0:
-        raise SystemExit(f"bench: building the Go baseline failed:\n{r.stderr[-3000:]}")
-    return binary
-
-
-WORKERS = 0  # tailship's --workers (0: one per CPU); set from the command line
-
-
-def agent_cmd(agent: str, go: Path, include: str, to: str, once: bool, data: Path) -> list[str]:
-    if agent == "tailship":
-        return [sys.executable, "-m", "agent", "tail", include, "--to", to, "--data-dir", str(data),
-                "--workers", str(WORKERS), "--no-progress", *(["--once"] if once else [])]
-    return [str(go), "-include", include, "-to", to, *(["-once"] if once else [])]
-
-
-def reap(p: subprocess.Popen[bytes], timeout: float | None = None) -> float:
-    """Wait for `p` (killed after `timeout`); user+sys CPU-s of it and its descendants from the
-    kernel's accounting (wait4), exact where sampling misses the end. (Not its ru_maxrss: that
-    counts the forked runner's pages before exec; peaks come from `Watch`.)"""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        pid, status, ru = os.wait4(p.pid, 0 if deadline is None else os.WNOHANG)
-        if pid:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            p.kill()
-            deadline = None
-        time.sleep(0.05)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return float(ru.ru_utime + ru.ru_stime)
-
-
-def run_once(agent: str, cmd: list[str], scenario: str, lines: int, nbytes: int) -> tuple[Run, str, str]:
+def run_once(agent: Agent, cmd: list[str], scenario: str, lines: int, nbytes: int,
+             workers: int = 0) -> tuple[Run, str, str]:
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=agent.path if agent.kind == "tailship" else ROOT, env=agent.env())
     streams: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda n=n, f=f: streams.__setitem__(n, f.read()), daemon=True)
                for n, f in (("out", p.stdout), ("err", p.stderr))]
     for t in readers:
         t.start()
-    w = Watch(p)
+    w = Watch(p.pid)
     cpu = reap(p)
     wall = time.monotonic() - t0
     w.stop()
-    rss, rss_proc = w.peak, w.peak_proc
     for t in readers:
         t.join(60)
     out, err = streams.get("out", b"").decode(), streams.get("err", b"").decode()
     if p.returncode != 0:
-        raise SystemExit(f"bench: {agent} failed ({p.returncode}): {err[-2000:]}")
-    return Run(agent, scenario, wall=wall, cpu=cpu, rss=rss, rss_proc=rss_proc, lines=lines,
-               bytes=nbytes), out, err
+        raise SystemExit(f"bench: {agent.name} failed ({p.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+    return Run(agent.name, scenario, workers=workers, wall=wall, cpu=cpu, rss=w.peak,
+               rss_proc=w.peak_proc, lines=lines, bytes=nbytes), out, err
 
 
-def startup(agent: str, go: Path, work: Path, to: str) -> tuple[float, float]:
+def startup(agent: Agent, work: Path, to: str, workers: int) -> tuple[float, float]:
     """(CPU-s, wall s) an agent spends starting and stopping around a one-line file with the sink
     `to` (connecting, and for Kafka fetching metadata and a producer id), median of 3."""
     one = work / "startup" / "one.log"
     one.parent.mkdir(parents=True, exist_ok=True)
     one.write_text('{"log":"{\\"seq\\":0}\\n","stream":"stdout","time":"2026-11-24T10:00:00Z"}\n')
-    runs = [run_once(agent, agent_cmd(agent, go, str(one), to, True, work / f"data-{uuid.uuid4().hex[:6]}"),
-                     "startup", 1, 0)[0] for _ in range(3)]
+    runs = [run_once(agent, agent.command(str(one), to, once=True, data=work / f"data-{uuid.uuid4().hex[:6]}",
+                                          workers=workers), "startup", 1, 0)[0] for _ in range(3)]
     return statistics.median(r.cpu for r in runs), statistics.median(r.wall for r in runs)
 
 
-def acked(agent: str, out: str, err: str) -> int:
-    if agent == "tailship":
+def acked(agent: Agent, out: str, err: str) -> int:
+    if agent.kind == "tailship":
         for line in err.splitlines():
             if "acknowledged" in line:
                 return int(line.split(" records in ")[0].rsplit(" ", 1)[1].replace(",", ""))
@@ -295,6 +205,7 @@ class RateWriter(threading.Thread):
         self.bytes = 0
         self.elapsed = 0.0
         self.stop_evt = threading.Event()
+        self.finished = threading.Event()  # every line written (set before `written` is final)
 
     def _rotate(self) -> None:
         self.rotations += 1
@@ -337,7 +248,8 @@ class RateWriter(threading.Thread):
                 time.sleep(max(0.0, next_t - time.monotonic()))
         finally:
             f.close()
-        self.elapsed = time.monotonic() - t0
+            self.elapsed = time.monotonic() - t0
+            self.finished.set()
 
 
 def services(*args: str) -> str:
@@ -348,29 +260,33 @@ def services(*args: str) -> str:
     return r.stdout.strip()
 
 
-def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seconds: float,
-               stall: float = 0.0) -> Run:
+def follow_run(agent: Agent, bootstrap: str, work: Path, rate: int, seconds: float, workers: int,
+               partitions: int, stall: float = 0.0, latency: Latency | None = None) -> Run:
     """Fixed-rate writer -> agent (following) -> Kafka, a consumer measuring latency; with
     `stall`, the broker is stopped that long after a fifth of the run."""
-    d = work / f"{agent}-follow-{uuid.uuid4().hex[:6]}"
+    d = work / f"{agent.name}-follow-{uuid.uuid4().hex[:6]}"
     (d / "containers").mkdir(parents=True)
     log = d / "containers" / f"bench-0_load_app-{uuid.uuid4().hex * 2}.log"  # a kubelet name
     log.touch()
-    topic = create_topic(bootstrap, 1)
-    cmd = agent_cmd(agent, go, str(log), f"kafka://{bootstrap}/{topic}", False, d / "data")
+    topic = create_topic(bootstrap, partitions)
+    cmd = agent.command(str(log), f"kafka://{bootstrap}/{topic}", once=False, data=d / "data",
+                        workers=workers, latency=latency)
     errlog = open(d / "agent.err", "wb")  # noqa: SIM115 - a file, not a pipe nobody reads
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, cwd=ROOT)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog,
+                         cwd=agent.path if agent.kind == "tailship" else ROOT, env=agent.env())
     errlog.close()  # the child has its own descriptor
-    w = Watch(p)
+    w = Watch(p.pid)
     cpu0 = w.settle()  # started: only what follows is the work
+    broker = Broker(bootstrap, SERVICES_STATE)
+    b0 = broker.cpu()
     writer = RateWriter(log, rate, seconds)
     latencies: list[float] = []
     got = Consumed()
     wait = max(60.0, stall * 6) + seconds  # a timeout only: the consumer stops once it has every line
 
     def consumer() -> None:  # concurrently with the writer: latency is write -> consumed
-        def expect() -> int:
-            return writer.written + (1 if writer.is_alive() else 0)
+        def expect() -> int:  # one more than written until the writer is done (also before it starts)
+            return writer.written + (0 if writer.finished.is_set() else 1)
         nonlocal got
         got = asyncio.run(consume(bootstrap, topic, expect, wait, latencies=None if stall else latencies))
 
@@ -390,16 +306,16 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
     t_written = time.monotonic()
     reader.join(wait + 30)
     done = time.monotonic()
+    b1 = broker.cpu()
     p.send_signal(signal.SIGTERM)
     cpu = reap(p, timeout=60)
     w.stop()
-    rss, rss_proc = w.peak, w.peak_proc
     # wall = the writer's run: lines/s is the offered rate; CPU is from the start of the writer
     # to the agent's exit (the drain included, the start-up not)
-    run = Run(agent, "stall" if stall else "latency", wall=writer.elapsed or seconds, cpu=cpu - cpu0,
-              rss=rss, rss_proc=rss_proc, lines=writer.written, bytes=writer.bytes,
-              lost=writer.written - len(got.seqs),
-              dups=got.dups, bad_keys=got.bad_keys,
+    run = Run(agent.name, "stall" if stall else "latency", workers=workers, wall=writer.elapsed or seconds,
+              cpu=cpu - cpu0, rss=w.peak, rss_proc=w.peak_proc, lines=writer.written, bytes=writer.bytes,
+              lost=writer.written - len(got.seqs), dups=got.dups, bad_keys=got.bad_keys,
+              broker_cpu=None if stall else b1 - b0,  # a restarted broker is another process
               latencies=sorted(latencies))
     if stall:
         # from the broker's return, or the writer's end if later: the time to catch up
@@ -407,152 +323,148 @@ def follow_run(agent: str, go: Path, bootstrap: str, work: Path, rate: int, seco
     return run
 
 
-def parity(go: Path, work: Path, lines: int = 20_000) -> str:
-    """Both agents on the same small tree to stdout: are their records the same job done? Compares
-    per line the trace id, timestamp, stream and kubernetes fields (the app fields are the
-    payload's own in both)."""
+def parity(tailship: Agent, go: Agent, work: Path, lines: int = 20_000) -> str:
+    """tailship and go on the same small tree (docker and CRI files) to stdout: are their records
+    the same job done? Compares per record the ids, timestamp, stream and kubernetes fields (the
+    app fields are the payload's own in both); span id apart (the baseline of a1799ed had none)."""
     tree = work / "parity"
-    generate_tree(tree, seed=11, pods=4, lines=lines, fmt="mixed", avg_bytes=1024, long_every=2000,
-                  stack_every=500, with_expected=False, clean=True)
+    m = generate_tree(tree, seed=11, pods=4, lines=lines, fmt="mixed", avg_bytes=1024, long_every=2000,
+                      stack_every=500, with_expected=False, clean=True)
+    fmt_of = {f.link: f.format for f in m.files}
     include = str(tree / "containers" / "*.log")
     outs = {}
-    for agent in ("tailship", "go"):
-        _, out, _ = run_once(agent, agent_cmd(agent, go, include, "stdout", True, work / f"data-{agent}-p"),
-                             "parity", lines, 0)
+    for agent in (tailship, go):
+        _, out, _ = run_once(agent, agent.command(include, "stdout", once=True,
+                                                  data=work / f"data-{agent.name}-p"), "parity", lines, 0)
         recs = {}
         for line in out.splitlines():
             r = orjson.loads(line)
             recs[(r["log"]["file"]["path"], r["log"]["offset"])] = r
-        outs[agent] = recs
-    t, g = outs["tailship"], outs["go"]
+        outs[agent.name] = recs
+    t, g = outs[tailship.name], outs[go.name]
     fields = ("trace_id", "@timestamp", "stream", "kubernetes")
-    differ = sum(1 for k in t.keys() & g.keys() if any(t[k].get(f) != g[k].get(f) for f in fields))
+    both = t.keys() & g.keys()
+    parts = []
+    for fmt in ("docker", "cri"):
+        keys = [k for k in both if fmt_of.get(k[0]) == fmt]
+        differ = sum(1 for k in keys if any(t[k].get(f) != g[k].get(f) for f in fields))
+        spans = sum(1 for k in keys if t[k].get("span_id") != g[k].get("span_id"))
+        parts.append(f"{fmt} {len(keys):,} records in both, {differ} whose {', '.join(fields)} differ, "
+                     f"{spans} whose span_id differs")
     traced = sum(1 for r in t.values() if r.get("trace_id"))
-    return (f"on {lines:,} lines both agents wrote {len(t):,} / {len(g):,} records ({traced:,} with a "
-            f"trace id); {len(t.keys() ^ g.keys())} records only one of them wrote, {differ} whose "
-            f"{', '.join(fields)} differ.")
+    return (f"on {lines:,} records tailship and go wrote {len(t):,} / {len(g):,} records ({traced:,} with "
+            f"a trace id); {len(t.keys() ^ g.keys())} records only one of them wrote; "
+            + "; ".join(parts) + ".")
 
 
-def pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
+def scenario_agents(args: argparse.Namespace, agents: dict[str, Agent]) -> dict[str, list[Agent]]:
+    """Scenario -> its agents in run order, from the defaults and --agents."""
+    rev = next((n for n in agents if n.startswith("tailship@")), None)
+    old = next((n for n in agents if n.startswith("go@")), None)
+    alias = {"tailship@rev": rev, "go@old": old}
+    chosen = {s: list(DEFAULT_AGENTS[family(s)]) for s in ALL}
+    for spec in args.agents:
+        target, sep, names = spec.partition("=")
+        scen = FAMILIES.get(target, [target])
+        if not sep or not set(scen) <= set(ALL):
+            raise SystemExit(f"bench: --agents {spec!r}: SCENARIO=AGENT,AGENT with a scenario of "
+                             f"{', '.join([*ALL, *FAMILIES])}")
+        for s in scen:
+            chosen[s] = names.split(",")
+    out: dict[str, list[Agent]] = {}
+    for s, names in chosen.items():
+        resolved = [alias.get(n, n) for n in names]
+        unknown = [n for n in resolved if n and n not in agents and n not in alias]
+        if unknown and any(n in args.agents_named for n in unknown):
+            raise SystemExit(f"bench: --agents names {', '.join(unknown)}; this run has "
+                             f"{', '.join(agents)} (and the aliases tailship@rev, go@old)")
+        out[s] = [agents[n] for n in resolved if n in agents]
+    return out
 
 
-def median_run(runs: list[Run]) -> Run:
-    m = Run(runs[0].agent, runs[0].scenario)
-    m.wall = statistics.median(r.wall for r in runs)
-    m.cpu = statistics.median(r.cpu for r in runs)
-    m.rss = int(statistics.median(r.rss for r in runs))
-    m.rss_proc = int(statistics.median(r.rss_proc for r in runs))
-    m.lines = runs[0].lines
-    m.bytes = runs[0].bytes
-    m.startup_cpu, m.startup_wall = runs[0].startup_cpu, runs[0].startup_wall
-    m.lost = max(r.lost for r in runs)
-    m.dups = max(r.dups for r in runs)
-    m.bad_keys = max(r.bad_keys for r in runs)
-    m.latencies = sorted(x for r in runs for x in r.latencies)
-    rec = [r.recovery for r in runs if r.recovery is not None]
-    m.recovery = statistics.median(rec) if rec else None
-    return m
+Startups = dict[tuple[str, str, int], tuple[float, float]]  # (sink, agent, workers) -> (CPU-s, s)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    go = subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip()
-    mem = psutil.virtual_memory().total / 2**30
-    return (f"{cpu}, {psutil.cpu_count()} CPUs available, {mem:.0f} GiB RAM; Linux "
-            f"{platform.release()}; Python {platform.python_version()} ({sys.executable}); {go}")
+def throughput(scenario: str, agents: list[Agent], tree: Path, m: Manifest, args: argparse.Namespace,
+               work: Path, bootstrap: str, starts: Startups) -> list[Run]:
+    """The rounds of a --once scenario, agents alternated; every run."""
+    include = str(tree / "containers" / "*.log")
+    workers = 1 if family(scenario) == "null1" else args.workers
+    sink = "kafka" if family(scenario) == "kafka" else "null"
+    broker = Broker(bootstrap, SERVICES_STATE) if sink == "kafka" else None
+    runs: list[Run] = []
+    for rnd in range(args.rounds):
+        for agent in agents if rnd % 2 == 0 else agents[::-1]:
+            key = (sink, agent.name, workers)
+            if key not in starts:
+                topic = create_topic(bootstrap, args.partitions) if sink == "kafka" else ""
+                starts[key] = startup(agent, work, "null" if sink == "null" else f"kafka://{bootstrap}/{topic}",
+                                      workers)
+            topic = create_topic(bootstrap, args.partitions) if sink == "kafka" else ""
+            to = "null" if sink == "null" else f"kafka://{bootstrap}/{topic}"
+            cmd = agent.command(include, to, once=True, data=work / f"data-{uuid.uuid4().hex[:6]}",
+                                workers=workers)
+            b0 = broker.cpu() if broker else 0.0
+            run, out, err = run_once(agent, cmd, scenario, m.total_records, m.total_bytes, workers)
+            run.broker_cpu = broker.cpu() - b0 if broker else None
+            run.startup_cpu, run.startup_wall = starts[key]
+            if sink == "null":
+                run.lost = m.total_records - acked(agent, out, err)
+            else:
+                got = asyncio.run(consume(bootstrap, topic, m.total_records, 600))
+                run.lost = m.total_records - len(got.seqs)
+                run.dups, run.bad_keys = got.dups, got.bad_keys
+            runs.append(run)
+            print(f"{scenario:13} {agent.name:18} round {rnd + 1}: {run.cpu_per_m:6.2f} CPU-s/M lines "
+                  f"(gross {run.gross_cpu_per_m:.2f}, start-up {100 * run.startup_share:.1f} %) "
+                  f"{run.lines_per_s:10,.0f} lines/s  RSS {run.rss >> 20} MiB (largest "
+                  f"{run.rss_proc >> 20})  lost {run.lost}", file=sys.stderr)
+    return runs
 
 
-def report(results: dict[str, dict[str, Run]], args: argparse.Namespace, out: Path, cmdline: str) -> Path:
-    lines = [f"# tailship vs the Go baseline — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", "",
-             f"Machine: {machine()}", "", f"Command: `{cmdline}`", "",
-             f"Rounds: {args.rounds} (A B alternating; medians). Workload: ~1 KB docker/CRI lines "
-             "from `bench.generate` (JSON payloads, trace ids in several conventions, some 16 KiB+ "
-             "lines and stack traces). CPU = user+sys of the agent's process tree (the kernel's "
-             "accounting at exit).", "",
-             "null and kafka read pre-written files with `--once`; their lines/s and CPU are net of "
-             "start-up, measured apart (a one-line file, median of 3): "
-             + ", ".join(f"{s} {a} {c:.2f} CPU-s / {w:.2f} s" for (s, a), (c, w) in
-                         sorted(getattr(args, "startups", {}).items())) + ". "
-             "latency and stall follow a file written at a fixed rate (kubelet-style rotation at 10 MiB); "
-             "their CPU counts from the first written line to the agent's exit.", "",
-             f"Same job: {getattr(args, 'parity', 'not checked')}", "",
-             f"tailship workers: {WORKERS or 'one per CPU'} (`--workers`). Peak RSS: the sum of the "
-             "peaks of the agent's processes; largest process: the peak of the biggest one (a "
-             "worker's, for tailship with workers).", "",
-             "| scenario | agent | lines/s | MB/s | CPU-s per M lines | peak RSS MiB | largest process "
-             "MiB | p50 ms | p99 ms | max ms | recovery s | lost | dup | bad key | tailship/Go lines/s | "
-             "tailship/Go CPU per line |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for scenario, by_agent in results.items():
-        go = by_agent.get("go")
-        for agent, r in by_agent.items():
-            ratio_l = ratio_c = ""
-            if agent == "tailship" and go is not None and go.lines_per_s:
-                ratio_l = f"{r.lines_per_s / go.lines_per_s:.2f}"
-                ratio_c = f"{r.cpu_per_m / go.cpu_per_m:.2f}" if go.cpu_per_m else "n/a"
-            lat = [pct(r.latencies, q) * 1000 for q in (0.5, 0.99, 1.0)] if r.latencies else []
-            fmt_lat = [f"{x:.0f}" for x in lat] if lat else ["", "", ""]
-            mbs = r.bytes / r.work_wall / 1e6
-            lines.append(f"| {scenario} | {agent} | {r.lines_per_s:,.0f} | {mbs:.1f} | "
-                         f"{r.cpu_per_m:.2f} | {r.rss / 2**20:.0f} | {r.rss_proc / 2**20:.0f} | "
-                         f"{' | '.join(fmt_lat)} | "
-                         f"{'' if r.recovery is None else f'{r.recovery:.1f}'} | {r.lost} | {r.dups} | "
-                         f"{r.bad_keys if scenario != 'null' else ''} | {ratio_l} | "
-                         f"{ratio_c} |")
-    found = [a for a in OTHERS if shutil.which(a)]
-    lines += ["", "Other agents on PATH: " + (", ".join(found) if found else
-                                             "none found (fluent-bit, vector, filebeat); not compared"),
-              "", "For latency and stall the wall time is the writer's fixed-rate run, so lines/s is "
-              "the offered rate, not capacity; compare CPU, RSS, latency, recovery and losses there."]
+def profile_null(agent: Agent, tree: Path, scenario: str, work: Path, out: Path, name: str) -> list[str]:
+    """A py-spy profile of one tailship worker reading `tree` to the null sink; report lines."""
+    path = out / f"{name}-profile-{scenario}.txt.gz"
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{dt.datetime.now():%Y-%m-%d}-{platform.node() or 'host'}"
-    md = out / f"{name}.md"
-    md.write_text("\n".join(lines) + "\n")
-    try:
-        chart(results, out / f"{name}.png")
-    except ImportError:
-        pass
-    return md
-
-
-def chart(results: dict[str, dict[str, Run]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scen = [s for s in ("null", "kafka") if s in results]
-    if not scen:
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    panels = ((axes[0], "lines_per_s", "lines/s"), (axes[1], "cpu_per_m", "CPU-s per M lines"))
-    for ax, metric, label in panels:
-        for i, agent in enumerate(("tailship", "go")):
-            vals = [getattr(results[s][agent], metric) if agent in results[s] else 0 for s in scen]
-            ax.bar([x + i * 0.4 for x in range(len(scen))], vals, width=0.4, label=agent)
-        ax.set_xticks([x + 0.2 for x in range(len(scen))], scen)
-        ax.set_title(label)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    cmd = agent.command(str(tree / "containers" / "*.log"), "null", once=True,
+                        data=work / f"data-prof-{uuid.uuid4().hex[:6]}", workers=1)
+    rc, err = prof.record(cmd, path, agent.path, agent.env())
+    if rc != 0 or not path.exists():
+        return ["", f"### Profile: {scenario}", "", f"py-spy failed ({rc}): {err[-500:]}"]
+    rows, samples, idle = prof.summarize(prof.load(path))
+    print(f"profile {scenario}: {samples:,} samples -> {path}", file=sys.stderr)
+    return ["", f"### Profile: {scenario}, one tailship worker (`{path.name}`)", "",
+            *prof.table(rows, samples, idle)]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a short run (under 3 minutes) for CI smoke use")
-    ap.add_argument("--rounds", type=int, help="A/B rounds per scenario (default 3, quick 1)")
-    ap.add_argument("--lines", type=int, help="records in the throughput workload")
-    ap.add_argument("--scenarios", default="null,kafka,latency,stall")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run of a few minutes (30,000 lines, 1 round, short follow scenarios); "
+                         "writes to bench/work/results unless --out")
+    ap.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
+    ap.add_argument("--stall-rounds", type=int, default=1, help="rounds of the stall scenario (default 1)")
+    ap.add_argument("--lines", type=int,
+                    help="records per throughput workload (default 1,500,000; quick 30,000)")
+    ap.add_argument("--scenarios", default=",".join(ALL),
+                    help=f"comma-separated: {', '.join(ALL)}, the families null, null1, kafka; or manyfiles")
+    ap.add_argument("--agents", action="append", default=[], metavar="SCENARIO=AGENT,...",
+                    help="agents of a scenario or family (repeatable), e.g. kafka=tailship,go,tailship@rev")
+    ap.add_argument("--tailship-rev", help="also run tailship as it was at this git revision")
+    ap.add_argument("--go-old-rev", default="a1799ed", help="also run the Go baseline of this revision")
+    ap.add_argument("--no-go-old", action="store_true", help="no old Go baseline")
+    ap.add_argument("--python", default=sys.executable, help="interpreter tailship runs on (with its deps)")
     ap.add_argument("--kafka", help="bootstrap host:port (default: start one with scripts/services)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--partitions", type=int, default=1, help="partitions of each benchmark topic")
+    ap.add_argument("--latency-linger-ms", type=int, default=10,
+                    help="latency scenario: batch linger of both agents "
+                         "(tailship batch.linger_ms, Go -linger)")
+    ap.add_argument("--latency-kafka-linger-ms", type=int, default=5,
+                    help="latency scenario: Kafka producer linger "
+                         "(tailship sink.kafka.linger_ms, Go -kafka-linger)")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy profile of one tailship worker per null scenario")
+    ap.add_argument("--out", help="results directory (default bench/results; quick: bench/work/results)")
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
     ap.add_argument("--workers", type=int, default=0,
                     help="tailship's worker processes (default 0: one per CPU, as the agent does)")
@@ -560,85 +472,142 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent-root", default=str(ROOT),
                     help="manyfiles: run the agent from this checkout (to compare with another)")
     args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else QUICK_RESULTS if args.quick else RESULTS
     if args.scenarios == "manyfiles":  # tailship alone: the Go baseline has no part in it
-        import tempfile
-
         from bench import manyfiles
 
-        with tempfile.TemporaryDirectory(prefix="tailship-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="tailship-bench-") as scratch:
             return manyfiles.main(argv if argv is not None else sys.argv[1:], args.quick,
-                                  Path(args.work or tmp), Path(args.out), args.files,
-                                  Path(args.agent_root))
+                                  Path(args.work or scratch), out, args.files, Path(args.agent_root))
+    t_start = time.monotonic()
+    load0 = os.getloadavg()
     args.rounds = args.rounds or (1 if args.quick else 3)
-    global WORKERS
-    WORKERS = args.workers
-    lines = args.lines or (30_000 if args.quick else 200_000)
-    scenarios = args.scenarios.split(",")
+    lines = args.lines or (30_000 if args.quick else 1_500_000)
+    scenarios: list[str] = []
+    for s in args.scenarios.split(","):
+        for x in FAMILIES.get(s, [s]):
+            if x not in ALL:
+                raise SystemExit(f"bench: unknown scenario {x!r} (one of {', '.join([*ALL, *FAMILIES])})")
+            if x not in scenarios:
+                scenarios.append(x)
     if args.kafka and "stall" in scenarios:
         raise SystemExit("bench: the stall scenario stops and restarts the broker of scripts/services; "
                          "it cannot be run against --kafka")
-    go = build_go()
-    import tempfile
-
+    args.agents_named = {n for spec in args.agents for n in spec.partition("=")[2].split(",")}
+    # absolute (tailship@REV runs in another directory), the venv's link itself kept, not resolved
+    if os.sep in args.python:
+        args.python = os.path.abspath(args.python)
+    else:
+        args.python = shutil.which(args.python) or args.python
+    interpreter = python_version(args.python)
+    agents = make_agents(args.python, args.tailship_rev, None if args.no_go_old else args.go_old_rev)
+    by_scenario = scenario_agents(args, agents)
     tmp = tempfile.TemporaryDirectory(prefix="tailship-bench-") if not args.work else None
     work = Path(args.work or tmp.name)  # type: ignore[union-attr]
-    bootstrap = args.kafka or (services("up", "kafka") if {"kafka", "latency", "stall"} & set(scenarios)
-                               else "")
-    tree = work / "tree"
-    # 16 containers: a node runs dozens; tailship's workers take whole files, Go's pool takes lines
-    m = generate_tree(tree, seed=7, pods=16, lines=lines, fmt="mixed", avg_bytes=1024, long_every=2000,
-                      stack_every=500, with_expected=False, clean=True)
-    include = str(tree / "containers" / "*.log")
-    results: dict[str, dict[str, Run]] = {}
-    total_bytes = m.total_bytes
-    args.parity = parity(go, work)
-    print(f"parity  {args.parity}", file=sys.stderr)
-    starts: dict[tuple[str, str], tuple[float, float]] = {}  # (scenario, agent) -> (CPU-s, s)
-    for scenario in {"null", "kafka"} & set(scenarios):
-        to = "null" if scenario == "null" else f"kafka://{bootstrap}/{create_topic(bootstrap, 1)}"
-        for a in ("tailship", "go"):
-            starts[scenario, a] = startup(a, go, work, to)
-    args.startups = starts
+    needs_kafka = any(family(s) in ("kafka", "latency", "stall") for s in scenarios)
+    bootstrap = args.kafka or (services("up", "kafka") if needs_kafka else "")
+    name = f"{dt.datetime.now():%Y-%m-%d}-{platform.node() or 'host'}"
+    par = parity(agents["tailship"], agents["go"], work)
+    print(f"parity  {par}", file=sys.stderr)
+    starts: Startups = {}
+    results: report.Results = {}
+    profiles: list[str] = []
+    trees: dict[str, tuple[Path, Manifest]] = {}
+    latency = Latency(args.latency_linger_ms, args.latency_kafka_linger_ms)
     for scenario in scenarios:
-        runs: dict[str, list[Run]] = {"tailship": [], "go": []}
-        for rnd in range(args.rounds):
-            for agent in ("tailship", "go") if rnd % 2 == 0 else ("go", "tailship"):
-                if scenario in ("null", "kafka"):
-                    topic = create_topic(bootstrap, 1) if scenario == "kafka" else ""
-                    to = "null" if scenario == "null" else f"kafka://{bootstrap}/{topic}"
-                    run, out, err = run_once(agent, agent_cmd(agent, go, include, to, True,
-                                                              work / f"data-{uuid.uuid4().hex[:6]}"),
-                                             scenario, m.total_records, total_bytes)
-                    run.startup_cpu, run.startup_wall = starts[scenario, agent]
-                    if scenario == "null":
-                        run.lost = m.total_records - acked(agent, out, err)
+        agents_here = by_scenario[scenario]
+        if not agents_here:
+            print(f"{scenario}: no agent to run", file=sys.stderr)
+            continue
+        runs: dict[str, list[Run]] = {a.name: [] for a in agents_here}
+        if family(scenario) in ("null", "null1", "kafka"):
+            fmt = scenario.split("-")[1]
+            if fmt not in trees:  # one tree per format (~1.5 GB each), generated once
+                tree = work / f"tree-{fmt}"
+                # 16 containers: a node runs dozens; tailship's workers take whole files
+                trees[fmt] = (tree, generate_tree(tree, seed=7, pods=16, lines=lines, fmt=fmt, avg_bytes=1024,
+                                                  long_every=2000, stack_every=500, with_expected=False,
+                                                  clean=True))
+            tree, m = trees[fmt]
+            for run in throughput(scenario, agents_here, tree, m, args, work, bootstrap, starts):
+                runs[run.agent].append(run)
+            if args.profile and family(scenario) == "null" and "tailship" in runs:
+                profiles += profile_null(agents["tailship"], tree, scenario, work, out, name)
+        else:
+            stall = scenario == "stall"
+            rounds = args.stall_rounds if stall else args.rounds
+            for rnd in range(rounds):
+                for agent in agents_here if rnd % 2 == 0 else agents_here[::-1]:
+                    if stall:
+                        run = follow_run(agent, bootstrap, work, 5_000, 15 if args.quick else 75,
+                                         args.workers, args.partitions, stall=5 if args.quick else 60)
                     else:
-                        got = asyncio.run(consume(bootstrap, topic, m.total_records, 300))
-                        run.lost = m.total_records - len(got.seqs)
-                        run.dups, run.bad_keys = got.dups, got.bad_keys
-                elif scenario == "latency":
-                    run = follow_run(agent, go, bootstrap, work, 10_000, 5 if args.quick else 30)
-                elif scenario == "stall":
-                    run = follow_run(agent, go, bootstrap, work, 5_000, 15 if args.quick else 75,
-                                     stall=5 if args.quick else 60)
-                else:
-                    raise SystemExit(f"bench: unknown scenario {scenario!r}")
-                runs[agent].append(run)
-                print(f"{scenario:8} {agent:8} round {rnd + 1}: {run.lines_per_s:10,.0f} lines/s "
-                      f"{run.cpu_per_m:6.2f} CPU-s/M lines  RSS {run.rss >> 20:4d} MiB "
-                      f"(largest process {run.rss_proc >> 20} MiB)  lost {run.lost}",
-                      file=sys.stderr)
-        results[scenario] = {a: median_run(rs) for a, rs in runs.items()}
+                        run = follow_run(agent, bootstrap, work, 10_000, 5 if args.quick else 30,
+                                         args.workers, args.partitions, latency=latency)
+                    runs[agent.name].append(run)
+                    lat = f"p99 {report.pct(run.latencies, 0.99) * 1000:.0f} ms" if run.latencies else ""
+                    print(f"{scenario:13} {agent.name:18} round {rnd + 1}: {run.cpu_per_m:6.2f} "
+                          f"CPU-s/M lines RSS {run.rss >> 20} MiB {lat} lost {run.lost}", file=sys.stderr)
+        results[scenario] = {a: report.median_run(rs) for a, rs in runs.items()}
     cmdline = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = report(results, args, Path(args.out), cmdline.strip())
+    minutes = (time.monotonic() - t_start) / 60
+    load = f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    header = header_lines(args, agents, interpreter, cmdline.strip(), par, starts, lines, latency, minutes,
+                          load)
+    rev = next((n for n in agents if n.startswith("tailship@")), None)
+    old = next((n for n in agents if n.startswith("go@")), None)
+    md = out / f"{name}.md"
+    report.write(md, header, results, rev, old, profiles, notes(agents))
+    try:
+        report.chart(results, out / f"{name}.png")
+    except ImportError:
+        pass
     print(md.read_text())
-    print(f"report: {md}", file=sys.stderr)
+    print(f"report: {md} ({minutes:.1f} min)", file=sys.stderr)
     if tmp is not None:
         tmp.cleanup()
     # lost or wrongly keyed lines fail the run; duplicates (at-least-once delivery after an
     # outage) are reported, not failed
     bad = sum(r.lost + r.bad_keys for by in results.values() for r in by.values())
     return 1 if bad else 0
+
+
+def header_lines(args: argparse.Namespace, agents: dict[str, Agent], interpreter: str, cmdline: str,
+                 par: str, starts: Startups, lines: int,
+                 latency: Latency, minutes: float, load: str) -> list[str]:
+    who = "; ".join(f"`{a.name}`: {a.source}" for a in agents.values())
+    st = ", ".join(f"{a}{' (1 worker)' if w == 1 else ''} → {s} {c:.2f} CPU-s / {wall:.2f} s"
+                   for (s, a, w), (c, wall) in sorted(starts.items()))
+    return [f"# tailship vs the Go baseline — {report.stamp()}", "",
+            f"- Command: `{cmdline}` ({minutes:.0f} minutes)",
+            f"- Agents: {who}",
+            f"- Interpreter (tailship): Python {interpreter}; {go_version()}",
+            f"- Machine: {report.machine()}; load average (1 min) {load}: other work on the "
+            "machine shares its cores",
+            f"- Workload: {lines:,} records per throughput run (`bench.generate`, seed 7, 16 container "
+            "files of one format, ~1 KB lines: JSON payloads with trace ids in several conventions, "
+            "16 KiB+ split lines every 2,000 records, stack traces every 500)",
+            f"- Rounds: {args.rounds} (agents alternated; medians), stall {args.stall_rounds}; tailship "
+            f"workers: {args.workers or 'one per CPU'}; topics with {args.partitions} partition(s)",
+            f"- Latency setting (both agents): batch linger {latency.batch_ms} ms, Kafka linger "
+            f"{latency.kafka_ms} ms",
+            f"- Start-up (one-line file, median of 3; subtracted from the throughput runs): {st or 'none'}",
+            f"- Same job: {par}"]
+
+
+def notes(agents: dict[str, Agent]) -> list[str]:
+    out = ["CPU = user + sys of the agent's process tree from the kernel at its exit (wait4); broker "
+           "CPU = the Kafka JVM's user + sys over the agent's run (it shares the cores); peak RSS = "
+           "VmHWM sampled every 50 ms: the largest process (a worker, for tailship) and the sum over "
+           "the tree.", "",
+           "Kafka on both sides: zstd level 1, acks=all, idempotent, key = trace id. aiokafka keeps "
+           "one produce request in flight per broker connection; franz-go's idempotent producer up "
+           "to five.", ""]
+    dropped = {a.name: sorted(a.dropped) for a in agents.values() if a.dropped}
+    for name, flags in dropped.items():
+        out.append(f"`{name}` lacks the flags {', '.join('-' + f for f in flags)}: not given to it.")
+        out.append("")
+    return out
 
 
 if __name__ == "__main__":

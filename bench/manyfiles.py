@@ -10,7 +10,7 @@ over an idle window; then 100 of the files get 100 lines a second each, and the 
 taken while they are written, and every written line must be acknowledged (`lost` otherwise).
 Figures are measurements, not pass marks: the run fails (exit 1) only when a line was lost.
 `--agent-root` runs the agent from another checkout (to compare with main). Writes
-bench/results/<date>-<host>-manyfiles.md.
+bench/results/<date>-<host>-manyfiles.md (with `--quick`, bench/work/results/: not committed).
 """
 
 from __future__ import annotations
