@@ -34,7 +34,7 @@ def pair(**spec: Any) -> tuple[FileProcessor, FileProcessor, Counter[str], Count
     """The spliced chain and the dict-path reference, each with its own counters."""
     a: Counter[str] = Counter()
     b: Counter[str] = Counter()
-    new = FileProcessor(ChainSpec(host_name="h", **spec), "k", "/logs/x.log", META,
+    new = FileProcessor(ChainSpec(host_name="h", splice=True, **spec), "k", "/logs/x.log", META,
                         lambda name, n: a.update({name: n}))
     ref = FileProcessor(ChainSpec(host_name="h", splice=False, **spec), "k", "/logs/x.log", META,
                         lambda name, n: b.update({name: n}))
