@@ -366,7 +366,7 @@ class FileProcessor:
         # splicing: never with a target (the payload moves under it)
         splice = spec.splice and not target
         as_dict = keep_k8s  # observers and routes read the record as a dict: built, not encoded
-        tail_bytes = self._splice_tail()
+        tail_bytes = self._splice_tail() if splice else b""
         stream_bytes = _STREAM_BYTES
         flag_bytes = _FLAG_BYTES
         count = self.count
@@ -459,7 +459,7 @@ class FileProcessor:
                     rec = obj
                     if extract is not None:
                         tid, sid = extract(obj, report)
-                if not agent_keys.isdisjoint(rec):
+                if not target and not agent_keys.isdisjoint(rec):
                     _merge_agent_keys(rec)
                 last[stream] = (tid, sid, ts)
                 rec["@timestamp"] = ts
