@@ -13,6 +13,12 @@ exceeds it is dropped and the entry flagged TRUNCATED. A line that is not valid 
 kept as the payload with the MALFORMED flag; invalid UTF-8 is replaced and flagged. Decoders hold
 unfinished joins between chunks; `held_offset` tells where the oldest held line starts so that a
 checkpoint never moves past it.
+
+Raw payloads (`raw=True`, what the chain asks for): a whole CRI line (`F`, nothing held, short
+enough) is cut with byte operations only and its payload left as `bytes`, not decoded: the chain
+parses JSON from the bytes (orjson validates UTF-8 on the way) and splices them into the record
+as they are; only a payload that turns out not to be JSON is decoded, its invalid UTF-8 replaced,
+flagged and counted there (`decode_payload`). Every other entry carries a `str`, as without `raw`.
 """
 
 from __future__ import annotations
@@ -34,14 +40,15 @@ NO_API_METADATA = 64  # its pod was unknown to the Kubernetes API cache: file-na
 FLAG_NAMES = ("truncated", "malformed", "partial", "invalid_utf8", "trace_inherited", "unparsable",
               "no_api_metadata")
 
-# offset, stream (None for text), timestamp, payload, flags
-Entry = tuple[int, str | None, str, str, int]
+# offset, stream (None for text), timestamp, payload (bytes: raw, not yet decoded), flags
+Entry = tuple[int, str | None, str, str | bytes, int]
 Counter = Callable[[str, int], None]
 
 _CRI = re.compile(
     rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d) (?:stdout|stderr) [PF]"
 )
 _STREAMS = frozenset(("stdout", "stderr"))
+_RAW_STREAMS = {b"stdout": "stdout", b"stderr": "stderr"}
 
 
 def detect_format(line: bytes) -> str:
@@ -69,6 +76,14 @@ def _text(line: bytes) -> tuple[str, int]:
         return line.decode("utf-8", "replace"), INVALID_UTF8
 
 
+def decode_payload(payload: bytes, count: Counter) -> tuple[str, int]:
+    """A raw payload as text: invalid UTF-8 replaced, flagged and counted (as a decoder would)."""
+    text, flags = _text(payload)
+    if flags:
+        count("invalid_utf8", 1)
+    return text, flags
+
+
 class _Join:
     """An unfinished record of one stream: the pieces seen so far."""
 
@@ -87,9 +102,10 @@ class Decoder:
 
     name = "text"
 
-    def __init__(self, max_line_bytes: int, count: Counter) -> None:
+    def __init__(self, max_line_bytes: int, count: Counter, raw: bool = False) -> None:
         self.max_line_bytes = max_line_bytes
         self.count = count
+        self.raw = raw  # whole CRI payloads as bytes (see the module docstring)
         self.joins: dict[str | None, _Join] = {}
 
     def decode(self, lines: list[bytes], offset: int, now_ts: str, out: list[Entry]) -> int:
@@ -214,8 +230,21 @@ class CriDecoder(Decoder):
     name = "cri"
 
     def decode(self, lines: list[bytes], offset: int, now_ts: str, out: list[Entry]) -> int:
+        raw = self.raw
+        limit = self.max_line_bytes
         for line in lines:
             n = len(line) + 1
+            if raw and not self.joins:
+                # bytes only: split, check, and leave the payload undecoded. What this does not
+                # take (a partial, a long or odd line) goes the text way below.
+                cut = line.split(b" ", 3)
+                if (len(cut) == 4 and cut[2] == b"F" and len(cut[0]) >= 20
+                        and cut[0][4:5] == b"-" and cut[0].isascii() and len(cut[3]) <= limit):
+                    stream = _RAW_STREAMS.get(cut[1])
+                    if stream is not None:
+                        out.append((offset, stream, cut[0].decode(), cut[3], 0))
+                        offset += n
+                        continue
             if not line:
                 self.count("empty_lines", 1)
                 offset += n
