@@ -383,12 +383,16 @@ func (a *agent) follow(real string, ch chan struct{}) {
 	a.wakeMu.Unlock()
 }
 
-func (a *agent) unfollow(real string) {
+// unfollow removes a reader's wake-up, only if it is still its own: after a rotation the reader
+// of the new file registers under the same path while the old one drains, and must keep it.
+func (a *agent) unfollow(real string, ch chan struct{}) {
 	if a.watcher == nil {
 		return
 	}
 	a.wakeMu.Lock()
-	delete(a.wakes, real)
+	if a.wakes[real] == ch {
+		delete(a.wakes, real)
+	}
 	a.wakeMu.Unlock()
 }
 
@@ -425,7 +429,7 @@ func (a *agent) read(path string, f *os.File, dev, ino uint64) {
 	wake := make(chan struct{}, 1)
 	if !a.cfg.once {
 		a.follow(real, wake)
-		defer a.unfollow(real)
+		defer a.unfollow(real, wake)
 	}
 	bufp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bufp)

@@ -155,3 +155,13 @@ def test_checkpoints_end_where_the_files_end_and_a_restart_reads_nothing(
     assert again["lines"] == again["records"] == 0, again
     print(f"go baseline: {first['records']} records acknowledged, 3 checkpoints at end of file, "
           f"{again['records']} read again after a restart")
+
+
+def test_go_unit_tests_pass(go_binary: Path) -> None:
+    """The baseline's own Go tests (bench/go-baseline/*_test.go: a rotated file's reader keeps
+    its fsnotify wake-up when the old reader lets go)."""
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    r = subprocess.run(["go", "test", "-count=1", "./..."], cwd=GO_DIR, capture_output=True,
+                       text=True, env=env, timeout=500)
+    assert r.returncode == 0, f"go test failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
+    assert "ok" in r.stdout, r.stdout
