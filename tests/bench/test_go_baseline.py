@@ -26,6 +26,8 @@ from tests.services import ROOT, unavailable
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 GO_DIR = ROOT / "bench" / "go-baseline"
+# the environment of `go build` and `go test` here: no cgo (see go_binary)
+GO_ENV = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
 
 # payloads exercising each convention and rule (see pipelines/trace.py and pipelines/chain.py)
 PAYLOADS = [
@@ -91,9 +93,8 @@ def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("go") is None:
         unavailable("go is not installed: the Go baseline cannot be built")
     out = tmp_path_factory.mktemp("go") / "go-baseline"
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     r = subprocess.run(["go", "build", "-o", str(out), "."], cwd=GO_DIR, capture_output=True,
-                       text=True, env=env, timeout=500)
+                       text=True, env=GO_ENV, timeout=500)
     assert r.returncode == 0, f"go build failed:\n{r.stderr[-3000:]}"
     return out
 
@@ -160,8 +161,7 @@ def test_checkpoints_end_where_the_files_end_and_a_restart_reads_nothing(
 def test_go_unit_tests_pass(go_binary: Path) -> None:
     """The baseline's own Go tests (bench/go-baseline/*_test.go: a rotated file's reader keeps
     its fsnotify wake-up when the old reader lets go)."""
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     r = subprocess.run(["go", "test", "-count=1", "./..."], cwd=GO_DIR, capture_output=True,
-                       text=True, env=env, timeout=500)
+                       text=True, env=GO_ENV, timeout=500)
     assert r.returncode == 0, f"go test failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
     assert "ok" in r.stdout, r.stdout
